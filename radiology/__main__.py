@@ -1,0 +1,7 @@
+"""``python -m radiology`` runs the command line."""
+
+import sys
+
+from radiology.cli import main
+
+sys.exit(main())

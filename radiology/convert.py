@@ -1,0 +1,538 @@
+"""DICOM to training-ready images: one file (:func:`dicom_to_image`) or a whole folder
+(:func:`convert_folder`, behind ``radiology convert``).
+
+A folder conversion discovers files, converts them in a process pool, writes every output
+atomically, never lets two inputs claim the same output, never stops on a bad file, and
+records one row per input in ``DST/conversion_report.csv``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from radiology.dicom import DicomError, DicomImage, apply_voi, has_voi, read_dataset, read_dicom
+from radiology.dicom.metadata import metadata_from_dataset
+from radiology.geometry import pad_to_square, resize
+from radiology.intensity import NORMALIZATIONS, histogram_bins, normalize
+from radiology.io import FORMATS, atomic_write, encode_image
+
+__all__ = [
+    "ConvertOptions",
+    "render",
+    "dicom_to_image",
+    "fit_histogram_bins",
+    "output_name",
+    "sanitize_component",
+    "convert_folder",
+    "ConversionReport",
+    "REPORT_COLUMNS",
+    "REPORT_NAME",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Columns of ``conversion_report.csv``; other tools read this file: keep them stable.
+REPORT_COLUMNS = ("source", "status", "reason", "output", "rows", "columns", "photometric", "transfer_syntax", "modality")
+#: File name of the report written into the destination folder.
+REPORT_NAME = "conversion_report.csv"
+_DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima"}
+_UNSAFE = re.compile(r"[^A-Za-z0-9._\-+=@,()]")
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Everything that decides how a DICOM becomes an image file.
+
+    Parameters
+    ----------
+    normalization : {"percentile", "histogram", "minmax", "voi"}
+        Metadata-independent methods of :func:`radiology.intensity.normalize`, or ``"voi"``
+        to trust the header's window / VOI LUT (falling back to ``"percentile"`` for files
+        without one).
+    low, high : float
+        Percentiles for ``"percentile"``.
+    n_bins : int
+        Equal-frequency bins per image for ``"histogram"`` when ``bins`` is not given.
+    bins : tuple of float, optional
+        Histogram bins fitted on the dataset (:func:`fit_histogram_bins`), used by
+        ``"histogram"`` for every image.
+    voi_index : int
+        Which header window to use with ``"voi"``.
+    bits, modality_lut : bool
+        Steps of :func:`radiology.dicom.read_dicom`.
+    polarity : bool
+        Show bone bright (invert MONOCHROME1 / Presentation LUT ``INVERSE``).
+    frame : int
+        Frame of multi-frame files.
+    color : {"gray", "keep"}
+        Colour images to luma, or kept RGB.
+    width, longest : int, optional
+        Aspect-preserving resize to this width, or this longest side (not both).
+    pad_square : bool
+        Pad to a square after resizing.
+    fmt : {"png", "jpeg", "npy"}
+        Output format.
+    bit_depth : {8, 16}
+        PNG bit depth.
+    naming : {"path", "uid"}
+        Output named after the input's relative path, or its sanitized SOP Instance UID.
+    png_compression, jpeg_quality : int
+        Encoder settings (see :func:`radiology.io.encode_image`).
+    """
+
+    normalization: str = "percentile"
+    low: float = 0.5
+    high: float = 99.5
+    n_bins: int = 100
+    bins: tuple[float, ...] | None = None
+    voi_index: int = 0
+    bits: bool = True
+    modality_lut: bool = True
+    polarity: bool = True
+    frame: int = 0
+    color: str = "gray"
+    width: int | None = None
+    longest: int | None = None
+    pad_square: bool = False
+    fmt: str = "png"
+    bit_depth: int = 8
+    naming: str = "path"
+    png_compression: int = 1
+    jpeg_quality: int = 95
+
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS + ("voi",):
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS + ('voi',)}, not {self.normalization!r}")
+        if not 0 <= self.low < self.high <= 100:
+            raise ValueError(f"need 0 <= low < high <= 100, got {self.low}, {self.high}")
+        if self.bins is not None:
+            object.__setattr__(self, "bins", tuple(float(b) for b in self.bins))
+        if self.color not in ("gray", "keep"):
+            raise ValueError(f"color must be 'gray' or 'keep', not {self.color!r}")
+        if self.width is not None and self.longest is not None:
+            raise ValueError("give width or longest, not both")
+        for name in ("width", "longest"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 1:
+                raise ValueError(f"{name} must be positive, got {value}")
+        fmt = {"jpg": "jpeg"}.get(self.fmt.lower(), self.fmt.lower())
+        if fmt not in FORMATS:
+            raise ValueError(f"fmt must be one of {sorted(FORMATS)}, not {self.fmt!r}")
+        object.__setattr__(self, "fmt", fmt)
+        if self.bit_depth not in (8, 16):
+            raise ValueError(f"bit_depth must be 8 or 16, not {self.bit_depth}")
+        if fmt == "jpeg" and self.bit_depth == 16:
+            raise ValueError("JPEG output is 8-bit only; use PNG for 16-bit")
+        if self.naming not in ("path", "uid"):
+            raise ValueError(f"naming must be 'path' or 'uid', not {self.naming!r}")
+
+    @property
+    def extension(self) -> str:
+        """File extension of the outputs (``.png``, ``.jpg`` or ``.npy``)."""
+        return FORMATS[self.fmt]
+
+
+def _display_ordered(image: DicomImage, polarity: bool) -> np.ndarray:
+    # Negating inverted images makes larger = brighter before any normalization, so
+    # percentiles, per-image histograms and dataset-fitted bins all see bone as high.
+    pixels = image.pixels
+    if polarity and image.metadata.inverted and not image.metadata.is_color:
+        pixels = np.negative(pixels.astype(np.int32) if pixels.dtype.kind == "u" else pixels)
+    return pixels
+
+
+def render(image: DicomImage, options: ConvertOptions | None = None) -> np.ndarray:
+    """Turn a decoded :class:`~radiology.dicom.DicomImage` into a training-ready image.
+
+    Normalization (or VOI) → polarity → resize → pad, as set by ``options``.
+
+    Returns
+    -------
+    numpy.ndarray of float32 in [0, 1]
+        Bone bright when ``options.polarity``.
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> from radiology.dicom import read_dicom
+    >>> out = render(read_dicom(get_testdata_file("CT_small.dcm")), ConvertOptions(width=64))
+    >>> out.shape, out.dtype
+    ((64, 64), dtype('float32'))
+    """
+    options = options or ConvertOptions()
+    meta = image.metadata
+    if options.normalization == "voi" and has_voi(meta) and not meta.is_color:
+        out = apply_voi(image.pixels, meta, image.dataset, options.voi_index)
+        if options.polarity and meta.inverted:
+            out = 1.0 - out
+    else:
+        method = "percentile" if options.normalization == "voi" else options.normalization
+        bins = np.asarray(options.bins) if options.bins is not None else None
+        out = normalize(
+            _display_ordered(image, options.polarity), method,
+            low=options.low, high=options.high, bins=bins, n_bins=options.n_bins,
+        )
+    if options.width is not None or options.longest is not None:
+        out = resize(out, width=options.width, longest=options.longest)
+    if options.pad_square:
+        out = pad_to_square(out)
+    return out
+
+
+def dicom_to_image(source, options: ConvertOptions | None = None, **overrides) -> np.ndarray:
+    """Read a DICOM file and return the normalized image (``float32``, ``[0, 1]``, bone bright).
+
+    Parameters
+    ----------
+    source : path, bytes or binary file-like
+        Any DICOM file :func:`radiology.dicom.read_dicom` accepts.
+    options : ConvertOptions, optional
+        Defaults to percentile normalization with polarity correction, original size.
+    **overrides
+        Fields of :class:`ConvertOptions` to change, e.g. ``width=512``.
+
+    Raises
+    ------
+    radiology.dicom.DicomError
+        A typed, one-line reason when the file cannot be converted.
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> image = dicom_to_image(get_testdata_file("MR_small.dcm"), normalization="histogram")
+    >>> image.shape, float(image.min()), float(image.max())
+    ((64, 64), 0.0, 1.0)
+    """
+    options = replace(options or ConvertOptions(), **overrides) if overrides else (options or ConvertOptions())
+    image = read_dicom(
+        source, frame=options.frame, bits=options.bits, modality_lut=options.modality_lut, color=options.color
+    )
+    return render(image, options)
+
+
+def fit_histogram_bins(
+    sources: Iterable[str | os.PathLike],
+    options: ConvertOptions | None = None,
+    *,
+    n_bins: int = 100,
+    samples_per_image: int = 100_000,
+    seed: int = 0,
+) -> np.ndarray:
+    """Fit equal-frequency histogram bins on a sample of a DICOM dataset.
+
+    Pixels are taken in the same space :func:`render` normalizes (after the Modality LUT,
+    polarity corrected), so the bins can be passed as ``ConvertOptions(bins=...)`` with
+    ``normalization="histogram"``. Unreadable files are skipped with a log message.
+
+    Returns
+    -------
+    numpy.ndarray of float64
+        Strictly increasing edges; save with :func:`radiology.intensity.save_histogram_bins`.
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> bins = fit_histogram_bins([get_testdata_file("MR_small.dcm")], n_bins=10)
+    >>> bool(np.all(np.diff(bins) > 0))
+    True
+    """
+    options = options or ConvertOptions()
+
+    def pixels():
+        for source in sources:
+            try:
+                image = read_dicom(source, frame=options.frame, bits=options.bits,
+                                   modality_lut=options.modality_lut, color=options.color)
+            except DicomError as error:
+                logger.warning("skipped while fitting bins: %s", error)
+                continue
+            yield _display_ordered(image, options.polarity)
+
+    return histogram_bins(pixels(), n_bins, samples_per_image=samples_per_image, seed=seed)
+
+
+def sanitize_component(text: str) -> str:
+    """Make one path component safe: no separators, no ``..``, no hidden or empty names.
+
+    Characters outside ``[A-Za-z0-9._-+=@,()]`` become ``_``; a leading dot becomes ``_``.
+
+    Examples
+    --------
+    >>> sanitize_component("../../etc/passwd")
+    '_._.._etc_passwd'
+    >>> sanitize_component("1.2.840.10008")
+    '1.2.840.10008'
+    """
+    cleaned = _UNSAFE.sub("_", text.strip())
+    if not cleaned or set(cleaned) == {"."}:
+        return "_" * max(1, len(cleaned))
+    if cleaned.startswith("."):
+        cleaned = "_" + cleaned[1:]
+    return cleaned[:255]
+
+
+def output_name(relative: str | os.PathLike, extension: str) -> str:
+    """Output path (POSIX, relative to DST) for an input at ``relative`` (relative to SRC).
+
+    Known DICOM extensions are replaced; any other suffix is kept (files named by UID
+    contain dots), so ``a.dcm`` and ``a`` both map to ``a.png`` — a collision the converter
+    reports rather than overwrites.
+
+    Examples
+    --------
+    >>> output_name("study/1.2.3.4", ".png")
+    'study/1.2.3.4.png'
+    >>> output_name("study/IM0001.DCM", ".png")
+    'study/IM0001.png'
+    """
+    parts = [sanitize_component(p) for p in Path(relative).parts if p not in ("", "/")]
+    if not parts:
+        raise ValueError(f"empty input path {relative!r}")
+    stem = parts[-1]
+    suffix = Path(stem).suffix
+    if suffix.lower() in _DICOM_SUFFIXES and len(stem) > len(suffix):
+        stem = stem[: -len(suffix)]
+    parts[-1] = stem + extension
+    return "/".join(parts)
+
+
+@dataclass
+class ConversionReport:
+    """Outcome of :func:`convert_folder`: one row per input (columns :data:`REPORT_COLUMNS`)."""
+
+    table: pd.DataFrame
+    path: Path
+
+    def count(self, status: str) -> int:
+        """Number of inputs with this status (``ok``, ``failed`` or ``skipped``)."""
+        return int((self.table["status"] == status).sum())
+
+    @property
+    def summary(self) -> str:
+        """``"N converted, M failed, K skipped"``."""
+        return f"{self.count('ok')} converted, {self.count('failed')} failed, {self.count('skipped')} skipped"
+
+
+def _row(source: str, status: str, reason: str = "", output: str = "", meta: dict | None = None) -> dict:
+    row = dict.fromkeys(REPORT_COLUMNS, "")
+    row.update(meta or {})
+    row.update(source=source, status=status, reason=reason, output=output)
+    return row
+
+
+def _header_fields(ds) -> dict:
+    meta = metadata_from_dataset(ds)
+    return {"rows": meta.rows, "columns": meta.columns, "photometric": meta.photometric,
+            "transfer_syntax": meta.transfer_syntax, "modality": meta.modality or ""}
+
+
+def _reason(error: BaseException, name: str) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    if text.startswith(name + ": "):
+        text = text[len(name) + 2:]
+    return text if isinstance(error, DicomError) else f"unexpected {type(error).__name__}: {text}"
+
+
+@dataclass(frozen=True)
+class _Job:
+    index: int
+    path: str
+    label: str
+    output: str | None  # known up front for path naming; from the UID otherwise
+    temporary: str
+
+
+def _convert_job(job: _Job, options: ConvertOptions, dst: str, skip_existing: bool) -> dict:
+    """Worker: decode, render and encode one file into its temporary path."""
+    meta: dict = {}
+    try:
+        output = job.output
+        if output is None:  # UID naming: the header decides the name
+            ds = read_dataset(job.path, stop_before_pixels=True)
+            meta = _header_fields(ds)
+            uid = ds.get("SOPInstanceUID")
+            if not uid:
+                return _row(job.label, "failed", "no SOPInstanceUID to name the output", meta=meta)
+            output = sanitize_component(str(uid)) + options.extension
+            if skip_existing and os.path.exists(os.path.join(dst, output)):
+                return _row(job.label, "skipped", "output exists", output, meta)
+        image = read_dicom(job.path, frame=options.frame, bits=options.bits,
+                           modality_lut=options.modality_lut, color=options.color)
+        meta = _header_fields(image.dataset)
+        data = encode_image(render(image, options), options.fmt, options.bit_depth,
+                            png_compression=options.png_compression, jpeg_quality=options.jpeg_quality)
+        with open(job.temporary, "wb") as file:
+            file.write(data)
+        return _row(job.label, "ok", "", output, meta)
+    except Exception as error:  # noqa: BLE001 - a bad file must never stop the batch
+        return _row(job.label, "failed", _reason(error, job.path), "", meta)
+
+
+def _sources(src: str | os.PathLike | Sequence[str | os.PathLike], dst: Path, pattern: str) -> tuple[list[Path], Path]:
+    from radiology.dicom import find_files
+
+    if isinstance(src, (str, os.PathLike)):
+        root = Path(src)
+        if root.is_dir():
+            if root.resolve() == dst.resolve():
+                raise ValueError("DST must be a different folder from SRC")
+            return find_files(root, pattern, exclude=dst), root
+        if not root.exists():
+            raise FileNotFoundError(f"{root}: no such file or folder")
+        return [root], root.parent
+    paths = [Path(p) for p in src]
+    if not paths:
+        return [], Path(".")
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]}: no such file ({len(missing)} missing)")
+    root = Path(os.path.commonpath([p.resolve().parent for p in paths]))
+    return [p.resolve() for p in paths], root
+
+
+def convert_folder(
+    src: str | os.PathLike | Sequence[str | os.PathLike],
+    dst: str | os.PathLike,
+    options: ConvertOptions | None = None,
+    *,
+    workers: int = 1,
+    skip_existing: bool = False,
+    pattern: str = "*",
+    progress: bool = True,
+) -> ConversionReport:
+    """Convert a folder (recursively) or a list of DICOM files to images.
+
+    Parameters
+    ----------
+    src : path or sequence of paths
+        A folder searched recursively (hidden files skipped; ``dst`` excluded when it is
+        inside), a single file, or explicit files.
+    dst : path
+        Output folder, created if needed. Outputs mirror the input tree (``naming="path"``)
+        or are flat, named by SOP Instance UID (``naming="uid"``); names are sanitized so
+        nothing can be written outside ``dst``.
+    options : ConvertOptions, optional
+    workers : int, optional
+        Processes; 1 converts in this process.
+    skip_existing : bool, optional
+        Resume: inputs whose output exists are reported ``skipped`` and not decoded.
+    pattern : str, optional
+        Glob on file names when ``src`` is a folder.
+    progress : bool, optional
+        Show a progress bar.
+
+    Returns
+    -------
+    ConversionReport
+        Also written to ``dst/conversion_report.csv`` (columns :data:`REPORT_COLUMNS`;
+        ``output`` relative to ``dst``).
+
+    Notes
+    -----
+    Each output is encoded into a temporary folder inside ``dst`` and renamed into place
+    by the coordinating process, which also checks that no two inputs claim the same
+    output (the later one fails with a ``collides with`` reason). An interrupted run
+    leaves no partial images; rerun with ``skip_existing=True`` to resume.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile, pydicom.data
+    >>> files = [pydicom.data.get_testdata_file(n) for n in ("CT_small.dcm", "MR_truncated.dcm")]
+    >>> report = convert_folder(files, tempfile.mkdtemp(), progress=False)
+    >>> report.summary
+    '1 converted, 1 failed, 0 skipped'
+    """
+    from tqdm.auto import tqdm
+
+    options = options or ConvertOptions()
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    dst = Path(dst)
+    paths, root = _sources(src, dst, pattern)
+    dst.mkdir(parents=True, exist_ok=True)
+    rows: dict[int, dict] = {}
+    claimed: dict[str, str] = {}
+    scratch = Path(tempfile.mkdtemp(prefix=".radiology-tmp-", dir=dst))
+    jobs: list[_Job] = []
+    for index, path in enumerate(paths):
+        label = os.path.relpath(path, root)
+        output = None
+        if options.naming == "path":
+            output = output_name(label, options.extension)
+            if output in claimed:
+                rows[index] = _row(label, "failed", f"output {output} collides with {claimed[output]}")
+                continue
+            claimed[output] = label
+            if skip_existing and (dst / output).exists():
+                rows[index] = _row(label, "skipped", "output exists", output)
+                continue
+        jobs.append(_Job(index, str(path), label, output, str(scratch / f"{index}{options.extension}")))
+    if options.naming == "uid":
+        claimed.clear()
+
+    def settle(job: _Job, row: dict) -> None:
+        if row["status"] == "ok":
+            output = row["output"]
+            owner = claimed.get(output) if options.naming == "uid" else None
+            if owner is not None:
+                row.update(status="failed", reason=f"output {output} collides with {owner}", output="")
+            else:
+                claimed[output] = job.label
+                target = dst / output
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(job.temporary, target)
+        Path(job.temporary).unlink(missing_ok=True)
+        rows[job.index] = row
+
+    bar = tqdm(total=len(paths), initial=len(rows), disable=not progress, unit="file", desc="convert")
+    try:
+        if workers == 1:
+            for job in jobs:
+                settle(job, _convert_job(job, options, str(dst), skip_existing))
+                bar.update()
+        else:
+            _run_pool(jobs, options, dst, skip_existing, workers, settle, bar)
+    finally:
+        bar.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+        table = pd.DataFrame([rows[i] for i in sorted(rows)], columns=list(REPORT_COLUMNS))
+        report_path = atomic_write(dst / REPORT_NAME, table.to_csv(index=False).encode())
+    report = ConversionReport(table=table, path=report_path)
+    logger.info("%s", report.summary)
+    return report
+
+
+def _run_pool(jobs, options, dst, skip_existing, workers, settle, bar) -> None:
+    pending = list(reversed(jobs))
+    window = workers * 4  # bounded in-flight work keeps memory flat on 100k-file runs
+    while pending:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            running = {}
+            try:
+                while pending or running:
+                    while pending and len(running) < window:
+                        job = pending.pop()
+                        running[pool.submit(_convert_job, job, options, str(dst), skip_existing)] = job
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        row = future.result()  # raises first, so a broken job stays in `running`
+                        settle(running.pop(future), row)
+                        bar.update()
+            except BrokenProcessPool:
+                # A codec crashed a worker: we cannot tell which in-flight file did it,
+                # so each is reported and the rest of the batch goes on in a new pool.
+                for job in running.values():
+                    settle(job, _row(job.label, "failed", "worker process died while converting this file"))
+                    bar.update()

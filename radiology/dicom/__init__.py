@@ -1,0 +1,44 @@
+"""Decode: read any DICOM file into pixels plus a non-PHI metadata record (no torch).
+
+Conventions: raw decoded pixels keep their native dtype (or ``float32`` after a rescale)
+until normalization by :mod:`radiology.intensity` or :func:`apply_voi`, which map them into
+``float32`` ``[0, 1]``, bone bright.
+"""
+
+from radiology.dicom.errors import (
+    CorruptPixelDataError,
+    DicomError,
+    InconsistentAttributesError,
+    NoPixelDataError,
+    NotDicomError,
+    PixelDecodeError,
+    TruncatedPixelDataError,
+    UnsupportedEncodingError,
+)
+from radiology.dicom.lut import apply_modality_lut, apply_voi, has_voi, mask_bits, to_grayscale
+from radiology.dicom.metadata import PHI_KEYWORDS, DicomMetadata, metadata_from_dataset, metadata_table
+from radiology.dicom.read import DicomImage, find_files, read_dataset, read_dicom
+
+__all__ = [
+    "read_dicom",
+    "read_dataset",
+    "find_files",
+    "DicomImage",
+    "DicomMetadata",
+    "metadata_from_dataset",
+    "metadata_table",
+    "PHI_KEYWORDS",
+    "mask_bits",
+    "apply_modality_lut",
+    "apply_voi",
+    "has_voi",
+    "to_grayscale",
+    "DicomError",
+    "NotDicomError",
+    "NoPixelDataError",
+    "PixelDecodeError",
+    "UnsupportedEncodingError",
+    "CorruptPixelDataError",
+    "TruncatedPixelDataError",
+    "InconsistentAttributesError",
+]

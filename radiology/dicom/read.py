@@ -1,0 +1,323 @@
+"""One entry point to read any DICOM file into pixels plus a metadata record.
+
+Decoding goes through pydicom's pluggable pixel-data backends; the codecs installed with
+this package (pylibjpeg with libjpeg/openjpeg/rle, pyjpegls, python-gdcm) cover uncompressed
+little/big endian, deflated, JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, HTJ2K and
+RLE. pydicom tries every available plugin in turn, so GDCM acts as the fallback decoder.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+import numpy as np
+import pydicom
+import pydicom.pixels
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from radiology.dicom.errors import (
+    CorruptPixelDataError,
+    DicomError,
+    InconsistentAttributesError,
+    NoPixelDataError,
+    NotDicomError,
+    TruncatedPixelDataError,
+    UnsupportedEncodingError,
+)
+from radiology.dicom.lut import apply_modality_lut, mask_bits, to_grayscale
+from radiology.dicom.metadata import DicomMetadata, metadata_from_dataset
+
+__all__ = ["DicomImage", "read_dataset", "read_dicom", "find_files", "PIXEL_DATA_KEYWORDS"]
+
+logger = logging.getLogger(__name__)
+
+#: The three elements that can hold an image.
+PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+Source = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
+
+
+@dataclass
+class DicomImage:
+    """Pixels of one DICOM image and what is needed to render them.
+
+    Attributes
+    ----------
+    pixels : numpy.ndarray
+        ``(H, W)`` grayscale, ``(H, W, 3)`` colour, or with a leading frame axis when all
+        frames were requested. Values are in the Modality LUT output space (native integer
+        dtype when no rescale applies, ``float32`` otherwise), *not* normalized and *not*
+        polarity-corrected: see :attr:`DicomMetadata.inverted`.
+    metadata : DicomMetadata
+        Non-PHI header record.
+    source : str
+        File name used in error messages.
+    dataset : pydicom.dataset.Dataset
+        The parsed dataset, for callers that need more than the record (e.g. VOI LUTs).
+    """
+
+    pixels: np.ndarray
+    metadata: DicomMetadata
+    source: str
+    dataset: Dataset = field(repr=False)
+
+
+def _source_name(source: Source) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "<bytes>"
+    return str(getattr(source, "name", "<stream>"))
+
+
+def _open(source: Source) -> BinaryIO | str:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(source))
+    if isinstance(source, os.PathLike):
+        return os.fspath(source)
+    return source
+
+
+def _looks_like_dicom(ds: Dataset) -> bool:
+    # A forced parse of arbitrary bytes yields a few random tags; real data has
+    # elements in the standard groups an image or a DICOM object must carry.
+    groups = {tag.group for tag in ds.keys()}
+    return bool(groups & {0x0008, 0x0010, 0x0020, 0x0028, 0x7FE0})
+
+
+def read_dataset(source: Source, *, stop_before_pixels: bool = False) -> Dataset:
+    """Parse a DICOM file, with or without preamble and file meta information.
+
+    Parameters
+    ----------
+    source : path, bytes or binary file-like
+        The file; the extension does not matter.
+    stop_before_pixels : bool, optional
+        Skip the pixel data (fast header-only read).
+
+    Returns
+    -------
+    pydicom.dataset.Dataset
+        With ``file_meta.TransferSyntaxUID`` always set: inferred from the encoding
+        actually found when the file has no file meta information.
+
+    Raises
+    ------
+    NotDicomError
+        The bytes are not DICOM.
+    InconsistentAttributesError
+        The file is DICOM but its structure cannot be parsed.
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> ds = read_dataset(get_testdata_file("no_meta.dcm"))
+    >>> ds.file_meta.TransferSyntaxUID.name
+    'Implicit VR Little Endian'
+    """
+    name = _source_name(source)
+    handle = _open(source)
+    if isinstance(source, (str, os.PathLike)) and not os.path.isfile(handle):
+        raise NotDicomError(f"{name}: not a file")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = pydicom.dcmread(handle, stop_before_pixels=stop_before_pixels)
+        except InvalidDicomError:
+            if hasattr(handle, "seek"):
+                handle.seek(0)
+            try:
+                ds = pydicom.dcmread(handle, stop_before_pixels=stop_before_pixels, force=True)
+            except Exception as error:  # noqa: BLE001 - forced parse of garbage raises anything
+                raise NotDicomError(f"{name}: not a DICOM file ({type(error).__name__})") from error
+            if not _looks_like_dicom(ds):
+                raise NotDicomError(f"{name}: not a DICOM file") from None
+        except Exception as error:  # noqa: BLE001 - pydicom raises many types on broken files
+            raise InconsistentAttributesError(f"{name}: cannot parse DICOM structure: {_one_line(error)}") from error
+    for warning in caught:
+        logger.debug("%s: %s", name, warning.message)
+    ds.radiology_truncated = any("End of file reached" in str(w.message) for w in caught)
+    _ensure_transfer_syntax(ds)
+    return ds
+
+
+def _ensure_transfer_syntax(ds: Dataset) -> None:
+    if getattr(ds, "file_meta", None) is None:
+        ds.file_meta = FileMetaDataset()
+    if "TransferSyntaxUID" in ds.file_meta:
+        return
+    implicit, little = ds.original_encoding
+    if implicit:
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    else:
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text[:300] if text else type(error).__name__
+
+
+def _decode_error(name: str, error: BaseException) -> DicomError:
+    text = _one_line(error)
+    lowered = text.lower()
+    if "less than expected" in lowered or "truncated" in lowered or "too short" in lowered:
+        return TruncatedPixelDataError(f"{name}: truncated pixel data: {text}")
+    if "raised by all available plugins" in lowered:
+        return CorruptPixelDataError(f"{name}: no codec could decode the pixel data: {text}")
+    if "no pixel data decoders" in lowered or "plugins are available" in lowered or "not supported" in lowered:
+        return UnsupportedEncodingError(f"{name}: unsupported encoding: {text}")
+    if isinstance(error, (AttributeError, KeyError, TypeError)) or "invalid literal" in lowered or "must be" in lowered:
+        return InconsistentAttributesError(f"{name}: inconsistent image attributes: {text}")
+    return CorruptPixelDataError(f"{name}: corrupt pixel data: {text}")
+
+
+def _decode(ds: Dataset, meta: DicomMetadata, frame: int | None, name: str) -> np.ndarray:
+    if not any(keyword in ds for keyword in PIXEL_DATA_KEYWORDS):
+        if getattr(ds, "radiology_truncated", False):
+            raise TruncatedPixelDataError(f"{name}: file ends before the pixel data is complete")
+        raise NoPixelDataError(f"{name}: no pixel data")
+    if meta.rows <= 0 or meta.columns <= 0:
+        raise InconsistentAttributesError(f"{name}: Rows/Columns missing or zero")
+    if frame is not None and not -meta.frames <= frame < meta.frames:
+        raise InconsistentAttributesError(f"{name}: frame {frame} requested but the file has {meta.frames}")
+    index = None if frame is None else frame % meta.frames
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            pixels = pydicom.pixels.pixel_array(ds, index=index)
+        except Exception as error:  # noqa: BLE001 - codecs raise anything on bad data
+            raise _decode_error(name, error) from error
+    if frame is None and meta.frames == 1:
+        pixels = pixels[np.newaxis]
+    return pixels
+
+
+def read_dicom(
+    source: Source,
+    *,
+    frame: int | None = 0,
+    bits: bool = True,
+    modality_lut: bool = True,
+    color: Literal["gray", "keep"] = "gray",
+) -> DicomImage:
+    """Read a DICOM file into pixels in the Modality LUT output space.
+
+    The steps, each switchable, are those of the DICOM grayscale pipeline up to (not
+    including) the VOI LUT: decode any transfer syntax → mask to ``BitsStored`` and
+    sign-extend → Modality LUT (rescale slope/intercept or a Modality LUT Sequence) →
+    colour handling. VOI windows and polarity are applied later, by
+    :func:`radiology.dicom.apply_voi` or by metadata-independent normalization
+    (:mod:`radiology.intensity`), with :attr:`DicomMetadata.inverted` telling when to flip.
+
+    Parameters
+    ----------
+    source : path, bytes or binary file-like
+        A DICOM file, with or without preamble, file meta or ``.dcm`` extension.
+    frame : int or None, optional
+        Frame of a multi-frame image (negative counts from the end); ``None`` returns
+        all frames with a leading frame axis. Only the requested frame is decoded.
+    bits : bool, optional
+        Mask stored values to ``BitsStored`` and sign-extend signed data (guards
+        against garbage in unused high bits).
+    modality_lut : bool, optional
+        Apply the Modality LUT; when off, stored values are returned.
+    color : {"gray", "keep"}, optional
+        ``"gray"`` turns RGB/YBR/PALETTE COLOR into float32 luma (ITU-R BT.601);
+        ``"keep"`` returns ``(H, W, 3)`` RGB. YBR is always converted to RGB first.
+
+    Returns
+    -------
+    DicomImage
+
+    Raises
+    ------
+    NotDicomError, NoPixelDataError, UnsupportedEncodingError, CorruptPixelDataError,
+    TruncatedPixelDataError, InconsistentAttributesError
+        All subclasses of :class:`radiology.dicom.DicomError`, with a one-line reason.
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> image = read_dicom(get_testdata_file("MR_small_RLE.dcm"))
+    >>> image.pixels.shape, image.metadata.transfer_syntax
+    ((64, 64), 'RLE Lossless')
+    """
+    if color not in ("gray", "keep"):
+        raise ValueError(f"color must be 'gray' or 'keep', not {color!r}")
+    name = _source_name(source)
+    ds = read_dataset(source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # malformed optional values read as absent
+        meta = metadata_from_dataset(ds)
+    pixels = _decode(ds, meta, frame, name)
+    photometric = meta.photometric
+    try:
+        if photometric == "PALETTE COLOR":
+            pixels = pydicom.pixels.apply_color_lut(pixels, ds)
+        elif pixels.dtype.kind in "iu" and not meta.is_color:
+            if bits:
+                pixels = mask_bits(pixels, meta.bits_stored, meta.signed)
+            if modality_lut:
+                pixels = apply_modality_lut(pixels, meta, ds)
+    except DicomError:
+        raise
+    except Exception as error:  # noqa: BLE001 - malformed LUT sequences raise anything
+        raise InconsistentAttributesError(f"{name}: cannot apply LUT: {_one_line(error)}") from error
+    if meta.is_color and color == "gray":
+        pixels = to_grayscale(pixels)
+    return DicomImage(pixels=pixels, metadata=meta, source=name, dataset=ds)
+
+
+def find_files(root: str | os.PathLike, pattern: str = "*", exclude: str | os.PathLike | None = None) -> list[Path]:
+    """List candidate DICOM files below a folder, sorted, skipping hidden files and folders.
+
+    Every regular file matching ``pattern`` is a candidate, whatever its extension:
+    archives hold DICOM files named by UID with no extension. Non-DICOM files among them
+    are reported as such by the readers rather than silently dropped.
+
+    Parameters
+    ----------
+    root : path
+        Folder searched recursively.
+    pattern : str, optional
+        Glob on file names (e.g. ``"*.dcm"``).
+    exclude : path, optional
+        A folder inside ``root`` to leave out (e.g. the output folder of a conversion).
+
+    Returns
+    -------
+    list of pathlib.Path
+
+    Examples
+    --------
+    >>> import pydicom.data, pathlib
+    >>> folder = pathlib.Path(pydicom.data.get_testdata_file("CT_small.dcm")).parent
+    >>> len(find_files(folder, "CT_small*"))
+    1
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root}: not a folder")
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    return sorted(_walk(root, pattern, excluded))
+
+
+def _walk(root: Path, pattern: str, excluded: Path | None) -> Iterator[Path]:
+    for folder, subfolders, files in os.walk(root):
+        here = Path(folder)
+        subfolders[:] = sorted(
+            d for d in subfolders if not d.startswith(".") and (excluded is None or (here / d).resolve() != excluded)
+        )
+        for name in files:
+            if not name.startswith(".") and Path(name).match(pattern):
+                yield here / name

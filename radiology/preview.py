@@ -1,0 +1,77 @@
+"""Contact sheets: look at images side by side rather than read about them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from radiology.geometry import pad_to_square, resize
+
+__all__ = ["contact_sheet"]
+
+
+def _tile(image: np.ndarray | None, size: int) -> np.ndarray:
+    if image is None:
+        return np.full((size, size, 3), 0.25, np.float32)
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    return pad_to_square(resize(image, longest=size), value=0.25)
+
+
+def _label(canvas: np.ndarray, text: str, x: int, y: int, width: int) -> None:
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4
+    while len(text) > 3 and cv2.getTextSize(text, font, scale, 1)[0][0] > width - 4:
+        text = text[:-4] + "..."
+    cv2.putText(canvas, text, (x + 2, y), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def contact_sheet(
+    rows: Sequence[tuple[str, Sequence[np.ndarray | None]]],
+    columns: Sequence[str] = (),
+    *,
+    tile: int = 192,
+) -> np.ndarray:
+    """Lay out images in a labelled grid.
+
+    Parameters
+    ----------
+    rows : sequence of (label, images)
+        One row per item; ``images`` are ``[0, 1]`` gray or RGB arrays of any size
+        (letterboxed into square tiles), ``None`` for an empty tile.
+    columns : sequence of str, optional
+        Column titles (e.g. ``("before", "after")``).
+    tile : int, optional
+        Tile side in pixels.
+
+    Returns
+    -------
+    numpy.ndarray of float32 in [0, 1], shape (H, W, 3)
+        Write it with :func:`radiology.io.write_image`.
+
+    Examples
+    --------
+    >>> sheet = contact_sheet([("a", [np.zeros((10, 20)), np.ones((5, 5))])], ("before", "after"), tile=64)
+    >>> sheet.shape
+    (102, 128, 3)
+    """
+    if not rows:
+        raise ValueError("nothing to show")
+    if tile < 16:
+        raise ValueError(f"tile must be >= 16 pixels, got {tile}")
+    n_cols = max(len(images) for _, images in rows)
+    header, caption = (18 if columns else 0), 20
+    height = header + len(rows) * (tile + caption)
+    canvas = np.zeros((height, n_cols * tile, 3), np.uint8)
+    for c, title in enumerate(columns):
+        _label(canvas, title, c * tile, 13, tile)
+    for r, (label, images) in enumerate(rows):
+        top = header + r * (tile + caption)
+        _label(canvas, label, 0, top + 14, n_cols * tile)
+        for c in range(n_cols):
+            image = images[c] if c < len(images) else None
+            pixels = (np.clip(_tile(image, tile), 0, 1) * 255 + 0.5).astype(np.uint8)
+            canvas[top + caption: top + caption + tile, c * tile: (c + 1) * tile] = pixels
+    return canvas.astype(np.float32) / 255
