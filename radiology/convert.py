@@ -44,7 +44,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Columns of ``conversion_report.csv``; other tools read this file: keep them stable.
-REPORT_COLUMNS = ("source", "status", "reason", "output", "rows", "columns", "photometric", "transfer_syntax", "modality")
+REPORT_COLUMNS = (
+    "source", "status", "reason", "output", "rows", "columns", "photometric", "transfer_syntax", "modality",
+)
 #: File name of the report written into the destination folder.
 REPORT_NAME = "conversion_report.csv"
 _DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima"}

@@ -24,7 +24,7 @@ from radiology.io import read_image, write_image
 from radiology.preview import contact_sheet
 from radiology.synthetic import phantom_radiograph, write_phantom_dicom
 
-__all__ = ["DemoResult", "run_demo", "PHANTOMS"]
+__all__ = ["DemoResult", "run_demo", "pydicom_test_files", "PHANTOMS"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +51,29 @@ class DemoResult:
     contact_sheet: Path
 
 
+def pydicom_test_files() -> list[Path]:
+    """Every file in the ``test_files`` folder shipped inside the pydicom wheel, sorted.
+
+    Walks the installed folder directly: pydicom's own lookup helpers may try to
+    download its extended test data, which fails offline.
+
+    Examples
+    --------
+    >>> any(p.name == "CT_small.dcm" for p in pydicom_test_files())
+    True
+    """
+    import pydicom.data
+
+    root = Path(pydicom.data.__file__).parent / "test_files"
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
 def _copy_pydicom_images(target: Path) -> list[Path]:
     import pydicom.data
 
     copied = []
-    root = Path(pydicom.data.get_testdata_file("CT_small.dcm")).parent
-    for name in pydicom.data.get_testdata_files():
-        source = Path(name)
+    root = Path(pydicom.data.__file__).parent / "test_files"
+    for source in pydicom_test_files():
         try:
             has_pixels = any(k in read_dataset(source) for k in PIXEL_DATA_KEYWORDS)
         except DicomError:

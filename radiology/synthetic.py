@@ -183,7 +183,7 @@ def phantom_dicom(
     ds.PixelData = stored.tobytes()
     syntax = ENCODINGS[encoding]
     if syntax.is_compressed:
-        ds.compress(syntax, stored)
+        ds.compress(syntax, stored, generate_instance_uid=False)
     else:
         ds.file_meta.TransferSyntaxUID = syntax
     return ds

@@ -132,9 +132,11 @@ def apply_voi(
 
     Examples
     --------
-    >>> from pydicom.data import get_testdata_file
+    >>> import tempfile, pathlib
     >>> from radiology.dicom import read_dicom
-    >>> image = read_dicom(get_testdata_file("CT_small.dcm"))
+    >>> from radiology.synthetic import write_phantom_dicom
+    >>> path = write_phantom_dicom(pathlib.Path(tempfile.mkdtemp()) / "w.dcm", window=(2048, 4096))
+    >>> image = read_dicom(path)
     >>> out = apply_voi(image.pixels, image.metadata)
     >>> out.dtype, float(out.min()) >= 0, float(out.max()) <= 1
     (dtype('float32'), True, True)

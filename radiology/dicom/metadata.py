@@ -240,8 +240,8 @@ def metadata_table(
     --------
     >>> import pydicom.data
     >>> table = metadata_table([pydicom.data.get_testdata_file("CT_small.dcm")])
-    >>> table.loc[0, ["modality", "rows", "photometric"]].tolist()
-    ['CT', 128, 'MONOCHROME2']
+    >>> table.loc[0, "modality"], int(table.loc[0, "rows"]), table.loc[0, "photometric"]
+    ('CT', 128, 'MONOCHROME2')
     """
     from tqdm.auto import tqdm
 

@@ -119,10 +119,11 @@ def read_dataset(source: Source, *, stop_before_pixels: bool = False) -> Dataset
 
     Examples
     --------
+    >>> from pathlib import Path
     >>> from pydicom.data import get_testdata_file
-    >>> ds = read_dataset(get_testdata_file("no_meta.dcm"))
+    >>> ds = read_dataset(Path(get_testdata_file("MR_small_bigendian.dcm")).read_bytes())
     >>> ds.file_meta.TransferSyntaxUID.name
-    'Implicit VR Little Endian'
+    'Explicit VR Big Endian'
     """
     name = _source_name(source)
     handle = _open(source)
@@ -181,7 +182,7 @@ def _decode_error(name: str, error: BaseException) -> DicomError:
     return CorruptPixelDataError(f"{name}: corrupt pixel data: {text}")
 
 
-def _decode(ds: Dataset, meta: DicomMetadata, frame: int | None, name: str) -> np.ndarray:
+def _decode(ds: Dataset, meta: DicomMetadata, frame: int | None, name: str, bits: bool) -> np.ndarray:
     if not any(keyword in ds for keyword in PIXEL_DATA_KEYWORDS):
         if getattr(ds, "radiology_truncated", False):
             raise TruncatedPixelDataError(f"{name}: file ends before the pixel data is complete")
@@ -194,7 +195,8 @@ def _decode(ds: Dataset, meta: DicomMetadata, frame: int | None, name: str) -> n
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            pixels = pydicom.pixels.pixel_array(ds, index=index)
+            # Unused-bit masking is ours (mask_bits), so that it can be switched off.
+            pixels = pydicom.pixels.pixel_array(ds, index=index, correct_unused_bits=bits)
         except Exception as error:  # noqa: BLE001 - codecs raise anything on bad data
             raise _decode_error(name, error) from error
     if frame is None and meta.frames == 1:
@@ -259,7 +261,7 @@ def read_dicom(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # malformed optional values read as absent
         meta = metadata_from_dataset(ds)
-    pixels = _decode(ds, meta, frame, name)
+    pixels = _decode(ds, meta, frame, name, bits)
     photometric = meta.photometric
     try:
         if photometric == "PALETTE COLOR":
