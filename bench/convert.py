@@ -1,0 +1,130 @@
+"""Throughput of `radiology convert` against the anchors, measured in the same run.
+
+Data: the 60 real chest radiographs wrapped as DICOM in ../shared/data (about 1k², varied
+encodings). Anchors, one file at a time in one process:
+
+- bare decode: ``pydicom.dcmread(f).pixel_array``
+- bare decode + PNG: the above, min-max to 8 bits, PIL's default PNG write (the reference, 1.00)
+- fastai: ``Path(f).dcmread().hist_scaled()`` then PNG (needs the ``models`` extra)
+- DCMTK: ``dcmj2pnm +on`` as a process per file (when installed; skips files it cannot decode)
+
+Ours: ``convert_folder`` with 1 worker and with all cores (8-bit PNG, percentile
+normalization). Prints images/s and each time per image as a ratio of the reference.
+
+Usage: ``python bench/convert.py [--repeat N] [--data DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image
+
+from radiology.convert import ConvertOptions, convert_folder
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest_xray_views" / "dicom"
+
+
+def _timed(function, files, repeat):
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        count = function(files)
+        best = min(best, time.perf_counter() - start)
+    return best / max(count, 1), count
+
+
+def bare_decode(files):
+    for f in files:
+        _ = pydicom.dcmread(f).pixel_array
+    return len(files)
+
+
+def bare_decode_png(files):
+    out = Path(tempfile.mkdtemp())
+    for i, f in enumerate(files):
+        pixels = pydicom.dcmread(f).pixel_array.astype(np.float32)
+        span = max(float(pixels.max() - pixels.min()), 1.0)
+        Image.fromarray(((pixels - pixels.min()) / span * 255).astype(np.uint8)).save(out / f"{i}.png")
+    shutil.rmtree(out)
+    return len(files)
+
+
+def fastai_path(files):
+    from fastai.medical.imaging import Path as FastaiPath  # noqa: F401 - patches Path.dcmread
+
+    out = Path(tempfile.mkdtemp())
+    for i, f in enumerate(files):
+        scaled = Path(f).dcmread().hist_scaled()
+        Image.fromarray((scaled.numpy() * 255).astype(np.uint8)).save(out / f"{i}.png")
+    shutil.rmtree(out)
+    return len(files)
+
+
+def dcmtk(files):
+    out = Path(tempfile.mkdtemp())
+    done = 0
+    for i, f in enumerate(files):
+        result = subprocess.run(["dcmj2pnm", "+on", str(f), str(out / f"{i}.png")], capture_output=True, check=False)
+        done += result.returncode == 0
+    shutil.rmtree(out)
+    return done
+
+
+def ours(workers):
+    def run(files):
+        out = tempfile.mkdtemp()
+        report = convert_folder(files, out, ConvertOptions(), workers=workers, progress=False)
+        shutil.rmtree(out)
+        return report.count("ok")
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    files = sorted(args.data.glob("*.dcm"))
+    if not files:
+        raise SystemExit(f"no DICOM files in {args.data} (needs ../shared/data)")
+    cores = os.cpu_count() or 1
+    candidates = {
+        "bare decode (pydicom .pixel_array)": bare_decode,
+        "bare decode + PIL PNG (reference)": bare_decode_png,
+        "fastai hist_scaled + PNG": fastai_path,
+        "DCMTK dcmj2pnm (process per file)": dcmtk if shutil.which("dcmj2pnm") else None,
+        "radiology convert, 1 worker": ours(1),
+        f"radiology convert, {cores} workers": ours(cores),
+    }
+    results = {}
+    for name, function in candidates.items():
+        if function is None:
+            print(f"{name:42s} skipped (not installed)")
+            continue
+        try:
+            results[name] = _timed(function, files, args.repeat)
+        except ImportError as error:
+            print(f"{name:42s} skipped ({error.name} not installed)")
+    reference = results["bare decode + PIL PNG (reference)"][0]
+    print(f"{len(files)} radiographs, best of {args.repeat}, {cores} cores")
+    print(f"{'':42s} {'ms/image':>9s} {'images/s':>9s} {'time ratio':>11s}")
+    for name, (seconds, count) in results.items():
+        note = "" if count == len(files) else f"  ({count}/{len(files)} files decoded)"
+        print(f"{name:42s} {seconds * 1e3:9.1f} {1 / seconds:9.1f} {seconds / reference:11.2f}{note}")
+    one, fastai = results["radiology convert, 1 worker"][0], results.get("fastai hist_scaled + PNG", (None,))[0]
+    if fastai:
+        print(f"radiology (1 worker) is {fastai / one:.2f}x faster than the fastai path")
+    print(f"scaling with {cores} workers: {one / results[f'radiology convert, {cores} workers'][0]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
