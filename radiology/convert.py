@@ -481,8 +481,6 @@ def convert_folder(
                 rows[index] = _row(label, "skipped", "output exists", output)
                 continue
         jobs.append(_Job(index, str(path), label, output, str(scratch / f"{index}{options.extension}")))
-    if options.naming == "uid":
-        claimed.clear()
 
     def settle(job: _Job, row: dict) -> None:
         if row["status"] == "ok":
