@@ -22,7 +22,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radiology.dicom import DicomError, DicomImage, apply_voi, has_voi, read_dataset, read_dicom
+from radiology.dicom import (
+    DicomError,
+    DicomImage,
+    InconsistentAttributesError,
+    apply_voi,
+    has_voi,
+    read_dataset,
+    read_dicom,
+)
 from radiology.dicom.metadata import metadata_from_dataset
 from radiology.geometry import pad_to_square, resize
 from radiology.intensity import NORMALIZATIONS, histogram_bins, normalize
@@ -356,23 +364,28 @@ class _Job:
     temporary: str
 
 
+def _uid_output(ds, path: str, options: ConvertOptions) -> str:
+    uid = ds.get("SOPInstanceUID")
+    if not uid:
+        raise InconsistentAttributesError(f"{path}: no SOPInstanceUID to name the output")
+    return sanitize_component(str(uid)) + options.extension
+
+
 def _convert_job(job: _Job, options: ConvertOptions, dst: str, skip_existing: bool) -> dict:
     """Worker: decode, render and encode one file into its temporary path."""
     meta: dict = {}
     try:
-        output = job.output
-        if output is None:  # UID naming: the header decides the name
+        output = job.output  # None with UID naming: the header decides the name
+        if output is None and skip_existing:  # header only, so resuming does not decode
             ds = read_dataset(job.path, stop_before_pixels=True)
             meta = _header_fields(ds)
-            uid = ds.get("SOPInstanceUID")
-            if not uid:
-                return _row(job.label, "failed", "no SOPInstanceUID to name the output", meta=meta)
-            output = sanitize_component(str(uid)) + options.extension
-            if skip_existing and os.path.exists(os.path.join(dst, output)):
+            output = _uid_output(ds, job.path, options)
+            if os.path.exists(os.path.join(dst, output)):
                 return _row(job.label, "skipped", "output exists", output, meta)
         image = read_dicom(job.path, frame=options.frame, bits=options.bits,
                            modality_lut=options.modality_lut, color=options.color)
         meta = _header_fields(image.dataset)
+        output = output or _uid_output(image.dataset, job.path, options)
         data = encode_image(render(image, options), options.fmt, options.bit_depth,
                             png_compression=options.png_compression, jpeg_quality=options.jpeg_quality)
         with open(job.temporary, "wb") as file:

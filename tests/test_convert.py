@@ -181,3 +181,19 @@ def test_no_phi_in_outputs(tmp_path):
             assert b"Doe" not in path.read_bytes()
     assert os.listdir(dst)  # something was written
     assert Path(dst / "p.png").exists()
+
+
+def test_uid_naming_resume_and_missing_uid(tmp_path):
+    src = tmp_path / "src"
+    image = phantom_radiograph((64, 64))
+    write_phantom_dicom(src / "a.dcm", image, sop_instance_uid="1.2.5")
+    write_phantom_dicom(src / "b.dcm", image)
+    ds = pydicom.dcmread(src / "b.dcm")
+    del ds.SOPInstanceUID
+    ds.save_as(src / "b.dcm", enforce_file_format=False)
+    options = ConvertOptions(naming="uid")
+    first = convert_folder(src, tmp_path / "dst", options, progress=False).table.set_index("source")
+    assert first.loc["a.dcm", "output"] == "1.2.5.png"
+    assert first.loc["b.dcm", "reason"] == "no SOPInstanceUID to name the output"
+    again = convert_folder(src, tmp_path / "dst", options, skip_existing=True, progress=False).table
+    assert again.set_index("source").loc["a.dcm", "status"] == "skipped"
