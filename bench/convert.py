@@ -11,7 +11,9 @@ encodings). Anchors, one file at a time in one process:
 Ours: ``convert_folder`` with 1 worker and with all cores (8-bit PNG, percentile
 normalization). Prints images/s and each time per image as a ratio of the reference.
 
-Usage: ``python bench/convert.py [--repeat N] [--data DIR]``
+Usage: ``python bench/convert.py [--repeat N] [--data DIR | --synthetic N] [--workers 1 2 4 ...]``
+(``--synthetic N`` writes N 1024² phantom radiographs in mixed encodings instead of using
+the shared data; ``--workers`` lists the pool sizes to measure, default 1 and all cores.)
 """
 
 from __future__ import annotations
@@ -88,23 +90,41 @@ def ours(workers):
     return run
 
 
+def synthetic_data(count: int) -> Path:
+    """Write ``count`` 1024² phantom radiographs in mixed encodings and polarities."""
+    from radiology.synthetic import phantom_radiograph, write_phantom_dicom
+
+    folder = Path(tempfile.mkdtemp(prefix="radiology-bench-"))
+    encodings = ("explicit", "rle", "jpeg2000", "deflated")
+    for i in range(count):
+        write_phantom_dicom(folder / f"{i:04d}.dcm", phantom_radiograph((1024, 896), seed=i),
+                            encoding=encodings[i % 4], bits_stored=12 + i % 5,
+                            photometric="MONOCHROME1" if i % 3 == 0 else "MONOCHROME2")
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--synthetic", type=int, metavar="N", help="benchmark on N generated phantoms instead")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workers", type=int, nargs="+", help="pool sizes (default: 1 and all cores)")
     args = parser.parse_args()
+    if args.synthetic:
+        args.data = synthetic_data(args.synthetic)
     files = sorted(args.data.glob("*.dcm"))
     if not files:
-        raise SystemExit(f"no DICOM files in {args.data} (needs ../shared/data)")
+        raise SystemExit(f"no DICOM files in {args.data} (needs ../shared/data, or use --synthetic N)")
     cores = os.cpu_count() or 1
+    pools = args.workers or sorted({1, cores})
     candidates = {
         "bare decode (pydicom .pixel_array)": bare_decode,
         "bare decode + PIL PNG (reference)": bare_decode_png,
         "fastai hist_scaled + PNG": fastai_path,
         "DCMTK dcmj2pnm (process per file)": dcmtk if shutil.which("dcmj2pnm") else None,
-        "radiology convert, 1 worker": ours(1),
-        f"radiology convert, {cores} workers": ours(cores),
     }
+    for n in pools:
+        candidates[f"radiology convert, {n} worker{'s' if n > 1 else ''}"] = ours(n)
     results = {}
     for name, function in candidates.items():
         if function is None:
@@ -123,7 +143,9 @@ def main() -> None:
     one, fastai = results["radiology convert, 1 worker"][0], results.get("fastai hist_scaled + PNG", (None,))[0]
     if fastai:
         print(f"radiology (1 worker) is {fastai / one:.2f}x faster than the fastai path")
-    print(f"scaling with {cores} workers: {one / results[f'radiology convert, {cores} workers'][0]:.2f}x")
+    for n in pools[1:]:
+        speedup = one / results[f"radiology convert, {n} workers"][0]
+        print(f"scaling with {n} workers: {speedup:.2f}x ({speedup / n:.0%} of linear)")
 
 
 if __name__ == "__main__":
