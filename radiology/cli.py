@@ -49,6 +49,8 @@ def _add_render_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-polarity", action="store_true", help="keep MONOCHROME1 as stored (bone dark)")
     group.add_argument("--frame", type=int, default=0, help="frame of multi-frame files (default 0)")
     group.add_argument("--color", choices=("gray", "keep"), default="gray", help="colour images to gray or kept RGB")
+    group.add_argument("--pipeline", type=Path, metavar="FILE",
+                       help="preprocessing pipeline (JSON/YAML) applied after decoding")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--max-files", type=_positive, default=500, help="evenly spaced sample size (default 500)")
     fit.add_argument("--glob", default="*")
 
+    preview = commands.add_parser("preview", help="contact sheet of each pipeline step on a few images")
+    preview.add_argument("sources", nargs="+", type=Path, metavar="SRC", help="folder or files (DICOM, PNG, JPEG)")
+    preview.add_argument("output", type=Path, metavar="SHEET.png")
+    _add_render_options(preview)
+    preview.add_argument("-n", "--count", type=_positive, default=4, help="images shown (default 4)")
+    preview.add_argument("--tile", type=_positive, default=192, help="tile size in pixels (default 192)")
+    preview.add_argument("--glob", default="*")
+
     metadata = commands.add_parser("metadata", help="table of non-PHI header fields of a folder of DICOMs")
     metadata.add_argument("source", type=Path, metavar="SRC")
     metadata.add_argument("-o", "--output", type=Path, help="CSV file (default: print)")
@@ -98,17 +108,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _convert(args: argparse.Namespace) -> int:
-    from radiology.convert import ConvertOptions, convert_folder
+def _render_options(args: argparse.Namespace, **output):
+    from radiology.convert import ConvertOptions
     from radiology.intensity import load_histogram_bins
+    from radiology.pipeline import Pipeline
 
     bins = load_histogram_bins(args.histogram_bins) if args.histogram_bins else None
-    options = ConvertOptions(
+    return ConvertOptions(
         normalization="histogram" if bins is not None else args.normalization,
         low=args.low, high=args.high, n_bins=args.n_bins, bins=bins, voi_index=args.voi_index,
         modality_lut=not args.no_modality_lut, polarity=not args.no_polarity, frame=args.frame, color=args.color,
-        width=args.width, longest=args.longest, pad_square=args.pad_square, fmt=args.fmt, bit_depth=args.bit_depth,
-        naming=args.naming, png_compression=args.png_compression,
+        pipeline=Pipeline.load(args.pipeline) if args.pipeline else None, **output,
+    )
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from radiology.convert import convert_folder
+
+    options = _render_options(
+        args, width=args.width, longest=args.longest, pad_square=args.pad_square, fmt=args.fmt,
+        bit_depth=args.bit_depth, naming=args.naming, png_compression=args.png_compression,
     )
     source = args.sources[0] if len(args.sources) == 1 else args.sources
     report = convert_folder(source, args.dst, options, workers=args.workers, skip_existing=args.skip_existing,
@@ -129,6 +148,31 @@ def _fit_bins(args: argparse.Namespace) -> int:
     bins = fit_histogram_bins(files[::step][: args.max_files], n_bins=args.n_bins)
     save_histogram_bins(args.output, bins)
     print(f"{len(bins)} bin edges from {min(len(files), args.max_files)} files written to {args.output}")
+    return 0
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from radiology.dicom import find_files
+    from radiology.io import write_image
+    from radiology.pipeline import Pipeline
+    from radiology.preview import pipeline_preview
+
+    options = _render_options(args)
+    paths = []
+    for source in args.sources:
+        if source.is_dir():
+            paths.extend(find_files(source, args.glob))
+        elif source.exists():
+            paths.append(source)
+        else:
+            raise FileNotFoundError(f"{source}: no such file or folder")
+    if not paths:
+        raise FileNotFoundError("no input files")
+    step = max(1, len(paths) // args.count)
+    chosen = paths[::step][: args.count]  # spread over the folder, not the first few
+    sheet = pipeline_preview(chosen, options.pipeline or Pipeline(), options, tile=args.tile)
+    write_image(args.output, sheet)
+    print(f"{len(chosen)} images x {len((options.pipeline or Pipeline()).steps) + 1} columns written to {args.output}")
     return 0
 
 
@@ -166,10 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         import pydicom  # noqa: F401 - pydicom sets its logger's level on import; set ours after
 
         logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-    handlers = {"convert": _convert, "fit-bins": _fit_bins, "metadata": _metadata, "demo": _demo}
+    handlers = {"convert": _convert, "preview": _preview, "fit-bins": _fit_bins, "metadata": _metadata,
+                "demo": _demo}
     try:
         return handlers[args.command](args)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as error:
+    except (FileNotFoundError, NotADirectoryError, ValueError, TypeError) as error:
         print(f"radiology {args.command}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
 

@@ -34,12 +34,14 @@ from radiology.dicom import (
 from radiology.dicom.metadata import metadata_from_dataset
 from radiology.geometry import pad_to_square, resize
 from radiology.intensity import NORMALIZATIONS, histogram_bins, normalize
-from radiology.io import FORMATS, atomic_write, encode_image
+from radiology.io import FORMATS, IMAGE_SUFFIXES, atomic_write, encode_image, read_image
+from radiology.pipeline import Pipeline
 
 __all__ = [
     "ConvertOptions",
     "render",
     "dicom_to_image",
+    "pipeline_input",
     "fit_histogram_bins",
     "output_name",
     "sanitize_component",
@@ -100,6 +102,11 @@ class ConvertOptions:
         Output named after the input's relative path, or its sanitized SOP Instance UID.
     png_compression, jpeg_quality : int
         Encoder settings (see :func:`radiology.io.encode_image`).
+    pipeline : radiology.pipeline.Pipeline, optional
+        Preprocessing steps applied after decoding. When its first step normalizes
+        (``percentile``, ``histogram``, ``minmax``) it replaces ``normalization`` and gets
+        the polarity-corrected raw pixels; otherwise it runs on the normalized image.
+        ``width``/``longest``/``pad_square`` still apply after it.
     """
 
     normalization: str = "percentile"
@@ -121,6 +128,7 @@ class ConvertOptions:
     naming: str = "path"
     png_compression: int = 1
     jpeg_quality: int = 95
+    pipeline: Pipeline | None = None
 
     def __post_init__(self) -> None:
         if self.normalization not in NORMALIZATIONS + ("voi",):
@@ -166,7 +174,7 @@ def _display_ordered(image: DicomImage, polarity: bool) -> np.ndarray:
 def render(image: DicomImage, options: ConvertOptions | None = None) -> np.ndarray:
     """Turn a decoded :class:`~radiology.dicom.DicomImage` into a training-ready image.
 
-    Normalization (or VOI) → polarity → resize → pad, as set by ``options``.
+    Normalization (or VOI) → polarity → pipeline steps → resize → pad, as set by ``options``.
 
     Returns
     -------
@@ -183,7 +191,11 @@ def render(image: DicomImage, options: ConvertOptions | None = None) -> np.ndarr
     """
     options = options or ConvertOptions()
     meta = image.metadata
-    if options.normalization == "voi" and has_voi(meta) and not meta.is_color:
+    pipeline = options.pipeline
+    if pipeline is not None and pipeline.normalizes:
+        out = pipeline(_display_ordered(image, options.polarity))
+        pipeline = None
+    elif options.normalization == "voi" and has_voi(meta) and not meta.is_color:
         out = apply_voi(image.pixels, meta, image.dataset, options.voi_index)
         if options.polarity and meta.inverted:
             out = 1.0 - out
@@ -194,6 +206,8 @@ def render(image: DicomImage, options: ConvertOptions | None = None) -> np.ndarr
             _display_ordered(image, options.polarity), method,
             low=options.low, high=options.high, bins=bins, n_bins=options.n_bins,
         )
+    if pipeline is not None:
+        out = pipeline(out)
     if options.width is not None or options.longest is not None:
         out = resize(out, width=options.width, longest=options.longest)
     if options.pad_square:
@@ -230,6 +244,34 @@ def dicom_to_image(source, options: ConvertOptions | None = None, **overrides) -
         source, frame=options.frame, bits=options.bits, modality_lut=options.modality_lut, color=options.color
     )
     return render(image, options)
+
+
+def pipeline_input(path: str | os.PathLike, options: ConvertOptions | None = None) -> np.ndarray:
+    """The image ``options.pipeline`` receives for a file (what ``radiology preview`` starts from).
+
+    For DICOM: the polarity-corrected raw pixels when the pipeline starts with a
+    normalizing step, else the normalized image (:func:`render` without pipeline and
+    geometry). For PNG/JPEG/NPY/TIFF: the image in ``float32`` ``[0, 1]`` (RGB kept unless
+    ``options.color == "gray"``).
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> pipeline_input(get_testdata_file("CT_small.dcm")).shape
+    (128, 128)
+    """
+    options = options or ConvertOptions()
+    path = Path(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        image = read_image(path)
+        if image.ndim == 3 and options.color == "gray":
+            image = image.mean(axis=2).astype(np.float32)
+        return image
+    image = read_dicom(path, frame=options.frame, bits=options.bits, modality_lut=options.modality_lut,
+                       color=options.color)
+    if options.pipeline is not None and options.pipeline.normalizes:
+        return _display_ordered(image, options.polarity)
+    return render(image, replace(options, pipeline=None, width=None, longest=None, pad_square=False))
 
 
 def fit_histogram_bins(

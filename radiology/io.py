@@ -15,10 +15,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["FORMATS", "to_uint", "encode_image", "atomic_write", "write_image", "read_image"]
+__all__ = ["FORMATS", "IMAGE_SUFFIXES", "to_uint", "encode_image", "atomic_write", "write_image", "read_image"]
 
 #: Output formats and their file extensions.
 FORMATS = {"png": ".png", "jpeg": ".jpg", "npy": ".npy"}
+#: Extensions :func:`read_image` reads (everything else is treated as DICOM by the tools).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy", ".tif", ".tiff", ".bmp")
 
 
 def to_uint(image: np.ndarray, bit_depth: int = 8) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 
 from radiology.geometry import pad_to_square, resize
 
-__all__ = ["contact_sheet"]
+__all__ = ["contact_sheet", "pipeline_preview"]
 
 
 def _tile(image: np.ndarray | None, size: int) -> np.ndarray:
@@ -75,3 +75,55 @@ def contact_sheet(
             pixels = (np.clip(_tile(image, tile), 0, 1) * 255 + 0.5).astype(np.uint8)
             canvas[top + caption: top + caption + tile, c * tile: (c + 1) * tile] = pixels
     return canvas.astype(np.float32) / 255
+
+
+def pipeline_preview(paths: Sequence, pipeline, options=None, *, tile: int = 192) -> np.ndarray:
+    """Contact sheet of a pipeline: one row per file, one column per step (input first).
+
+    Parameters
+    ----------
+    paths : sequence of path
+        DICOM files or PNG/JPEG/NPY/TIFF images.
+    pipeline : radiology.pipeline.Pipeline
+    options : radiology.convert.ConvertOptions, optional
+        Decoding settings for DICOM inputs (its own ``pipeline`` is ignored).
+    tile : int, optional
+        Tile side in pixels.
+
+    Returns
+    -------
+    numpy.ndarray of float32 in [0, 1], shape (H, W, 3)
+        Files that fail to load show their error in the row label and empty tiles.
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> from radiology.pipeline import CLAHE, Pipeline, Percentile
+    >>> sheet = pipeline_preview([get_testdata_file("CT_small.dcm")], Pipeline([Percentile(), CLAHE()]), tile=64)
+    >>> sheet.shape
+    (102, 192, 3)
+    """
+    from dataclasses import replace
+    from pathlib import Path
+
+    from radiology.convert import ConvertOptions, pipeline_input
+    from radiology.errors import RadiologyError
+
+    options = replace(options or ConvertOptions(), pipeline=pipeline)
+    rows = []
+    for path in paths:
+        try:
+            trace = pipeline.trace(pipeline_input(path, options))
+            images = [image if name != "input" or image.dtype.kind == "f" and image.max() <= 1
+                      else _display(image) for name, image in trace]
+            rows.append((Path(path).name, images))
+        except (RadiologyError, ValueError) as error:
+            rows.append((f"{Path(path).name}: {error}", [None] * (len(pipeline.steps) + 1)))
+    return contact_sheet(rows, ["input"] + [step.name for step in pipeline.steps], tile=tile)
+
+
+def _display(raw: np.ndarray) -> np.ndarray:
+    # Raw pixel values (before a normalizing step) shown min-max scaled.
+    raw = raw.astype(np.float32)
+    span = float(raw.max() - raw.min())
+    return (raw - raw.min()) / span if span > 0 else np.zeros_like(raw)

@@ -1,5 +1,6 @@
-"""Intensity: metadata-independent normalization to ``float32`` ``[0, 1]`` (numpy only, no torch)."""
+"""Intensity: normalization to ``float32`` ``[0, 1]``, CLAHE and contrast (numpy/OpenCV, no torch)."""
 
+from radiology.intensity.contrast import clahe, enhance_contrast
 from radiology.intensity.normalize import (
     NORMALIZATIONS,
     histogram_bins,
@@ -13,6 +14,8 @@ from radiology.intensity.normalize import (
 )
 
 __all__ = [
+    "clahe",
+    "enhance_contrast",
     "quantiles",
     "percentile_window",
     "minmax_scale",
