@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
-__all__ = ["fov_mask", "mask_box", "crop_to_fov", "fit_circle", "circle_crop", "fundus_crop"]
+__all__ = ["fov_mask", "fill_holes", "mask_box", "crop_to_fov", "fit_circle", "circle_crop", "fundus_crop"]
 
 Box = tuple[int, int, int, int]
 
@@ -21,10 +20,26 @@ Box = tuple[int, int, int, int]
 def _intensity(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3:
         # Fundus: the red channel is the brightest inside the retina and ~0 outside.
-        return image.max(axis=2)
+        # (Channel-wise maximum: much faster than a strided reduce over the last axis.)
+        return np.maximum(np.maximum(image[..., 0], image[..., 1]), image[..., 2])
     if image.ndim != 2:
         raise ValueError(f"expected (H, W) or (H, W, 3), got shape {image.shape}")
     return image
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill the holes of every region of a boolean mask (OpenCV contours; fast on 2048² masks).
+
+    Examples
+    --------
+    >>> ring = cv2.circle(np.zeros((20, 20), np.uint8), (10, 10), 6, 1, 2) > 0
+    >>> bool(fill_holes(ring)[10, 10]), bool(ring[10, 10])
+    (True, False)
+    """
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    filled = np.zeros(mask.shape, np.uint8)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    return filled > 0
 
 
 def fov_mask(image: np.ndarray, threshold: float | None = None) -> np.ndarray:
@@ -68,7 +83,7 @@ def fov_mask(image: np.ndarray, threshold: float | None = None) -> np.ndarray:
     if count <= 1:
         return np.zeros(values.shape, bool)
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return ndimage.binary_fill_holes(labels == largest)
+    return fill_holes(labels == largest)
 
 
 def mask_box(mask: np.ndarray) -> Box:
@@ -162,14 +177,13 @@ def circle_crop(image: np.ndarray, threshold: float | None = None, fill: float =
     mask = fov_mask(image, threshold)
     cx, cy, radius = fit_circle(mask)
     rows, cols = image.shape[:2]
-    yy, xx = np.ogrid[:rows, :cols]
-    outside = (xx - cx) ** 2 + (yy - cy) ** 2 > radius**2
-    out = image.copy()
-    out[outside] = fill
     # Pixel centres within the circle span [c - r + 0.5, c + r - 0.5].
     x0, y0 = max(0, round(cx - radius + 0.5)), max(0, round(cy - radius + 0.5))
     x1, y1 = min(cols, round(cx + radius - 0.5) + 1), min(rows, round(cy + radius - 0.5) + 1)
-    return out[y0:y1, x0:x1]
+    out = image[y0:y1, x0:x1].copy()
+    yy, xx = np.ogrid[y0:y1, x0:x1]
+    out[(xx - cx) ** 2 + (yy - cy) ** 2 > radius**2] = fill
+    return out
 
 
 def fundus_crop(image: np.ndarray, threshold: float | None = None) -> np.ndarray:
