@@ -83,3 +83,17 @@ def test_metadata_cli_hides_phi_unless_asked(tmp_path, capsys):
     csv = tmp_path / "meta.csv"
     assert main(["metadata", str(src), "-o", str(csv), "--include-phi"]) == 0
     assert "Doe^Jane" in csv.read_text()
+
+
+def test_preview_and_pipeline_conversion(folder, tmp_path, capsys):
+    from radiology.pipeline import CLAHE, CleanBackground, Percentile, Pipeline
+
+    pipeline = Pipeline([Percentile(), CleanBackground(), CLAHE()]).save(tmp_path / "pipe.yaml")
+    sheet = tmp_path / "sheet.png"
+    assert main(["preview", str(folder / "a"), str(sheet), "--pipeline", str(pipeline), "--tile", "64"]) == 0
+    image = read_image(sheet)
+    assert image.shape[1] == 4 * 64  # input + 3 steps
+    dst = tmp_path / "d"
+    assert main(["convert", str(folder / "a"), str(dst), "--pipeline", str(pipeline), "-q"]) == 0
+    assert "2 converted" in capsys.readouterr().out
+    assert main(["preview", str(tmp_path / "missing"), str(sheet)]) == 2

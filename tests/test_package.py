@@ -11,7 +11,8 @@ import pytest
 PUBLIC_MODULES = [
     "radiology", "radiology.errors", "radiology.dicom", "radiology.intensity", "radiology.geometry",
     "radiology.io", "radiology.convert", "radiology.synthetic", "radiology.preview", "radiology.demo",
-    "radiology.cli",
+    "radiology.cli", "radiology.pipeline", "radiology.geometry.fov", "radiology.geometry.background",
+    "radiology.geometry.knee", "radiology.intensity.contrast",
 ]
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -30,6 +31,12 @@ def test_every_public_object_has_a_docstring(name):
         obj = getattr(module, attribute)
         if inspect.isfunction(obj) or inspect.isclass(obj):
             assert inspect.getdoc(obj), f"{name}.{attribute} has no docstring"
+
+
+def test_augment_is_documented_when_torch_is_installed():
+    pytest.importorskip("kornia")
+    test_every_public_object_has_a_docstring("radiology.augment")
+    assert "automodule:: radiology.augment" in (DOCS / "api" / "augment.rst").read_text()
 
 
 def test_every_public_module_has_an_api_page():
