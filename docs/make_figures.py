@@ -7,15 +7,13 @@ build anywhere, offline.
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-import cv2
-
 from radiology.convert import dicom_to_image
-from radiology.geometry import KneeLocalizer, circle_crop, clean_background, crop_to_fov, fundus_crop
-from radiology.intensity import clahe, enhance_contrast
 from radiology.dicom import read_dicom
-from radiology.intensity import minmax_scale
+from radiology.geometry import KneeLocalizer, circle_crop, clean_background, crop_to_fov, fundus_crop
+from radiology.intensity import clahe, enhance_contrast, minmax_scale
 from radiology.io import read_image, write_image
 from radiology.preview import contact_sheet
 from radiology.synthetic import phantom_radiograph, write_phantom_dicom

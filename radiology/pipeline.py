@@ -18,6 +18,7 @@ Example (JSON)::
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -30,6 +31,7 @@ import numpy as np
 from radiology.geometry import pad_to_square, resize
 from radiology.geometry.background import clean_background
 from radiology.geometry.fov import circle_crop, crop_to_fov, fundus_crop
+from radiology.geometry.knee import KneeLocalizer, crop_around
 from radiology.intensity import (
     clahe,
     enhance_contrast,
@@ -41,7 +43,7 @@ from radiology.intensity import (
 
 __all__ = [
     "Step", "Percentile", "Histogram", "MinMax", "CLAHE", "Enhance", "Resize", "PadSquare", "FOVCrop",
-    "CircleCrop", "FundusCrop", "CleanBackground", "Pipeline", "STEPS",
+    "CircleCrop", "FundusCrop", "CleanBackground", "KneeCrop", "Pipeline", "STEPS",
 ]
 
 FORMAT = "radiology.pipeline"
@@ -209,11 +211,41 @@ class CleanBackground(Step):
                                 min_fraction=self.min_fraction)
 
 
+@functools.lru_cache(maxsize=8)
+def _knee_localizer(weights: str) -> KneeLocalizer:
+    return KneeLocalizer.load(weights)
+
+
+@dataclass(frozen=True)
+class KneeCrop(Step):
+    """Square crop centred on a detected knee joint (:class:`radiology.geometry.KneeLocalizer`).
+
+    ``size_mm`` is used when ``spacing_mm`` (the image's pixel spacing) is given, else
+    ``size_px``. ``knee`` picks which of the detected knees (0 = image-left); ``knees``
+    forces one or two knees per image (default: from the aspect ratio).
+    """
+
+    name: ClassVar[str] = "knee_crop"
+    weights: str = ""
+    size_px: int = 256
+    size_mm: float | None = None
+    spacing_mm: float | None = None
+    knee: int = 0
+    knees: int | None = None
+
+    def __call__(self, image):
+        if not self.weights:
+            raise ValueError("knee_crop needs the path of SVM weights (weights=...)")
+        found = _knee_localizer(str(self.weights)).detect(_gray(image), knees=self.knees)
+        center = found[min(self.knee, len(found) - 1)].center
+        return crop_around(image, center, size_mm=self.size_mm, spacing_mm=self.spacing_mm, size_px=self.size_px)
+
+
 #: Step classes by name.
 STEPS: dict[str, type[Step]] = {
     cls.name: cls
     for cls in (Percentile, Histogram, MinMax, CLAHE, Enhance, Resize, PadSquare, FOVCrop, CircleCrop,
-                FundusCrop, CleanBackground)
+                FundusCrop, CleanBackground, KneeCrop)
 }
 
 

@@ -61,3 +61,22 @@ def test_pipeline_inside_conversion(tmp_path):
     after_default = Pipeline([CLAHE()])
     expected = clahe(dicom_to_image(path))
     assert np.array_equal(dicom_to_image(path, pipeline=after_default), expected)
+
+
+def test_knee_crop_step_centres_on_the_trained_joint(tmp_path):
+    from radiology.geometry.knee import KneeLocalizer
+    from radiology.pipeline import KneeCrop
+    from tests.geometry.test_knee import _toy_knee
+
+    rng = np.random.default_rng(0)
+    train = [_toy_knee(rng) for _ in range(25)]
+    model = KneeLocalizer.fit([im for im, _ in train], [[box] for _, box in train], seed=1)
+    weights = model.save(tmp_path / "toy.npz")
+    image, (x, y, w, h) = _toy_knee(rng)
+    step = KneeCrop(weights=str(weights), size_px=40, knees=1)
+    crop = Pipeline.from_json(Pipeline([step]).to_json())(image)
+    assert crop.shape == (40, 40)
+    # The centre of the toy joint is its dark gap between two bright blocks.
+    assert crop[:, 10:30].mean() > 0.3
+    with pytest.raises(ValueError, match="weights"):
+        KneeCrop()(image)
