@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 
 import torch
 
-from radiology.augment import MultiView, radiograph_augmentation
+from radiology.augment import MultiView, count_host_syncs, radiograph_augmentation
 
 
 def _rate(module, batch, repeat):
@@ -30,18 +29,6 @@ def _rate(module, batch, repeat):
         torch.cuda.synchronize()
     images = batch.shape[0] * (batch.shape[1] if batch.ndim == 5 else 1)
     return images * repeat / (time.perf_counter() - start)
-
-
-def _syncs(module, batch):
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("warn")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            module(batch)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    return len(caught)
 
 
 def main() -> None:
@@ -66,8 +53,8 @@ def main() -> None:
               f"multi-view {rates['cuda'][1] / rates['cpu'][1]:.1f}x ({torch.cuda.get_device_name()})")
         small = torch.rand(8, 1, args.size, args.size, device="cuda")
         large = torch.rand(64, 1, args.size, args.size, device="cuda")
-        print(f"host synchronizations per call: batch 8 -> {_syncs(augment, small)}, "
-              f"batch 64 -> {_syncs(augment, large)}")
+        print(f"host synchronizations per call: batch 8 -> {count_host_syncs(augment, small)}, "
+              f"batch 64 -> {count_host_syncs(augment, large)}")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,6 @@ generator: seed it (``torch.manual_seed``) for reproducible augmentation.
 This subpackage imports torch; ``import radiology`` does not.
 """
 
-from radiology.augment.transforms import (
-    MultiView,
-    clahe_batch,
-    radiograph_augmentation,
-)
+from radiology.augment.transforms import MultiView, clahe_batch, count_host_syncs, radiograph_augmentation
 
-__all__ = ["radiograph_augmentation", "MultiView", "clahe_batch"]
+__all__ = ["radiograph_augmentation", "MultiView", "clahe_batch", "count_host_syncs"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from kornia import augmentation as K
 from kornia.enhance import equalize_clahe
 from torch import nn
 
-__all__ = ["radiograph_augmentation", "MultiView", "clahe_batch"]
+__all__ = ["radiograph_augmentation", "MultiView", "clahe_batch", "count_host_syncs"]
 
 
 def clahe_batch(batch: torch.Tensor, clip_limit: float = 2.0, grid: tuple[int, int] = (8, 8)) -> torch.Tensor:
@@ -148,3 +150,27 @@ def _flipped(params, batch: int, device: torch.device) -> torch.Tensor:
         if item.name.startswith("RandomHorizontalFlip"):
             return item.data["batch_prob"].to(device=device, dtype=torch.bool).reshape(batch)
     return torch.zeros(batch, dtype=torch.bool, device=device)
+
+
+def count_host_syncs(module: nn.Module, batch: torch.Tensor) -> int:
+    """Number of CUDA host synchronizations one call of ``module(batch)`` makes.
+
+    Uses CUDA's sync debug mode (a PyTorch prototype that may miss some synchronizing
+    operations). Equal counts at two batch sizes mean nothing synchronizes per sample.
+
+    Raises
+    ------
+    RuntimeError
+        ``batch`` is not on a CUDA device.
+    """
+    if not batch.is_cuda:
+        raise RuntimeError("host synchronizations are only defined for CUDA tensors")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            module(batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message).lower() for w in caught)

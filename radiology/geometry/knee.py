@@ -15,6 +15,7 @@ trains a linear SVM on your own annotated boxes.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +29,14 @@ from radiology.geometry.fov import Box
 __all__ = ["KneeBox", "KneeLocalizer", "hog_features", "box_iou", "crop_around"]
 
 _WINDOW = 64
-_HOG = cv2.HOGDescriptor((_WINDOW, _WINDOW), (16, 16), (8, 8), (8, 8), 9)
 N_FEATURES = 1764
+
+
+@functools.lru_cache(maxsize=1)
+def _hog() -> cv2.HOGDescriptor:
+    if not hasattr(cv2, "HOGDescriptor"):  # OpenCV 5 moved it out of the main package
+        raise ImportError(f"OpenCV {cv2.__version__} has no HOGDescriptor: install opencv-python-headless<5")
+    return cv2.HOGDescriptor((_WINDOW, _WINDOW), (16, 16), (8, 8), (8, 8), 9)
 
 
 def hog_features(patch: np.ndarray) -> np.ndarray:
@@ -48,7 +55,7 @@ def hog_features(patch: np.ndarray) -> np.ndarray:
     if patch.dtype != np.uint8:
         patch = (np.clip(patch, 0, 1) * 255 + 0.5).astype(np.uint8)
     resized = cv2.resize(patch, (_WINDOW, _WINDOW), interpolation=cv2.INTER_AREA)
-    return _HOG.compute(resized).ravel()
+    return _hog().compute(resized).ravel()
 
 
 def box_iou(a: Box, b: Box) -> float:

@@ -4,7 +4,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("kornia")
 
-from radiology.augment import MultiView, clahe_batch, radiograph_augmentation  # noqa: E402
+from radiology.augment import MultiView, clahe_batch, count_host_syncs, radiograph_augmentation  # noqa: E402
 from radiology.intensity import clahe  # noqa: E402
 from radiology.synthetic import phantom_radiograph  # noqa: E402
 
@@ -70,28 +70,20 @@ def test_bad_inputs():
         radiograph_augmentation(hflip=0, affine_p=0, intensity_p=0, noise_p=0)
 
 
-def _sync_count(module, batch):
-    import warnings
-
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("warn")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            module(batch)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    return len(caught)
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_synchronizations_do_not_grow_with_the_batch():
     augment = radiograph_augmentation(crop_size=(128, 128), clahe_p=0.5, cutout_p=0.5)
     small = torch.rand(4, 1, 160, 160, device="cuda")
+    assert count_host_syncs(torch.nonzero, small) >= 1  # the counter does see a synchronization
     large = torch.rand(64, 1, 160, 160, device="cuda")
     augment(small)  # warm-up
-    assert _sync_count(augment, large) <= _sync_count(augment, small)
+    assert count_host_syncs(augment, large) <= count_host_syncs(augment, small)
     views = MultiView(augment, swap_on_hflip=True)
     views(small[:, None].repeat(1, 2, 1, 1, 1))
-    assert _sync_count(views, large[:, None].repeat(1, 2, 1, 1, 1)) <= _sync_count(
+    assert count_host_syncs(views, large[:, None].repeat(1, 2, 1, 1, 1)) <= count_host_syncs(
         views, small[:, None].repeat(1, 2, 1, 1, 1))
+
+
+def test_sync_counting_needs_cuda():
+    with pytest.raises(RuntimeError):
+        count_host_syncs(radiograph_augmentation(), torch.rand(1, 1, 8, 8))
