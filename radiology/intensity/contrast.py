@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
 
 __all__ = ["clahe", "enhance_contrast"]
+
+_local = threading.local()
+
+
+def _clahe_operator(clip_limit: float, rows: int, cols: int) -> cv2.CLAHE:
+    # Reuse one OpenCV object per setting and thread: a fresh one reallocates its tile
+    # lookup tables (8 MB for 16-bit images at 8x8 tiles) on every call.
+    cache = _local.__dict__.setdefault("clahe", {})
+    key = (clip_limit, rows, cols)
+    if key not in cache:
+        cache[key] = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(cols, rows))
+    return cache[key]
 
 
 def clahe(image: np.ndarray, clip_limit: float = 2.0, tile_grid: tuple[int, int] = (8, 8)) -> np.ndarray:
@@ -41,7 +55,7 @@ def clahe(image: np.ndarray, clip_limit: float = 2.0, tile_grid: tuple[int, int]
     rows, cols = (int(v) for v in tile_grid)
     if rows < 1 or cols < 1:
         raise ValueError(f"tile_grid must be positive, got {tile_grid}")
-    operator = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(cols, rows))
+    operator = _clahe_operator(float(clip_limit), rows, cols)
     if image.dtype in (np.uint8, np.uint16):
         return operator.apply(image)
     if image.dtype.kind != "f":
