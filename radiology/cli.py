@@ -170,9 +170,9 @@ def _preview(args: argparse.Namespace) -> int:
         raise FileNotFoundError("no input files")
     step = max(1, len(paths) // args.count)
     chosen = paths[::step][: args.count]  # spread over the folder, not the first few
-    sheet = pipeline_preview(chosen, options.pipeline or Pipeline(), options, tile=args.tile)
-    write_image(args.output, sheet)
-    print(f"{len(chosen)} images x {len((options.pipeline or Pipeline()).steps) + 1} columns written to {args.output}")
+    pipeline = options.pipeline or Pipeline()
+    write_image(args.output, pipeline_preview(chosen, pipeline, options, tile=args.tile))
+    print(f"{len(chosen)} images x {len(pipeline.steps) + 1} columns written to {args.output}")
     return 0
 
 

@@ -162,6 +162,11 @@ class ConvertOptions:
         return FORMATS[self.fmt]
 
 
+def _read(source, options: ConvertOptions) -> DicomImage:
+    return read_dicom(source, frame=options.frame, bits=options.bits, modality_lut=options.modality_lut,
+                      color=options.color)
+
+
 def _display_ordered(image: DicomImage, polarity: bool) -> np.ndarray:
     # Negating inverted images makes larger = brighter before any normalization, so
     # percentiles, per-image histograms and dataset-fitted bins all see bone as high.
@@ -240,9 +245,7 @@ def dicom_to_image(source, options: ConvertOptions | None = None, **overrides) -
     ((64, 64), 0.0, 1.0)
     """
     options = replace(options or ConvertOptions(), **overrides) if overrides else (options or ConvertOptions())
-    image = read_dicom(
-        source, frame=options.frame, bits=options.bits, modality_lut=options.modality_lut, color=options.color
-    )
+    image = _read(source, options)
     return render(image, options)
 
 
@@ -267,8 +270,7 @@ def pipeline_input(path: str | os.PathLike, options: ConvertOptions | None = Non
         if image.ndim == 3 and options.color == "gray":
             image = image.mean(axis=2).astype(np.float32)
         return image
-    image = read_dicom(path, frame=options.frame, bits=options.bits, modality_lut=options.modality_lut,
-                       color=options.color)
+    image = _read(path, options)
     if options.pipeline is not None and options.pipeline.normalizes:
         return _display_ordered(image, options.polarity)
     return render(image, replace(options, pipeline=None, width=None, longest=None, pad_square=False))
@@ -305,8 +307,7 @@ def fit_histogram_bins(
     def pixels():
         for source in sources:
             try:
-                image = read_dicom(source, frame=options.frame, bits=options.bits,
-                                   modality_lut=options.modality_lut, color=options.color)
+                image = _read(source, options)
             except DicomError as error:
                 logger.warning("skipped while fitting bins: %s", error)
                 continue
@@ -424,8 +425,7 @@ def _convert_job(job: _Job, options: ConvertOptions, dst: str, skip_existing: bo
             output = _uid_output(ds, job.path, options)
             if os.path.exists(os.path.join(dst, output)):
                 return _row(job.label, "skipped", "output exists", output, meta)
-        image = read_dicom(job.path, frame=options.frame, bits=options.bits,
-                           modality_lut=options.modality_lut, color=options.color)
+        image = _read(job.path, options)
         meta = _header_fields(image.dataset)
         output = output or _uid_output(image.dataset, job.path, options)
         data = encode_image(render(image, options), options.fmt, options.bit_depth,

@@ -62,17 +62,18 @@ def pydicom_test_files() -> list[Path]:
     >>> any(p.name == "CT_small.dcm" for p in pydicom_test_files())
     True
     """
+    return sorted(p for p in _pydicom_test_root().rglob("*") if p.is_file())
+
+
+def _pydicom_test_root() -> Path:
     import pydicom.data
 
-    root = Path(pydicom.data.__file__).parent / "test_files"
-    return sorted(p for p in root.rglob("*") if p.is_file())
+    return Path(pydicom.data.__file__).parent / "test_files"
 
 
 def _copy_pydicom_images(target: Path) -> list[Path]:
-    import pydicom.data
-
     copied = []
-    root = Path(pydicom.data.__file__).parent / "test_files"
+    root = _pydicom_test_root()
     for source in pydicom_test_files():
         try:
             has_pixels = any(k in read_dataset(source) for k in PIXEL_DATA_KEYWORDS)

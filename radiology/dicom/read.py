@@ -195,7 +195,8 @@ def _decode(ds: Dataset, meta: DicomMetadata, frame: int | None, name: str, bits
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            # Unused-bit masking is ours (mask_bits), so that it can be switched off.
+            # pydicom masks unused bits of native data by default; follow `bits` so that
+            # bits=False really returns the stored values (mask_bits covers the codecs).
             pixels = pydicom.pixels.pixel_array(ds, index=index, correct_unused_bits=bits)
         except Exception as error:  # noqa: BLE001 - codecs raise anything on bad data
             raise _decode_error(name, error) from error
