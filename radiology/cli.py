@@ -47,10 +47,12 @@ def _add_render_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--voi-index", type=int, default=0, help="which header window to use with voi")
     group.add_argument("--no-modality-lut", action="store_true", help="ignore rescale slope/intercept and LUTs")
     group.add_argument("--no-polarity", action="store_true", help="keep MONOCHROME1 as stored (bone dark)")
-    group.add_argument("--frame", type=int, default=0, help="frame of multi-frame files (default 0)")
-    group.add_argument("--color", choices=("gray", "keep"), default="gray", help="colour images to gray or kept RGB")
+    group.add_argument("--frame", type=int, help="frame of multi-frame files (default: the pipeline's, else 0)")
+    group.add_argument("--color", choices=("gray", "keep"),
+                       help="colour images to gray (BT.601) or kept RGB (default: the pipeline's, else gray)")
     group.add_argument("--pipeline", type=Path, metavar="FILE",
-                       help="preprocessing pipeline (JSON/YAML) applied after decoding")
+                       help="preprocessing pipeline (JSON/YAML): its decode settings and steps; the options above "
+                            "override its decoding, and its normalizing first step replaces --normalization")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--n-bins", type=_positive, default=100)
     fit.add_argument("--max-files", type=_positive, default=500, help="evenly spaced sample size (default 500)")
     fit.add_argument("--glob", default="*")
+    fit.add_argument("--pipeline", type=Path, metavar="FILE",
+                     help="pipeline (JSON/YAML) whose decode settings the bins are fitted with")
 
     preview = commands.add_parser("preview", help="contact sheet of each pipeline step on a few images")
     preview.add_argument("sources", nargs="+", type=Path, metavar="SRC", help="folder or files (DICOM, PNG, JPEG)")
@@ -102,23 +106,98 @@ def build_parser() -> argparse.ArgumentParser:
     metadata.add_argument("--include-phi", action="store_true",
                           help="also write patient name, ID, birth date and accession number")
 
-    demo = commands.add_parser("demo", help="offline demo: convert pydicom's test images and phantoms")
+    train = commands.add_parser("train", help="train a classifier on DICOMs or images and write a bundle")
+    source = train.add_argument_group("data")
+    source.add_argument("--csv", type=Path, help="label table (CSV)")
+    source.add_argument("--root", type=Path, help="folder the CSV's image column is relative to (default: CSV's)")
+    source.add_argument("--folder", type=Path, help="instead of --csv: one subfolder per class")
+    source.add_argument("--image-col", dest="image_cols", default=None,
+                        help="image column(s), comma-separated for views, e.g. left,right (default: image)")
+    source.add_argument("--label-col", dest="label_cols", default=None,
+                        help="label column; with --multi-label one 'A|B' column or several 0/1 columns (N,D,G)")
+    source.add_argument("--multi-label", action="store_true", default=None, help="several labels per image")
+    source.add_argument("--group-col", help="patient column for the grouped split (default: DICOM PatientID)")
+    model = train.add_argument_group("model")
+    model.add_argument("--arch", help="timm backbone (default tf_efficientnet_lite0)")
+    model.add_argument("--pretrained", help="imagenet (offline, default) | none | PATH | timm hub name")
+    model.add_argument("--size", type=_positive, help="input side in pixels (default 224)")
+    model.add_argument("--channels", type=int, choices=(1, 3), help="1 gray (default) or 3 for colour photographs")
+    fit = train.add_argument_group("training")
+    fit.add_argument("--epochs", type=int, help="fine-tuning epochs of the whole network (default 3)")
+    fit.add_argument("--head-epochs", type=int, help="head-only epochs on frozen features first (default 20)")
+    fit.add_argument("--lr", type=float, help="peak fine-tuning learning rate (default 1e-3)")
+    fit.add_argument("--batch-size", type=_positive, help="batch size (default 32)")
+    fit.add_argument("--seed", type=int, help="random seed (default 0)")
+    fit.add_argument("--loss", choices=("auto", "ce", "focal", "nce_rce", "bce"))
+    fit.add_argument("--sampler", choices=("shuffle", "weighted", "min_per_class"))
+    fit.add_argument("--valid-fraction", type=float, help="validation share, grouped by patient (default 0.2)")
+    fit.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
+    fit.add_argument("--cache", help="preprocessed-image cache folder, or 'none'")
+    fit.add_argument("--lr-find", action="store_true", default=None, help="save fastai's lr_find plot in the bundle")
+    fit.add_argument("--resume", action="store_true", default=None, help="continue an interrupted run in --out")
+    train.add_argument("--config", type=Path, help="YAML/JSON file with the same keys; flags override it")
+    train.add_argument("--pipeline", type=Path, help="preprocessing pipeline file (default: percentile, resize, pad)")
+    train.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    predict = commands.add_parser("predict", help="predict with a bundle (or several: an ensemble)")
+    predict.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE", help="bundle folder(s)")
+    predict.add_argument("input", type=Path, metavar="INPUT", help="folder (recursive), file, or CSV")
+    predict.add_argument("--out", type=Path, required=True, help="predictions CSV")
+    predict.add_argument("--root", type=Path, help="folder the CSV's image column is relative to")
+    predict.add_argument("--image-col", dest="image_cols", help="image column(s) of a CSV (default: image)")
+    predict.add_argument("--format", dest="fmt", choices=("table", "kaggle"), default="table",
+                         help="table (default) or kaggle: SOPInstanceUID,Target")
+    predict.add_argument("--tta", action="store_true", help="average with horizontally flipped inputs")
+    predict.add_argument("--backend", choices=("eager", "export", "onnx"), default="export",
+                         help="which saved model runs (default: the torch.export program)")
+    predict.add_argument("--batch-size", type=_positive, default=32)
+    predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    evaluate = commands.add_parser("evaluate", help="score a predictions CSV against labels")
+    evaluate.add_argument("--predictions", type=Path, required=True)
+    evaluate.add_argument("--labels", type=Path, required=True)
+    evaluate.add_argument("--image-col", dest="image_cols", default="image")
+    evaluate.add_argument("--label-col", dest="label_cols", default="label")
+    evaluate.add_argument("--multi-label", action="store_true", default=None)
+    evaluate.add_argument("--out", type=Path, required=True, help="folder for metrics.json, report and plots")
+
+    demo = commands.add_parser("demo", help="offline demo: conversion, then train/predict/evaluate on phantoms")
     demo.add_argument("out", type=Path, metavar="OUT")
     demo.add_argument("--workers", type=_workers, default=1)
+    demo.add_argument("--no-model", action="store_true", help="conversion only (no training)")
     return parser
 
 
-def _render_options(args: argparse.Namespace, **output):
-    from radiology.convert import ConvertOptions
-    from radiology.intensity import load_histogram_bins
+def _load_pipeline(path: Path | None):
     from radiology.pipeline import Pipeline
 
+    if path is None:
+        return None
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such pipeline file")
+    return Pipeline.load(path)  # a bad file raises PipelineError (a ValueError): one line, exit 2
+
+
+def _render_options(args: argparse.Namespace, **output):
+    """ConvertOptions from the command line; ``options.to_pipeline()`` is what the command runs."""
+    from radiology.convert import ConvertOptions
+    from radiology.intensity import load_histogram_bins
+    from radiology.pipeline import Decode
+
     bins = load_histogram_bins(args.histogram_bins) if args.histogram_bins else None
+    pipeline = _load_pipeline(args.pipeline)
+    # Decoding: the pipeline file's settings unless a flag overrides them.
+    decode = pipeline.decode if pipeline is not None else Decode()
     return ConvertOptions(
         normalization="histogram" if bins is not None else args.normalization,
         low=args.low, high=args.high, n_bins=args.n_bins, bins=bins, voi_index=args.voi_index,
-        modality_lut=not args.no_modality_lut, polarity=not args.no_polarity, frame=args.frame, color=args.color,
-        pipeline=Pipeline.load(args.pipeline) if args.pipeline else None, **output,
+        bits=decode.bits,
+        modality_lut=decode.modality_lut and not args.no_modality_lut,
+        polarity=decode.polarity and not args.no_polarity,
+        frame=decode.frame if args.frame is None else args.frame,
+        color=decode.color if args.color is None else args.color,
+        pipeline=pipeline, **output,
     )
 
 
@@ -141,11 +220,12 @@ def _fit_bins(args: argparse.Namespace) -> int:
     from radiology.dicom import find_files
     from radiology.intensity import save_histogram_bins
 
+    pipeline = _load_pipeline(args.pipeline)
     files = find_files(args.source, args.glob)
     if not files:
         raise FileNotFoundError(f"{args.source}: no files")
     step = max(1, len(files) // args.max_files)
-    bins = fit_histogram_bins(files[::step][: args.max_files], n_bins=args.n_bins)
+    bins = fit_histogram_bins(files[::step][: args.max_files], pipeline, n_bins=args.n_bins)
     save_histogram_bins(args.output, bins)
     print(f"{len(bins)} bin edges from {min(len(files), args.max_files)} files written to {args.output}")
     return 0
@@ -154,7 +234,6 @@ def _fit_bins(args: argparse.Namespace) -> int:
 def _preview(args: argparse.Namespace) -> int:
     from radiology.dicom import find_files
     from radiology.io import write_image
-    from radiology.pipeline import Pipeline
     from radiology.preview import pipeline_preview
 
     options = _render_options(args)
@@ -170,9 +249,10 @@ def _preview(args: argparse.Namespace) -> int:
         raise FileNotFoundError("no input files")
     step = max(1, len(paths) // args.count)
     chosen = paths[::step][: args.count]  # spread over the folder, not the first few
-    pipeline = options.pipeline or Pipeline()
-    write_image(args.output, pipeline_preview(chosen, pipeline, options, tile=args.tile))
-    print(f"{len(chosen)} images x {len(pipeline.steps) + 1} columns written to {args.output}")
+    full = options.to_pipeline()  # the sheet shows every stage of this one object
+    columns = 1 + (0 if full.normalizes else 1) + len(full.steps)
+    write_image(args.output, pipeline_preview(chosen, full, tile=args.tile))
+    print(f"{len(chosen)} images x {columns} columns written to {args.output}")
     return 0
 
 
@@ -192,12 +272,80 @@ def _metadata(args: argparse.Namespace) -> int:
     return 0
 
 
+_TRAIN_FLAGS = (
+    "csv", "root", "folder", "image_cols", "label_cols", "multi_label", "group_col", "arch", "pretrained", "size",
+    "channels", "epochs", "head_epochs", "lr", "batch_size", "seed", "loss", "sampler", "valid_fraction", "workers",
+    "cache", "lr_find", "resume", "pipeline", "out",
+)
+
+
+def _headline(metrics: dict) -> str:
+    keys = ("accuracy", "balanced_accuracy", "macro_f1", "quadratic_kappa", "macro_auc", "micro_f1")
+    parts = [f"{k} {metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), float)]
+    odir = metrics.get("odir")
+    if isinstance(odir, dict) and isinstance(odir.get("score"), float):
+        parts.append(f"odir_score {odir['score']:.3f}")
+    return ", ".join(parts) or "no defined metric"
+
+
+def _train(args: argparse.Namespace) -> int:
+    from radiology.train import TrainConfig, train
+
+    flags = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
+    config = TrainConfig.load(args.config, **flags) if args.config else TrainConfig.from_dict(flags)
+    result = train(config, progress=not args.quiet)
+    print(f"validation: {_headline(result.metrics)}")
+    print(f"bundle: {result.bundle}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from radiology.io import atomic_write
+    from radiology.models import load_bundle
+    from radiology.train import Ensemble, kaggle_submission, predict_table, prediction_inputs
+
+    for bundle in args.bundles:
+        if not bundle.is_dir():
+            raise FileNotFoundError(f"{bundle}: no such bundle folder")
+    model = Ensemble([load_bundle(b, backend=args.backend) for b in args.bundles], tta=args.tta)
+    inputs = prediction_inputs(args.input, root=args.root, image_cols=args.image_cols)
+    table = predict_table(model, inputs, batch_size=args.batch_size, progress=not args.quiet)
+    written = kaggle_submission(table) if args.fmt == "kaggle" else table
+    atomic_write(args.out, written.to_csv(index=False).encode())
+    failed = int((table["error"] != "").sum())
+    print(f"{len(table)} predictions, {failed} failed, written to {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from radiology.train import evaluate_predictions
+
+    for path in (args.predictions, args.labels):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+    metrics = evaluate_predictions(args.predictions, args.labels, image_cols=args.image_cols,
+                                   label_cols=args.label_cols, multi_label=args.multi_label, out=args.out)
+    print(f"{metrics['n']} scored ({metrics['missing']} without prediction): {_headline(metrics)}")
+    print(f"metrics, report and plots: {args.out}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from radiology.demo import run_demo
 
     result = run_demo(args.out, workers=args.workers)
     print(f"{result.report.summary}")
     print(f"images: {result.images}\nreport: {result.report.path}\ncontact sheet: {result.contact_sheet}")
+    if args.no_model:
+        return 0
+    try:
+        from radiology.demo import run_model_demo
+        model = run_model_demo(args.out / "model")
+    except ImportError as error:
+        print(f"model demo skipped: {error.name or error} is not installed (pip install 'radiology[models]')")
+        return 0
+    print(f"model demo on SYNTHETIC phantoms (not patients): test {_headline(model.metrics)}")
+    print(f"bundle: {model.bundle}\npredictions: {model.predictions}\nevaluation: {model.evaluation}")
     return 0
 
 
@@ -211,10 +359,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         logging.getLogger("pydicom").setLevel(logging.CRITICAL)
     handlers = {"convert": _convert, "preview": _preview, "fit-bins": _fit_bins, "metadata": _metadata,
-                "demo": _demo}
+                "demo": _demo, "train": _train, "predict": _predict, "evaluate": _evaluate}
+    from radiology.errors import RadiologyError
+
     try:
         return handlers[args.command](args)
-    except (FileNotFoundError, NotADirectoryError, ValueError, TypeError) as error:
+    except (FileNotFoundError, NotADirectoryError, ValueError, TypeError, RadiologyError) as error:
+        if args.verbose:
+            raise
         print(f"radiology {args.command}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
 

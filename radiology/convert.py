@@ -22,20 +22,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radiology.dicom import (
-    DicomError,
-    DicomImage,
-    InconsistentAttributesError,
-    apply_voi,
-    has_voi,
-    read_dataset,
-    read_dicom,
-)
+from radiology.dicom import DicomImage, InconsistentAttributesError, read_dataset
 from radiology.dicom.metadata import metadata_from_dataset
-from radiology.geometry import pad_to_square, resize
-from radiology.intensity import NORMALIZATIONS, histogram_bins, normalize
-from radiology.io import FORMATS, IMAGE_SUFFIXES, atomic_write, encode_image, read_image
-from radiology.pipeline import Pipeline
+from radiology.errors import RadiologyError
+from radiology.intensity import NORMALIZATIONS, histogram_bins
+from radiology.io import FORMATS, IMAGE_SUFFIXES, atomic_write, encode_image
+from radiology.pipeline import VOI, Decode, Histogram, MinMax, PadSquare, Percentile, Pipeline, Resize, Step
 
 __all__ = [
     "ConvertOptions",
@@ -104,9 +96,15 @@ class ConvertOptions:
         Encoder settings (see :func:`radiology.io.encode_image`).
     pipeline : radiology.pipeline.Pipeline, optional
         Preprocessing steps applied after decoding. When its first step normalizes
-        (``percentile``, ``histogram``, ``minmax``) it replaces ``normalization`` and gets
-        the polarity-corrected raw pixels; otherwise it runs on the normalized image.
-        ``width``/``longest``/``pad_square`` still apply after it.
+        (``percentile``, ``histogram``, ``minmax``, ``voi``) it replaces ``normalization``
+        and gets the polarity-corrected raw pixels; otherwise it runs on the normalized
+        image. ``width``/``longest``/``pad_square`` still apply after it. Its ``decode`` is
+        replaced by the decoding fields above.
+
+    Notes
+    -----
+    All of it is one :class:`~radiology.pipeline.Pipeline` (:meth:`to_pipeline`), which is
+    what :func:`render`, :func:`dicom_to_image`, :func:`convert_folder` and the CLI run.
     """
 
     normalization: str = "percentile"
@@ -161,25 +159,56 @@ class ConvertOptions:
         """File extension of the outputs (``.png``, ``.jpg`` or ``.npy``)."""
         return FORMATS[self.fmt]
 
+    @property
+    def decode(self) -> Decode:
+        """The decoding fields as a :class:`~radiology.pipeline.Decode`."""
+        return Decode(frame=self.frame, bits=self.bits, modality_lut=self.modality_lut, polarity=self.polarity,
+                      color=self.color)
 
-def _read(source, options: ConvertOptions) -> DicomImage:
-    return read_dicom(source, frame=options.frame, bits=options.bits, modality_lut=options.modality_lut,
-                      color=options.color)
+    def normalization_step(self) -> Step:
+        """``normalization`` and its parameters as a normalizing pipeline step."""
+        if self.normalization == "histogram":
+            return Histogram(bins=self.bins, n_bins=self.n_bins)
+        if self.normalization == "minmax":
+            return MinMax()
+        if self.normalization == "voi":
+            return VOI(index=self.voi_index, low=self.low, high=self.high)
+        return Percentile(self.low, self.high)
 
+    def to_pipeline(self) -> Pipeline:
+        """The one :class:`~radiology.pipeline.Pipeline` these options describe.
 
-def _display_ordered(image: DicomImage, polarity: bool) -> np.ndarray:
-    # Negating inverted images makes larger = brighter before any normalization, so
-    # percentiles, per-image histograms and dataset-fitted bins all see bone as high.
-    pixels = image.pixels
-    if polarity and image.metadata.inverted and not image.metadata.is_color:
-        pixels = np.negative(pixels.astype(np.int32) if pixels.dtype.kind == "u" else pixels)
-    return pixels
+        Decoding → normalization (``pipeline``'s own normalizing first step when it has one)
+        → ``pipeline`` steps → ``Resize`` → ``PadSquare``. The default percentile
+        normalization is left implied (a pipeline reading a DICOM adds it anyway), so the
+        pipeline does not re-stretch image files that are already in ``[0, 1]``.
+
+        Examples
+        --------
+        >>> ConvertOptions(normalization="voi", width=256, pad_square=True).to_pipeline()
+        Pipeline([VOI(index=0, low=0.5, high=99.5), Resize(width=256, height=None, longest=None), \
+PadSquare(value=0.0)])
+        >>> ConvertOptions().to_pipeline() == Pipeline()
+        True
+        """
+        user = self.pipeline.steps if self.pipeline is not None else ()
+        steps: list[Step] = list(user)
+        if self.pipeline is None or not self.pipeline.normalizes:
+            first = self.normalization_step()
+            if first != Percentile():  # the implied default: writing it would only change image files
+                steps.insert(0, first)
+        if self.width is not None or self.longest is not None:
+            steps.append(Resize(width=self.width, longest=self.longest))
+        if self.pad_square:
+            steps.append(PadSquare())
+        return Pipeline(steps, self.decode)
 
 
 def render(image: DicomImage, options: ConvertOptions | None = None) -> np.ndarray:
     """Turn a decoded :class:`~radiology.dicom.DicomImage` into a training-ready image.
 
-    Normalization (or VOI) → polarity → pipeline steps → resize → pad, as set by ``options``.
+    Normalization (or VOI) → polarity → pipeline steps → resize → pad, as set by ``options``:
+    ``options.to_pipeline().render(image)``.
 
     Returns
     -------
@@ -194,30 +223,7 @@ def render(image: DicomImage, options: ConvertOptions | None = None) -> np.ndarr
     >>> out.shape, out.dtype
     ((64, 64), dtype('float32'))
     """
-    options = options or ConvertOptions()
-    meta = image.metadata
-    pipeline = options.pipeline
-    if pipeline is not None and pipeline.normalizes:
-        out = pipeline(_display_ordered(image, options.polarity))
-        pipeline = None
-    elif options.normalization == "voi" and has_voi(meta) and not meta.is_color:
-        out = apply_voi(image.pixels, meta, image.dataset, options.voi_index)
-        if options.polarity and meta.inverted:
-            out = 1.0 - out
-    else:
-        method = "percentile" if options.normalization == "voi" else options.normalization
-        bins = np.asarray(options.bins) if options.bins is not None else None
-        out = normalize(
-            _display_ordered(image, options.polarity), method,
-            low=options.low, high=options.high, bins=bins, n_bins=options.n_bins,
-        )
-    if pipeline is not None:
-        out = pipeline(out)
-    if options.width is not None or options.longest is not None:
-        out = resize(out, width=options.width, longest=options.longest)
-    if options.pad_square:
-        out = pad_to_square(out)
-    return out
+    return (options or ConvertOptions()).to_pipeline().render(image)
 
 
 def dicom_to_image(source, options: ConvertOptions | None = None, **overrides) -> np.ndarray:
@@ -245,17 +251,18 @@ def dicom_to_image(source, options: ConvertOptions | None = None, **overrides) -
     ((64, 64), 0.0, 1.0)
     """
     options = replace(options or ConvertOptions(), **overrides) if overrides else (options or ConvertOptions())
-    image = _read(source, options)
-    return render(image, options)
+    pipeline = options.to_pipeline()
+    return pipeline.render(pipeline.decode.read(source))  # DICOM only, whatever the file name
 
 
 def pipeline_input(path: str | os.PathLike, options: ConvertOptions | None = None) -> np.ndarray:
-    """The image ``options.pipeline`` receives for a file (what ``radiology preview`` starts from).
+    """The image ``options.pipeline`` receives for a file.
 
     For DICOM: the polarity-corrected raw pixels when the pipeline starts with a
     normalizing step, else the normalized image (:func:`render` without pipeline and
     geometry). For PNG/JPEG/NPY/TIFF: the image in ``float32`` ``[0, 1]`` (RGB kept unless
-    ``options.color == "gray"``).
+    ``options.color == "gray"``, then BT.601 luma). ``radiology preview`` now shows every
+    stage of :meth:`ConvertOptions.to_pipeline` instead (:meth:`~radiology.pipeline.Pipeline.trace`).
 
     Examples
     --------
@@ -264,21 +271,15 @@ def pipeline_input(path: str | os.PathLike, options: ConvertOptions | None = Non
     (128, 128)
     """
     options = options or ConvertOptions()
-    path = Path(path)
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        image = read_image(path)
-        if image.ndim == 3 and options.color == "gray":
-            image = image.mean(axis=2).astype(np.float32)
-        return image
-    image = _read(path, options)
-    if options.pipeline is not None and options.pipeline.normalizes:
-        return _display_ordered(image, options.polarity)
-    return render(image, replace(options, pipeline=None, width=None, longest=None, pad_square=False))
+    normalizer = replace(options, pipeline=None, width=None, longest=None, pad_square=False).to_pipeline()
+    if Path(path).suffix.lower() in IMAGE_SUFFIXES or (options.pipeline is not None and options.pipeline.normalizes):
+        return normalizer.raw(path)
+    return normalizer.read(path)
 
 
 def fit_histogram_bins(
     sources: Iterable[str | os.PathLike],
-    options: ConvertOptions | None = None,
+    options: ConvertOptions | Pipeline | None = None,
     *,
     n_bins: int = 100,
     samples_per_image: int = 100_000,
@@ -287,8 +288,17 @@ def fit_histogram_bins(
     """Fit equal-frequency histogram bins on a sample of a DICOM dataset.
 
     Pixels are taken in the same space :func:`render` normalizes (after the Modality LUT,
-    polarity corrected), so the bins can be passed as ``ConvertOptions(bins=...)`` with
-    ``normalization="histogram"``. Unreadable files are skipped with a log message.
+    polarity corrected: :meth:`Pipeline.raw <radiology.pipeline.Pipeline.raw>`), so the bins
+    can be passed as ``ConvertOptions(bins=...)`` with ``normalization="histogram"`` or as
+    ``Histogram(bins=...)``. Unreadable files are skipped with a log message.
+
+    Parameters
+    ----------
+    sources : iterable of path
+    options : ConvertOptions or Pipeline, optional
+        Only its decoding settings matter.
+    n_bins, samples_per_image, seed
+        See :func:`radiology.intensity.histogram_bins`.
 
     Returns
     -------
@@ -302,16 +312,14 @@ def fit_histogram_bins(
     >>> bool(np.all(np.diff(bins) > 0))
     True
     """
-    options = options or ConvertOptions()
+    pipeline = options if isinstance(options, Pipeline) else (options or ConvertOptions()).to_pipeline()
 
     def pixels():
         for source in sources:
             try:
-                image = _read(source, options)
-            except DicomError as error:
+                yield pipeline.raw(source)
+            except RadiologyError as error:
                 logger.warning("skipped while fitting bins: %s", error)
-                continue
-            yield _display_ordered(image, options.polarity)
 
     return histogram_bins(pixels(), n_bins, samples_per_image=samples_per_image, seed=seed)
 
@@ -395,7 +403,7 @@ def _reason(error: BaseException, name: str) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     if text.startswith(name + ": "):
         text = text[len(name) + 2:]
-    return text if isinstance(error, DicomError) else f"unexpected {type(error).__name__}: {text}"
+    return text if isinstance(error, RadiologyError) else f"unexpected {type(error).__name__}: {text}"
 
 
 @dataclass(frozen=True)
@@ -414,7 +422,7 @@ def _uid_output(ds, path: str, options: ConvertOptions) -> str:
     return sanitize_component(str(uid)) + options.extension
 
 
-def _convert_job(job: _Job, options: ConvertOptions, dst: str, skip_existing: bool) -> dict:
+def _convert_job(job: _Job, options: ConvertOptions, pipeline: Pipeline, dst: str, skip_existing: bool) -> dict:
     """Worker: decode, render and encode one file into its temporary path."""
     meta: dict = {}
     try:
@@ -425,10 +433,10 @@ def _convert_job(job: _Job, options: ConvertOptions, dst: str, skip_existing: bo
             output = _uid_output(ds, job.path, options)
             if os.path.exists(os.path.join(dst, output)):
                 return _row(job.label, "skipped", "output exists", output, meta)
-        image = _read(job.path, options)
+        image = pipeline.decode.read(job.path)
         meta = _header_fields(image.dataset)
         output = output or _uid_output(image.dataset, job.path, options)
-        data = encode_image(render(image, options), options.fmt, options.bit_depth,
+        data = encode_image(pipeline.render(image), options.fmt, options.bit_depth,
                             png_compression=options.png_compression, jpeg_quality=options.jpeg_quality)
         with open(job.temporary, "wb") as file:
             file.write(data)
@@ -514,6 +522,7 @@ def convert_folder(
     from tqdm.auto import tqdm
 
     options = options or ConvertOptions()
+    pipeline = options.to_pipeline()  # built once: every file runs this same object
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     dst = Path(dst)
@@ -555,10 +564,10 @@ def convert_folder(
     try:
         if workers == 1:
             for job in jobs:
-                settle(job, _convert_job(job, options, str(dst), skip_existing))
+                settle(job, _convert_job(job, options, pipeline, str(dst), skip_existing))
                 bar.update()
         else:
-            _run_pool(jobs, options, dst, skip_existing, workers, settle, bar)
+            _run_pool(jobs, options, pipeline, dst, skip_existing, workers, settle, bar)
     finally:
         bar.close()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -569,7 +578,7 @@ def convert_folder(
     return report
 
 
-def _run_pool(jobs, options, dst, skip_existing, workers, settle, bar) -> None:
+def _run_pool(jobs, options, pipeline, dst, skip_existing, workers, settle, bar) -> None:
     pending = list(reversed(jobs))
     window = workers * 4  # bounded in-flight work keeps memory flat on 100k-file runs
     while pending:
@@ -579,7 +588,7 @@ def _run_pool(jobs, options, dst, skip_existing, workers, settle, bar) -> None:
                 while pending or running:
                     while pending and len(running) < window:
                         job = pending.pop()
-                        running[pool.submit(_convert_job, job, options, str(dst), skip_existing)] = job
+                        running[pool.submit(_convert_job, job, options, pipeline, str(dst), skip_existing)] = job
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in done:
                         row = future.result()  # raises first, so a broken job stays in `running`

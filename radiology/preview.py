@@ -78,7 +78,11 @@ def contact_sheet(
 
 
 def pipeline_preview(paths: Sequence, pipeline, options=None, *, tile: int = 192) -> np.ndarray:
-    """Contact sheet of a pipeline: one row per file, one column per step (input first).
+    """Contact sheet of a pipeline: one row per file, one column per stage (input first).
+
+    Each row is :meth:`Pipeline.trace <radiology.pipeline.Pipeline.trace>` of the file, so
+    the last column is exactly what :meth:`Pipeline.read <radiology.pipeline.Pipeline.read>`
+    (and conversion, training and inference) produce.
 
     Parameters
     ----------
@@ -86,14 +90,18 @@ def pipeline_preview(paths: Sequence, pipeline, options=None, *, tile: int = 192
         DICOM files or PNG/JPEG/NPY/TIFF images.
     pipeline : radiology.pipeline.Pipeline
     options : radiology.convert.ConvertOptions, optional
-        Decoding settings for DICOM inputs (its own ``pipeline`` is ignored).
+        When given, the sheet shows ``replace(options, pipeline=pipeline).to_pipeline()``
+        (its decoding, normalization and geometry around ``pipeline``'s steps).
     tile : int, optional
         Tile side in pixels.
 
     Returns
     -------
     numpy.ndarray of float32 in [0, 1], shape (H, W, 3)
-        Files that fail to load show their error in the row label and empty tiles.
+        The ``input`` column shows raw DICOM values min-max scaled. A DICOM read through a
+        pipeline that does not normalize gets an implied ``percentile`` column (empty for
+        image files, which skip it). Files that fail show their error in the row label
+        and empty tiles.
 
     Examples
     --------
@@ -106,24 +114,29 @@ def pipeline_preview(paths: Sequence, pipeline, options=None, *, tile: int = 192
     from dataclasses import replace
     from pathlib import Path
 
-    from radiology.convert import ConvertOptions, pipeline_input
     from radiology.errors import RadiologyError
 
-    options = replace(options or ConvertOptions(), pipeline=pipeline)
+    if options is not None:
+        pipeline = replace(options, pipeline=pipeline).to_pipeline()
+    implied = [] if pipeline.normalizes else ["percentile"]
+    columns = ["input"] + implied + [step.name for step in pipeline.steps]
     rows = []
     for path in paths:
         try:
-            trace = pipeline.trace(pipeline_input(path, options))
-            images = [image if name != "input" or image.dtype.kind == "f" and image.max() <= 1
-                      else _display(image) for name, image in trace]
+            images = [image for _, image in pipeline.trace(path)]
+            images[0] = _display(images[0])
+            if len(images) < len(columns):  # an image file: no implied normalization
+                images.insert(1, None)
             rows.append((Path(path).name, images))
         except (RadiologyError, ValueError) as error:
-            rows.append((f"{Path(path).name}: {error}", [None] * (len(pipeline.steps) + 1)))
-    return contact_sheet(rows, ["input"] + [step.name for step in pipeline.steps], tile=tile)
+            rows.append((f"{Path(path).name}: {error}", [None] * len(columns)))
+    return contact_sheet(rows, columns, tile=tile)
 
 
 def _display(raw: np.ndarray) -> np.ndarray:
-    # Raw pixel values (before a normalizing step) shown min-max scaled.
+    # Raw pixel values (before a normalizing step) shown min-max scaled; [0, 1] images as they are.
+    if raw.dtype.kind == "f" and raw.size and raw.min() >= 0 and raw.max() <= 1:
+        return raw
     raw = raw.astype(np.float32)
     span = float(raw.max() - raw.min())
     return (raw - raw.min()) / span if span > 0 else np.zeros_like(raw)

@@ -26,7 +26,10 @@ from pydicom.uid import (
     generate_uid,
 )
 
-__all__ = ["phantom_radiograph", "phantom_dicom", "write_phantom_dicom", "ENCODINGS"]
+__all__ = [
+    "phantom_radiograph", "phantom_dicom", "write_phantom_dicom", "add_findings", "write_findings_dataset",
+    "ENCODINGS", "FINDINGS",
+]
 
 #: Transfer syntaxes :func:`phantom_dicom` can write, by short name.
 ENCODINGS = {
@@ -38,6 +41,8 @@ ENCODINGS = {
     "jpeg2000": JPEG2000Lossless,
 }
 _CR_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1")
+#: Findings :func:`add_findings` can draw into a phantom.
+FINDINGS = ("nodule", "effusion", "cardiomegaly")
 
 
 def phantom_radiograph(shape: tuple[int, int] = (512, 512), seed: int = 0) -> np.ndarray:
@@ -207,4 +212,146 @@ def write_phantom_dicom(path: str | os.PathLike, image: np.ndarray | None = None
     ds = phantom_dicom(phantom_radiograph() if image is None else image, **kwargs)
     syntax = ds.file_meta.TransferSyntaxUID
     pydicom.dcmwrite(path, ds, enforce_file_format=True, implicit_vr=syntax == ImplicitVRLittleEndian)
+    return path
+
+
+def add_findings(image: np.ndarray, findings: set[str] | frozenset[str] | tuple[str, ...], seed: int = 0) -> np.ndarray:
+    """Draw synthetic findings into a :func:`phantom_radiograph` (known-answer labels).
+
+    ``nodule``: a bright round opacity (radius 3–5 % of the width) at a random place in a
+    lung; ``effusion``: the base of one lung filled in (a soft, rising opacity);
+    ``cardiomegaly``: the heart shadow widened. Random placement comes from ``seed``.
+
+    Parameters
+    ----------
+    image : numpy.ndarray of float32 in [0, 1], shape (H, W)
+    findings : collection of str
+        Names from :data:`FINDINGS`.
+    seed : int, optional
+
+    Returns
+    -------
+    numpy.ndarray of float32 in [0, 1]
+        A new image; the centre of each nodule is inside a lung.
+
+    Examples
+    --------
+    >>> base = phantom_radiograph((128, 128), seed=1)
+    >>> sick = add_findings(base, {"nodule"}, seed=1)
+    >>> bool((sick - base).max() > 0.1), sick.dtype
+    (True, dtype('float32'))
+    """
+    unknown = set(findings) - set(FINDINGS)
+    if unknown:
+        raise ValueError(f"unknown findings {sorted(unknown)}; known: {FINDINGS}")
+    if image.ndim != 2:
+        raise ValueError(f"expected a (H, W) image, got shape {image.shape}")
+    rng = np.random.default_rng(seed)
+    rows, cols = image.shape
+    y, x = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    u, v = (x - cols / 2) / (cols / 2), (y - rows / 2) / (rows / 2)
+    out = image.astype(np.float32, copy=True)
+    if "cardiomegaly" in findings:
+        heart = ((u + 0.12) / 0.36) ** 2 + ((v - 0.22) / 0.3) ** 2
+        out = np.maximum(out, np.where(heart < 1, 0.6, 0).astype(np.float32))
+    if "effusion" in findings:
+        side = rng.choice((-1, 1))
+        lung = ((u - side * 0.38) / 0.3) ** 2 + ((v + 0.05) / 0.64) ** 2 < 1
+        level = rng.uniform(0.25, 0.4)
+        fluid = lung & (v > level - 0.1 * np.abs(u - side * 0.38))
+        out = np.where(fluid, np.maximum(out, 0.62), out)
+    if "nodule" in findings:
+        side = rng.choice((-1, 1))
+        cu, cv = side * (0.38 + rng.uniform(-0.1, 0.1)), rng.uniform(-0.4, 0.3)
+        radius = rng.uniform(0.03, 0.05) * 2  # in u units: fraction of the half-width
+        blob = np.exp(-(((u - cu) ** 2 + ((v - cv) * rows / cols) ** 2) / (2 * radius**2)))
+        out = out + 0.45 * blob.astype(np.float32)
+    out = cv2.GaussianBlur(out, (0, 0), sigmaX=max(rows, cols) / 400)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def write_findings_dataset(
+    folder: str | os.PathLike,
+    count: int,
+    *,
+    findings: tuple[str, ...] = ("nodule",),
+    size: tuple[int, int] = (160, 144),
+    seed: int = 0,
+    fmt: str = "dicom",
+    prevalence: float = 0.5,
+) -> Path:
+    """Write a labeled set of phantoms with and without findings, and its label table.
+
+    Each image is its own synthetic patient. DICOMs rotate through encodings and both
+    polarities (so the set also exercises metadata-independent decoding).
+
+    Parameters
+    ----------
+    folder : path
+        Created; images go to ``folder/images``.
+    count : int
+        Number of images.
+    findings : tuple of str
+        One finding → single-label ``labels.csv`` (``file, label, patient``; label is the
+        finding's name or ``normal``). Several → multi-label, in the NIH ChestX-ray14 layout:
+        ``Data_Entry_2017.csv`` with ``Image Index``, ``Finding Labels`` (``A|B`` or
+        ``No Finding``) and ``Patient ID``.
+    size : (int, int)
+        ``(rows, columns)`` of the images.
+    seed : int
+        Seeds anatomy, findings and labels; different seeds give different patients.
+    fmt : {"dicom", "png"}
+    prevalence : float
+        Probability of each finding.
+
+    Returns
+    -------
+    pathlib.Path
+        The label table.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> table = write_findings_dataset(tempfile.mkdtemp(), 4, size=(64, 64), fmt="png")
+    >>> table.name
+    'labels.csv'
+    """
+    import pandas as pd
+
+    from radiology.io import write_image
+
+    if count < 1:
+        raise ValueError(f"count must be positive, got {count}")
+    if fmt not in ("dicom", "png"):
+        raise ValueError(f"fmt must be 'dicom' or 'png', got {fmt!r}")
+    if not findings:
+        raise ValueError("give at least one finding")
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    encodings = ("explicit", "rle", "jpegls", "jpeg2000", "deflated", "implicit")
+    rows = []
+    for index in range(count):
+        present = {f for f in findings if rng.random() < prevalence}
+        patient_seed = int(rng.integers(0, 2**31))
+        image = add_findings(phantom_radiograph(size, seed=patient_seed), present, seed=patient_seed)
+        name = f"{seed:04d}_{index:05d}"
+        if fmt == "dicom":
+            file = f"images/{name}.dcm"
+            write_phantom_dicom(folder / file, image, encoding=encodings[index % len(encodings)],
+                                photometric=("MONOCHROME1", "MONOCHROME2")[index % 2], bits_stored=12)
+        else:
+            file = f"images/{name}.png"
+            write_image(folder / file, image)
+        label = "|".join(f for f in findings if f in present)
+        rows.append((file, label, f"P{seed:04d}{index:05d}"))
+    if len(findings) == 1:
+        table = pd.DataFrame(rows, columns=["file", "label", "patient"])
+        table["label"] = table["label"].replace("", "normal")
+        path = folder / "labels.csv"
+    else:
+        table = pd.DataFrame(rows, columns=["Image Index", "Finding Labels", "Patient ID"])
+        table["Image Index"] = [Path(f).name for f in table["Image Index"]]
+        table["Finding Labels"] = table["Finding Labels"].replace("", "No Finding")
+        path = folder / "Data_Entry_2017.csv"
+    table.to_csv(path, index=False)
     return path

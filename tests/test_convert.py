@@ -197,3 +197,81 @@ def test_uid_naming_resume_and_missing_uid(tmp_path):
     assert first.loc["b.dcm", "reason"] == "no SOPInstanceUID to name the output"
     again = convert_folder(src, tmp_path / "dst", options, skip_existing=True, progress=False).table
     assert again.set_index("source").loc["a.dcm", "status"] == "skipped"
+
+
+def test_convert_options_are_one_pipeline(tmp_path):
+    from radiology.pipeline import CLAHE, VOI, Decode, Histogram, PadSquare, Pipeline, Resize
+
+    options = ConvertOptions(normalization="histogram", n_bins=10, pipeline=Pipeline([CLAHE()]), longest=64,
+                             pad_square=True, polarity=False, frame=0)
+    assert options.to_pipeline() == Pipeline([Histogram(n_bins=10), CLAHE(), Resize(longest=64), PadSquare()],
+                                             Decode(polarity=False))
+    # A normalizing pipeline replaces `normalization`; the pipeline's own decode is replaced by the options'.
+    own = Pipeline([VOI(index=1)], Decode(color="keep"))
+    assert ConvertOptions(pipeline=own).to_pipeline() == Pipeline([VOI(index=1)])
+    path = write_phantom_dicom(tmp_path / "p.dcm", phantom_radiograph((64, 48)), photometric="MONOCHROME1")
+    assert np.array_equal(dicom_to_image(path, options), options.to_pipeline().read(path))
+
+
+def test_convert_folder_writes_what_pipeline_read_returns(batch, tmp_path):
+    options = ConvertOptions(normalization="minmax", width=40, bit_depth=16)
+    report = convert_folder(batch, tmp_path / "out", options, progress=False)
+    pipeline = options.to_pipeline()
+    for row in report.table[report.table.status == "ok"].itertuples():
+        written = read_image(tmp_path / "out" / row.output)
+        assert np.array_equal(to_uint(written, 16), to_uint(pipeline.read(batch / row.source), 16))
+
+
+def test_fit_histogram_bins_takes_a_pipeline(batch):
+    from radiology.pipeline import Decode, Pipeline
+
+    files = sorted(batch.rglob("im*.dcm"))
+    assert np.array_equal(fit_histogram_bins(files, n_bins=8), fit_histogram_bins(files, Pipeline(), n_bins=8))
+    unflipped = fit_histogram_bins(files, Pipeline(decode=Decode(polarity=False)), n_bins=8)
+    assert unflipped.min() >= 0  # MONOCHROME1 values are no longer negated
+
+
+def test_pipeline_input_of_a_colour_image_is_bt601(tmp_path):
+    from radiology.convert import pipeline_input
+    from radiology.io import write_image
+
+    rgb = np.zeros((8, 8, 3), np.float32)
+    rgb[..., 1] = 1.0
+    path = write_image(tmp_path / "g.png", rgb)
+    assert np.allclose(pipeline_input(path), 0.587, atol=1e-6)
+    assert pipeline_input(path, ConvertOptions(color="keep")).shape == (8, 8, 3)
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('{"format": "radiology.pipeline", "version": 2, "steps": [{"name": "clahe", "clip_limit": -2}]}',
+     "step 0 (clahe): clip_limit must be > 0, got -2"),
+    ('{"format": "radiology.pipeline", "version": 2, "steps": [{"name": "sharpen"}]}', "unknown step 'sharpen'"),
+    ("{not json", "not valid JSON"),
+])
+def test_cli_bad_pipeline_file_exits_2_with_one_line(batch, tmp_path, capsys, text, fragment):
+    from radiology.cli import main
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(text)
+    commands = (["convert", str(batch), str(tmp_path / "o"), "-q"], ["preview", str(batch), str(tmp_path / "s.png")],
+                ["fit-bins", str(batch), str(tmp_path / "b.json")])
+    for command in commands:
+        assert main([*command, "--pipeline", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "bad.json" in err and fragment in err, err
+    assert main(["convert", str(batch), str(tmp_path / "o"), "--pipeline", str(tmp_path / "none.json")]) == 2
+    assert "none.json" in capsys.readouterr().err
+
+
+def test_cli_takes_decoding_from_the_pipeline_file(tmp_path):
+    from radiology.cli import _render_options, build_parser
+    from radiology.pipeline import CLAHE, Decode, Pipeline
+
+    path = Pipeline([CLAHE()], Decode(polarity=False, color="keep")).save(tmp_path / "p.yaml")
+    parse = build_parser().parse_args
+    options = _render_options(parse(["preview", "x", "s.png", "--pipeline", str(path)]))
+    assert isinstance(options, ConvertOptions)
+    assert options.to_pipeline().decode == Decode(polarity=False, color="keep")
+    options = _render_options(parse(["preview", "x", "s.png", "--pipeline", str(path), "--color", "gray"]))
+    assert options.to_pipeline().decode == Decode(polarity=False)
+    assert _render_options(parse(["preview", "x", "s.png"])).to_pipeline() == Pipeline()

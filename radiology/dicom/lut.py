@@ -13,10 +13,11 @@ from pydicom.dataset import Dataset
 from radiology.dicom.errors import InconsistentAttributesError
 from radiology.dicom.metadata import DicomMetadata
 
-__all__ = ["mask_bits", "apply_modality_lut", "apply_voi", "has_voi", "to_grayscale", "LUMA_WEIGHTS"]
+# The one colour→gray conversion of the package lives in radiology.intensity (a pure numpy
+# module), so DICOM colour decoding and every other path give the same gray image.
+from radiology.intensity.color import LUMA_WEIGHTS, to_gray
 
-#: ITU-R BT.601 luma weights for RGB → gray.
-LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+__all__ = ["mask_bits", "apply_modality_lut", "apply_voi", "has_voi", "to_grayscale", "LUMA_WEIGHTS"]
 
 
 def mask_bits(pixels: np.ndarray, bits_stored: int, signed: bool) -> np.ndarray:
@@ -177,6 +178,8 @@ def apply_voi(
 def to_grayscale(rgb: np.ndarray) -> np.ndarray:
     """Luma of RGB pixels, ``(..., 3)`` → ``(...)`` float32 in the input's value range.
 
+    The DICOM-facing name of :func:`radiology.intensity.to_gray` (ITU-R BT.601).
+
     Examples
     --------
     >>> to_grayscale(np.array([[[255, 255, 255]]], dtype=np.uint8))
@@ -184,4 +187,4 @@ def to_grayscale(rgb: np.ndarray) -> np.ndarray:
     """
     if rgb.shape[-1] != 3:
         raise ValueError(f"expected a trailing axis of 3 colour samples, got shape {rgb.shape}")
-    return rgb.astype(np.float32) @ LUMA_WEIGHTS
+    return to_gray(rgb)

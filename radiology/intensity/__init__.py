@@ -1,5 +1,6 @@
 """Intensity: normalization to ``float32`` ``[0, 1]``, CLAHE and contrast (numpy/OpenCV, no torch)."""
 
+from radiology.intensity.color import LUMA_WEIGHTS, to_gray
 from radiology.intensity.contrast import clahe, enhance_contrast
 from radiology.intensity.normalize import (
     NORMALIZATIONS,
@@ -14,6 +15,8 @@ from radiology.intensity.normalize import (
 )
 
 __all__ = [
+    "to_gray",
+    "LUMA_WEIGHTS",
     "clahe",
     "enhance_contrast",
     "quantiles",

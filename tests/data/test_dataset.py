@@ -1,0 +1,67 @@
+"""ImageDataset: tensors of the right shape, values from Pipeline.read, fixed-size check, views."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from radiology.data import ImageCache, ImageDataset, from_csv, from_paths, output_size
+from radiology.intensity import to_gray
+from radiology.pipeline import Decode, FOVCrop, PadSquare, Pipeline, Resize
+from radiology.synthetic import phantom_radiograph
+from tests.conftest import correlation, shared_path
+from tests.data.conftest import SIZE
+
+PIPELINE = Pipeline([Resize(longest=32), PadSquare()])
+
+
+def test_items_become_tensors_with_the_pipeline_output(labeled_phantoms, tmp_path):
+    items = from_csv(labeled_phantoms / "labels.csv", None, "file", "label")
+    cache = ImageCache(tmp_path / "cache")
+    for channels in (1, 3):
+        dataset = ImageDataset(items, PIPELINE, cache=cache, channels=channels)
+        x, y = dataset[3]
+        assert x.shape == (channels, 32, 32) and x.dtype == torch.float32
+        assert y.dtype == torch.int64 and int(y) == 0
+        expected = PIPELINE.read(items.paths[3][0])
+        for channel in x:
+            np.testing.assert_array_equal(channel.numpy(), expected)
+    assert len(dataset) == 12 and dataset.size == (32, 32) and dataset.classes == ["a", "b", "c"]
+    # Known answer: the stored phantom comes back (polarity and scale right) after the pipeline.
+    truth = PIPELINE(phantom_radiograph(SIZE, seed=13))
+    assert correlation(dataset[3][0][0].numpy(), truth) > 0.99
+
+
+def test_pipeline_must_have_a_fixed_size(labeled_phantoms):
+    items = from_csv(labeled_phantoms / "labels.csv", None, "file", "label")
+    with pytest.raises(ValueError, match="fixed size"):
+        ImageDataset(items, Pipeline([Resize(width=32)]))
+    with pytest.raises(ValueError, match="fixed size"):
+        ImageDataset(items, Pipeline([Resize(longest=32), PadSquare(), FOVCrop()]))
+    with pytest.raises(ValueError, match="channels"):
+        ImageDataset(items, PIPELINE, channels=2)
+    assert output_size(Pipeline([Resize(width=40, height=30)])) == (30, 40)
+    assert output_size(Pipeline([Resize(width=40, height=30), PadSquare()])) == (40, 40)
+    assert output_size(Pipeline([FOVCrop(), Resize(longest=24), PadSquare()])) == (24, 24)
+
+
+def test_unlabeled_target_is_minus_one(labeled_phantoms):
+    dataset = ImageDataset(from_paths([labeled_phantoms / "a" / "0.dcm"]), PIPELINE)
+    assert int(dataset[0][1]) == -1
+
+
+def test_odir_two_views_rgb_and_gray():
+    root = shared_path("fundus", "odir")
+    items = from_csv(root / "labels.csv", root, ["left", "right"], list("NDGCAHMO"), multi_label=True)
+    items = items.subset([0, 1])
+    colour = Pipeline([Resize(longest=32), PadSquare()], decode=Decode(color="keep"))
+    x, y = ImageDataset(items, colour, channels=3)[1]
+    assert x.shape == (2, 3, 32, 32) and y.dtype == torch.float32 and y.shape == (8,)
+    assert y.tolist() == items.targets[1].tolist()
+    assert float(x[:, 0].mean()) > float(x[:, 2].mean())  # fundus photographs are red, not blue
+    gray, _ = ImageDataset(items, colour, channels=1)[1]
+    assert gray.shape == (2, 1, 32, 32)
+    np.testing.assert_allclose(gray[:, 0].numpy(), to_gray(x.permute(0, 2, 3, 1).numpy()), atol=1e-6)
+    left = colour.read(items.paths[1][0])
+    np.testing.assert_array_equal(x[0].permute(1, 2, 0).numpy(), left)
