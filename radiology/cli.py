@@ -310,7 +310,7 @@ def _predict(args: argparse.Namespace) -> int:
     model = Ensemble([load_bundle(b, backend=args.backend) for b in args.bundles], tta=args.tta)
     inputs = prediction_inputs(args.input, root=args.root, image_cols=args.image_cols)
     table = predict_table(model, inputs, batch_size=args.batch_size, progress=not args.quiet)
-    written = kaggle_submission(table) if args.fmt == "kaggle" else table
+    written = kaggle_submission(table, inputs) if args.fmt == "kaggle" else table
     atomic_write(args.out, written.to_csv(index=False).encode())
     failed = int((table["error"] != "").sum())
     print(f"{len(table)} predictions, {failed} failed, written to {args.out}")

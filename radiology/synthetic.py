@@ -108,6 +108,7 @@ def phantom_dicom(
     sop_instance_uid: str | None = None,
     pixel_spacing: tuple[float, float] | None = (0.2, 0.2),
     patient_name: str = "ANONYMOUS",
+    patient_id: str = "PHANTOM",
 ) -> Dataset:
     """Store a ``[0, 1]`` image as a CR DICOM dataset with the requested encoding.
 
@@ -127,7 +128,7 @@ def phantom_dicom(
         Recorded Modality LUT.
     window : (center, width), optional
         Recorded VOI window, in modality units.
-    modality, sop_instance_uid, pixel_spacing, patient_name
+    modality, sop_instance_uid, pixel_spacing, patient_name, patient_id
         Header values (a fresh UID when none is given).
 
     Returns
@@ -167,7 +168,7 @@ def phantom_dicom(
     ds.SeriesInstanceUID = generate_uid()
     ds.Modality = modality
     ds.PatientName = patient_name
-    ds.PatientID = "PHANTOM"
+    ds.PatientID = patient_id
     ds.BodyPartExamined = "CHEST"
     ds.ViewPosition = "PA"
     ds.Manufacturer = "radiology.synthetic"
@@ -335,15 +336,17 @@ def write_findings_dataset(
         patient_seed = int(rng.integers(0, 2**31))
         image = add_findings(phantom_radiograph(size, seed=patient_seed), present, seed=patient_seed)
         name = f"{seed:04d}_{index:05d}"
+        patient = f"P{seed:04d}{index:05d}"
         if fmt == "dicom":
             file = f"images/{name}.dcm"
             write_phantom_dicom(folder / file, image, encoding=encodings[index % len(encodings)],
-                                photometric=("MONOCHROME1", "MONOCHROME2")[index % 2], bits_stored=12)
+                                photometric=("MONOCHROME1", "MONOCHROME2")[index % 2], bits_stored=12,
+                                patient_id=patient)
         else:
             file = f"images/{name}.png"
             write_image(folder / file, image)
         label = "|".join(f for f in findings if f in present)
-        rows.append((file, label, f"P{seed:04d}{index:05d}"))
+        rows.append((file, label, patient))
     if len(findings) == 1:
         table = pd.DataFrame(rows, columns=["file", "label", "patient"])
         table["label"] = table["label"].replace("", "normal")

@@ -1,7 +1,7 @@
 """Models (torch, timm): radiograph classifiers over any timm backbone, pretrained weights, bundles.
 
 - :func:`create_model` builds a :class:`RadiographClassifier`: a timm backbone (``num_classes=0``),
-  ImageNet normalization inside the model (input is float in ``[0, 1]``, as
+  the normalization its ImageNet weights expect inside the model (input is float in ``[0, 1]``, as
   :meth:`radiology.pipeline.Pipeline.read` returns it), optional multi-view fusion (one shared
   backbone over ``(B*V)`` images, features concatenated or averaged) and one linear head giving
   logits. Single-label models use softmax on them, multi-label models sigmoid.

@@ -362,6 +362,8 @@ class Bundle:
             want = f"(B, {', '.join(map(str, expected))})" if views == 1 else \
                 f"(B, {views}, {', '.join(map(str, expected))})"
             raise ValueError(f"expected a batch of shape {want}, got {x.shape}")
+        if views == 1 and x.ndim == 5:
+            x = np.ascontiguousarray(x[:, 0])  # the exported programs were traced on (B, C, H, W)
         logits = self._logits(x).astype(np.float32, copy=False)
         return _sigmoid(logits) if self.multi_label else _softmax(logits)
 

@@ -9,33 +9,51 @@ from torch import nn
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "FUSIONS", "RadiographClassifier", "create_model"]
 
-#: Per-channel ImageNet statistics (RGB) that the pretrained backbones expect after scaling to [0, 1].
+#: Per-channel ImageNet statistics (RGB, on the [0, 1] scale) that most pretrained backbones expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: How the per-view features of a multi-view sample become one feature vector.
 FUSIONS = ("concat", "mean")
 
 
-def _normalization(in_chans: int) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std for ``in_chans`` inputs.
+def _statistics(backbone: nn.Module, values, default: tuple[float, ...], name: str) -> list[float]:
+    """RGB ``mean`` or ``std``: the given values, else timm's ``pretrained_cfg`` for the arch, else ImageNet's."""
+    if values is None:
+        values = (getattr(backbone, "pretrained_cfg", None) or {}).get(name) or default
+    try:
+        values = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be 3 numbers (RGB), got {values!r}") from None
+    if len(values) != 3 or (name == "std" and min(values) <= 0):
+        raise ValueError(f"{name} must be 3 {'positive ' if name == 'std' else ''}numbers (RGB), got {values!r}")
+    return values
+
+
+def _normalization(in_chans: int, mean: list[float], std: list[float]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std for ``in_chans`` inputs, from the RGB statistics of the pretrained weights.
 
     A gray image fed to a first conv whose RGB kernels were summed (``adapt_input_conv``) behaves
     like the same gray value on the three RGB channels; the single statistic closest to the three
     per-channel ones is their average, so that is what 1-channel (and any non-RGB) input gets.
+    When the three statistics are equal (0.5 for TF-ported weights such as ``tf_efficientnet_lite0``)
+    a gray image gives exactly the features the RGB network gives for that image repeated on R, G and B.
     """
     if in_chans == 3:
-        return list(IMAGENET_MEAN), list(IMAGENET_STD)
-    mean = sum(IMAGENET_MEAN) / 3
-    std = sum(IMAGENET_STD) / 3
-    return [mean] * in_chans, [std] * in_chans
+        return list(mean), list(std)
+    return [sum(mean) / 3] * in_chans, [sum(std) / 3] * in_chans
 
 
 class RadiographClassifier(nn.Module):
     """A timm backbone, view fusion and one linear head, taking images in ``[0, 1]``.
 
-    The ImageNet normalization lives inside the model (as non-persistent buffers), so that
-    exported models (``torch.export``, ONNX) take exactly what :meth:`radiology.pipeline.Pipeline.read`
-    produces. The backbone is built with random weights; :func:`create_model` loads pretrained ones.
+    The normalization the pretrained weights expect lives inside the model (as non-persistent
+    buffers), so that exported models (``torch.export``, ONNX) take exactly what
+    :meth:`radiology.pipeline.Pipeline.read` produces. By default it is the mean and std of the
+    architecture's timm ``pretrained_cfg``: the ImageNet statistics (:data:`IMAGENET_MEAN`,
+    :data:`IMAGENET_STD`) for most architectures, 0.5 and 0.5 for TF-ported ones such as
+    ``tf_efficientnet_lite0`` (whose ImageNet weights were trained on ``(x - 0.5) / 0.5``).
+    One-channel input gets the average of the three RGB statistics (gray-aware).
+    The backbone is built with random weights; :func:`create_model` loads pretrained ones.
 
     Parameters
     ----------
@@ -53,6 +71,9 @@ class RadiographClassifier(nn.Module):
         or averaged (view order does not matter).
     drop_rate : float, optional
         Dropout probability applied to the fused features, before the head.
+    mean, std : sequence of 3 floats, optional
+        RGB input statistics of the pretrained weights (on the ``[0, 1]`` scale). Default: the
+        arch's timm ``pretrained_cfg`` (ImageNet's when it has none).
 
     Attributes
     ----------
@@ -64,7 +85,8 @@ class RadiographClassifier(nn.Module):
     num_features : int
         Per-view feature size of the backbone.
     config : dict
-        The constructor arguments: ``RadiographClassifier(**model.config)`` rebuilds the architecture.
+        The constructor arguments, ``mean`` and ``std`` resolved: ``RadiographClassifier(**model.config)``
+        rebuilds the same architecture and normalization.
 
     Examples
     --------
@@ -72,12 +94,12 @@ class RadiographClassifier(nn.Module):
     >>> model = RadiographClassifier("resnet10t", 3, in_chans=1, views=2).eval()
     >>> model(torch.rand(4, 2, 1, 32, 32)).shape
     torch.Size([4, 3])
-    >>> model.config["fusion"]
-    'concat'
+    >>> model.config["fusion"], model.config["mean"]
+    ('concat', [0.485, 0.456, 0.406])
     """
 
     def __init__(self, arch: str, n_outputs: int, *, in_chans: int = 1, views: int = 1, fusion: str = "concat",
-                 drop_rate: float = 0.2):
+                 drop_rate: float = 0.2, mean=None, std=None):
         import timm
 
         if not isinstance(arch, str) or not arch:
@@ -95,17 +117,20 @@ class RadiographClassifier(nn.Module):
         if not timm.is_model(arch):
             raise ValueError(f"unknown timm architecture {arch!r} (see timm.list_models())")
         super().__init__()
-        self.config: dict[str, Any] = {"arch": arch, "n_outputs": int(n_outputs), "in_chans": int(in_chans),
-                                       "views": int(views), "fusion": fusion, "drop_rate": float(drop_rate)}
         # Dropout is ours (after fusion), not timm's, so every architecture regularizes the same way.
         self.backbone = timm.create_model(arch, pretrained=False, num_classes=0, in_chans=int(in_chans))
+        mean = _statistics(self.backbone, mean, IMAGENET_MEAN, "mean")
+        std = _statistics(self.backbone, std, IMAGENET_STD, "std")
+        self.config: dict[str, Any] = {"arch": arch, "n_outputs": int(n_outputs), "in_chans": int(in_chans),
+                                       "views": int(views), "fusion": fusion, "drop_rate": float(drop_rate),
+                                       "mean": mean, "std": std}
         # With num_classes=0 timm returns pre-logits features: head_hidden_size when the model has a
         # hidden head layer (MobileNetV3's conv_head), else num_features.
         self.num_features = int(getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features)
         fused = self.num_features * int(views) if fusion == "concat" else self.num_features
         self.dropout = nn.Dropout(float(drop_rate))
         self.head = nn.Linear(fused, int(n_outputs))
-        mean, std = _normalization(int(in_chans))
+        mean, std = _normalization(int(in_chans), mean, std)
         # Non-persistent: state dicts hold learned weights only; export still captures them as constants.
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
@@ -191,9 +216,12 @@ def create_model(arch: str = "tf_efficientnet_lite0", n_outputs: int = 2, *, in_
     Raises
     ------
     ValueError
-        Bad arguments, or a checkpoint whose keys or shapes do not match (the message lists them).
+        Bad arguments (an unknown arch names it).
     radiology.models.PretrainedWeightsError
-        Hub weights that cannot be fetched (e.g. offline).
+        A checkpoint whose keys or shapes do not match (the message lists them), an unreadable
+        checkpoint, or hub weights that cannot be fetched (e.g. offline). A ValueError subclass.
+    FileNotFoundError
+        A checkpoint path that does not exist.
 
     Examples
     --------

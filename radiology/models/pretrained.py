@@ -26,8 +26,12 @@ _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pkl")
 _MAX_LISTED = 8
 
 
-class PretrainedWeightsError(RadiologyError):
-    """Pretrained weights that cannot be obtained or read (no network for the hub, unreadable file)."""
+class PretrainedWeightsError(RadiologyError, ValueError):
+    """Pretrained weights that cannot be obtained, read or loaded.
+
+    No network for the hub, an unreadable file, or a checkpoint whose keys or shapes do not fit
+    the backbone (the message lists them). A :class:`ValueError` too, like every bad-input error.
+    """
 
 
 def _listing(keys: list[str]) -> str:
@@ -43,8 +47,10 @@ def imagenet_lite0_state_dict() -> OrderedDict[str, torch.Tensor]:
     names (``_conv_stem``, ``_blocks.0._depthwise_conv``...). Its tensors are in the same order
     as timm's ``tf_efficientnet_lite0`` parameters and buffers; they are renamed in order, and
     every pair is checked to have the same shape. The classifier (1000 ImageNet classes,
-    ``classifier.weight``/``classifier.bias``) is included; the weights expect ImageNet
-    mean/std normalized RGB input.
+    ``classifier.weight``/``classifier.bias``) is included. The weights were converted from
+    TensorFlow and expect RGB input in ``[0, 1]`` normalized as ``(x - 0.5) / 0.5`` (timm's
+    ``pretrained_cfg`` for ``tf_efficientnet_lite0``), which is what
+    :class:`~radiology.models.RadiographClassifier` applies for this arch.
 
     Returns
     -------
@@ -165,7 +171,8 @@ def _match_backbone(backbone: torch.nn.Module, state: dict[str, torch.Tensor], o
     if missing or unexpected or wrong:
         parts = [f"{name}: {_listing(keys)}" for name, keys in
                  (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
-        raise ValueError(f"{origin} does not fit backbone {type(backbone).__name__}: " + "; ".join(parts))
+        raise PretrainedWeightsError(f"{origin} does not fit backbone {type(backbone).__name__}: "
+                                     + "; ".join(parts))
     return {k: v for k, v in state.items() if k in target}
 
 
@@ -215,13 +222,13 @@ def load_pretrained(model: torch.nn.Module, source: str | os.PathLike) -> torch.
 
     Raises
     ------
-    ValueError
+    PretrainedWeightsError
         When the backbone keys do not match (missing, unexpected or wrong-shape keys are listed),
-        or the hub name is for another architecture.
+        an unreadable file, or hub weights that cannot be downloaded. It is a ValueError.
+    ValueError
+        A source that is none of the above, or a hub name for another architecture.
     FileNotFoundError
         A path-like source that does not exist.
-    PretrainedWeightsError
-        Unreadable file, or hub weights that cannot be downloaded.
     """
     if not isinstance(source, (str, os.PathLike)):
         raise ValueError(f"pretrained must be 'imagenet', a checkpoint path, a timm hub name or None, got {source!r}")

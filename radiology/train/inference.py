@@ -221,21 +221,39 @@ def predict_table(
     return table
 
 
-def kaggle_submission(table: pd.DataFrame) -> pd.DataFrame:
-    """``SOPInstanceUID,Target`` from a prediction table whose ``image`` holds UIDs (UNIFESP).
+def kaggle_submission(table: pd.DataFrame, inputs: PredictionInputs | None = None) -> pd.DataFrame:
+    """``SOPInstanceUID,Target`` from a prediction table (the UNIFESP Kaggle format).
 
-    Multi-label predictions become space-separated targets, as the competition expects;
-    failed rows keep their UID with an empty target.
+    The UID of a row is read from its DICOM header when ``inputs`` (what the table was
+    predicted from) are given, else taken from the ``image`` value (a UID, or a file named
+    ``<UID>.dcm`` as in the competition's layout). Multi-label predictions become
+    space-separated targets, as the competition expects; failed rows keep their UID with an
+    empty target.
 
     Examples
     --------
-    >>> table = pd.DataFrame({"image": ["1.2.3"], "prediction": ["11"], "error": [""]})
+    >>> table = pd.DataFrame({"image": ["1.2.3", "test/a/4.5.6.dcm"], "prediction": ["11", "3|13"]})
     >>> kaggle_submission(table).to_csv(index=False).splitlines()
-    ['SOPInstanceUID,Target', '1.2.3,11']
+    ['SOPInstanceUID,Target', '1.2.3,11', '4.5.6,3 13']
     """
-    uids = [Path(str(v)).stem if str(v).lower().endswith(".dcm") else str(v) for v in table["image"]]
+    names = [str(v) for v in table["image"]]
+    uids = [Path(v).stem if v.lower().endswith(".dcm") else Path(v).name for v in names]
+    if inputs is not None:
+        if len(inputs.ids) != len(table):
+            raise ValueError(f"{len(inputs.ids)} inputs for a table of {len(table)} rows")
+        uids = [_header_uid(paths[0]) or uid if paths else uid for paths, uid in zip(inputs.sources, uids)]
     targets = [str(p).replace("|", " ") for p in table["prediction"]]
-    return pd.DataFrame({"SOPInstanceUID": [Path(u).name for u in uids], "Target": targets})
+    return pd.DataFrame({"SOPInstanceUID": uids, "Target": targets})
+
+
+def _header_uid(path: Path) -> str | None:
+    from radiology.dicom import DicomError, read_dataset
+
+    try:
+        uid = read_dataset(path, stop_before_pixels=True).get("SOPInstanceUID")
+    except DicomError:
+        return None
+    return str(uid).strip() or None if uid else None
 
 
 def evaluate_predictions(

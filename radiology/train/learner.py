@@ -191,14 +191,47 @@ def fine_tune(learn, epochs: int, lr: float = 1e-3, *, lr_mult: float = 10.0, pa
     if epochs < 1:
         return
     learn.unfreeze()
+    marker = Path(learn.path) / learn.model_dir / "last_epoch.json"
+    best = json.loads(marker.read_text()).get("best") if start_epoch and marker.exists() else None
     cbs = [
-        SaveModelCallback(monitor=monitor, fname=BEST),
-        _SaveLast(),
-        CSVLogger("history.csv", append=start_epoch > 0),
+        _BestModel(start_epoch, best, monitor=monitor, fname=BEST),
+        _SaveLast(start_epoch),
+        _History("history.csv", start_epoch),
     ]
     if patience:
-        cbs.append(EarlyStoppingCallback(monitor=monitor, patience=patience))
+        cbs.append(_EarlyStopping(start_epoch, monitor=monitor, patience=patience))
     learn.fit_one_cycle(epochs, slice(lr / lr_mult, lr), cbs=cbs, start_epoch=start_epoch)
+
+
+# fastai's ``start_epoch`` skips epochs by cancelling them, but ``after_epoch`` still runs for
+# them with nothing recorded: the callbacks below ignore the epochs a resumed run skips.
+
+
+class _BestModel(SaveModelCallback):
+    """Save the best epoch; on resume, start from the best value of the interrupted run."""
+
+    def __init__(self, start_epoch: int, best: float | None, **kwargs):
+        super().__init__(**kwargs)
+        self.start_epoch, self.resumed_best = start_epoch, best
+
+    def before_fit(self):
+        super().before_fit()
+        if self.resumed_best is not None:
+            self.best = self.resumed_best
+
+    def after_epoch(self):
+        if self.epoch >= self.start_epoch:
+            super().after_epoch()
+
+
+class _EarlyStopping(EarlyStoppingCallback):
+    def __init__(self, start_epoch: int, **kwargs):
+        super().__init__(**kwargs)
+        self.start_epoch = start_epoch
+
+    def after_epoch(self):
+        if self.epoch >= self.start_epoch:
+            super().after_epoch()
 
 
 class _SaveLast(Callback):
@@ -206,13 +239,48 @@ class _SaveLast(Callback):
 
     order = 70
 
+    def __init__(self, start_epoch: int = 0):
+        self.start_epoch = start_epoch
+
     def after_epoch(self):
+        if self.epoch < self.start_epoch:
+            return
         self.learn.save(CHECKPOINT, with_opt=True)
-        (self.learn.path / self.learn.model_dir / "last_epoch.json").write_text(json.dumps({"epoch": self.epoch + 1}))
+        tracker = next((cb for cb in self.learn.cbs if isinstance(cb, _BestModel)), None)
+        best = None if tracker is None else float(tracker.best)
+        (self.learn.path / self.learn.model_dir / "last_epoch.json").write_text(
+            json.dumps({"epoch": self.epoch + 1, "best": best}))
 
 
-def load_items(config: TrainConfig):
-    """The labeled dataset a config names (CSV or class folders), grouped by patient when possible."""
+class _History(CSVLogger):
+    """fastai's CSV log; a resumed run appends its epochs without a second header."""
+
+    def __init__(self, fname: str, start_epoch: int):
+        super().__init__(fname, append=start_epoch > 0)
+        self.start_epoch = start_epoch
+
+    def before_fit(self):
+        if hasattr(self, "gather_preds"):
+            return
+        path = self.path / self.fname
+        continuing = self.append and path.is_file() and path.stat().st_size > 0
+        self.file = path.open("a" if continuing else "w")
+        if not continuing:
+            self.file.write(",".join(self.recorder.metric_names) + "\n")
+        self.old_logger, self.learn.logger = self.logger, self._write_line
+
+    def _write_line(self, log):
+        if self.epoch >= self.start_epoch:
+            super()._write_line(log)
+        else:
+            self.old_logger(log)
+
+
+def load_items(config: TrainConfig, *, progress: bool = True):
+    """The labeled dataset a config names (CSV or class folders), with its patient column if any.
+
+    Raises ``ValueError`` for a dataset that cannot be trained on (empty, one class only).
+    """
     from radiology.data import from_csv, from_folder
 
     if config.folder is not None:
@@ -220,7 +288,7 @@ def load_items(config: TrainConfig):
     else:
         root = config.root if config.root is not None else Path(config.csv).parent
         items = from_csv(config.csv, root, config.image_cols, config.label_cols,
-                         multi_label=config.multi_label, group_col=config.group_col)
+                         multi_label=config.multi_label, group_col=config.group_col, progress=progress)
     _check_items(items)
     return items
 
@@ -239,7 +307,21 @@ def _check_items(items) -> None:
         raise ValueError(f"need at least two classes to train, found one ({only})")
 
 
-def _groups(items):
+def _check_model_settings(config: TrainConfig) -> None:
+    """Fail before any image is read when the backbone or weights cannot be had."""
+    import timm
+
+    if not timm.is_model(config.arch):
+        raise ValueError(f"unknown backbone {config.arch!r} (see timm.list_models())")
+    source = config.pretrained
+    if source is None or str(source).lower() in ("none", "imagenet"):
+        return
+    looks_like_path = os.sep in str(source) or Path(str(source)).suffix in (".pt", ".pth", ".bin", ".safetensors")
+    if looks_like_path and not Path(str(source)).is_file():
+        raise FileNotFoundError(f"pretrained weights {source}: no such file")
+
+
+def _groups(items, valid_fraction: float):
     """Patient groups: the CSV's group column, else the DICOM PatientID (None for image files)."""
     if items.groups is not None:
         return np.asarray(items.groups)
@@ -248,7 +330,14 @@ def _groups(items):
 
     if all(paths[0].suffix.lower() in IMAGE_SUFFIXES for paths in items.paths):
         return None
-    return dicom_patient_ids([paths[0] for paths in items.paths])
+    groups = dicom_patient_ids([paths[0] for paths in items.paths])
+    folds = max(2, round(1 / valid_fraction))
+    if len(np.unique(groups)) < folds:
+        # Anonymized archives often give every file one PatientID: a grouped split is impossible.
+        logger.warning("the DICOM PatientIDs name only %d patient(s): the validation split ignores patients",
+                       len(np.unique(groups)))
+        return None
+    return groups
 
 
 def _versions() -> dict[str, str]:
@@ -292,12 +381,13 @@ def train(config: TrainConfig, *, progress: bool = True):
     from radiology.train.plots import plot_confusion_matrix, plot_roc
 
     started = time.time()
+    _check_model_settings(config)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(config.seed, reproducible=True)
-    items = load_items(config)
+    items = load_items(config, progress=progress)
     pipeline = Pipeline.load(config.pipeline) if config.pipeline else default_pipeline(config.size)
-    groups = _groups(items)
+    groups = _groups(items, config.valid_fraction)
     train_idx, valid_idx = train_valid_split(items.targets, groups, valid_fraction=config.valid_fraction,
                                              seed=config.seed)
     leaked = len(group_overlap(groups, train_idx, valid_idx, warn=False)) if groups is not None else 0
