@@ -294,6 +294,8 @@ def _train(args: argparse.Namespace) -> int:
     flags = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
     config = TrainConfig.load(args.config, **flags) if args.config else TrainConfig.from_dict(flags)
     result = train(config, progress=not args.quiet)
+    if not result.metrics:  # another process of a multi-GPU run; rank 0 reports
+        return 0
     print(f"validation: {_headline(result.metrics)}")
     print(f"bundle: {result.bundle}")
     return 0

@@ -33,6 +33,7 @@ from fastai.callback.progress import CSVLogger
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
+from fastai.distributed import num_distrib, rank_distrib  # also adds Learner.distrib_ctx
 from fastai.learner import Learner
 from torch import nn
 
@@ -191,6 +192,9 @@ def fine_tune(learn, epochs: int, lr: float = 1e-3, *, lr_mult: float = 10.0, pa
     if epochs < 1:
         return
     learn.unfreeze()
+    if rank_distrib():  # another process of a multi-GPU run: rank 0 saves and logs
+        learn.fit_one_cycle(epochs, slice(lr / lr_mult, lr), start_epoch=start_epoch)
+        return
     marker = Path(learn.path) / learn.model_dir / "last_epoch.json"
     best = json.loads(marker.read_text()).get("best") if start_epoch and marker.exists() else None
     cbs = [
@@ -198,7 +202,7 @@ def fine_tune(learn, epochs: int, lr: float = 1e-3, *, lr_mult: float = 10.0, pa
         _SaveLast(start_epoch),
         _History("history.csv", start_epoch),
     ]
-    if patience:
+    if patience and num_distrib() <= 1:  # one rank stopping early would leave the others waiting
         cbs.append(_EarlyStopping(start_epoch, monitor=monitor, patience=patience))
     learn.fit_one_cycle(epochs, slice(lr / lr_mult, lr), cbs=cbs, start_epoch=start_epoch)
 
@@ -393,7 +397,8 @@ def train(config: TrainConfig, *, progress: bool = True):
     leaked = len(group_overlap(groups, train_idx, valid_idx, warn=False)) if groups is not None else 0
     train_items, valid_items = items.subset(train_idx), items.subset(valid_idx)
     cache = None if str(config.cache).lower() == "none" else ImageCache(config.cache)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # Under `accelerate launch` each process drives the GPU of its LOCAL_RANK.
+    device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
     train_ds = ImageDataset(train_items, pipeline, cache=cache, channels=config.channels)
     valid_ds = ImageDataset(valid_items, pipeline, cache=cache, channels=config.channels)
     augment = radiograph_augmentation(degrees=5.0, translate=0.03, scale=(0.95, 1.05)) if config.augment else None
@@ -421,10 +426,15 @@ def train(config: TrainConfig, *, progress: bool = True):
     start_epoch = _resume_epoch(learn) if config.resume else 0
     if config.lr_find:
         _save_lr_find(learn, out / "lr_find.png")
-    if start_epoch == 0:
-        fit_head(learn, config.head_epochs, config.head_lr)
-    fine_tune(learn, config.epochs, config.peak_lr, lr_mult=config.lr_mult, patience=config.patience,
-              start_epoch=start_epoch)
+    # A no-op in one process; under `accelerate launch` fastai wraps the model in DDP and
+    # shards the batches. Only rank 0 writes checkpoints, logs and the bundle.
+    with learn.distrib_ctx():
+        if start_epoch == 0:
+            fit_head(learn, config.head_epochs, config.head_lr)
+        fine_tune(learn, config.epochs, config.peak_lr, lr_mult=config.lr_mult, patience=config.patience,
+                  start_epoch=start_epoch)
+    if rank_distrib():
+        return TrainResult(bundle=out, metrics={}, learner=learn)
 
     probs, targets = learn.get_preds(dl=dls.valid)
     probs, targets = probs.float().numpy(), targets.numpy()

@@ -1,4 +1,4 @@
-"""Loss functions for radiograph classifiers (torch ``nn.Module``s that fastai can use directly).
+"""Loss functions for radiograph classifiers: torch modules that fastai can use directly.
 
 Every loss takes raw logits ``(B, C)`` and targets (class indices ``(B,)`` for single-label,
 a 0/1 float matrix ``(B, L)`` for multi-label), and has what fastai's own loss wrappers have:
