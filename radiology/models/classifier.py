@@ -9,21 +9,27 @@ from torch import nn
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "FUSIONS", "RadiographClassifier", "create_model"]
 
-#: Per-channel ImageNet statistics (RGB, on the [0, 1] scale) that most pretrained backbones expect.
+#: Per-channel ImageNet means (RGB, on the [0, 1] scale): the input statistics most pretrained backbones expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+#: Per-channel ImageNet standard deviations (RGB, on the [0, 1] scale), the companion of :data:`IMAGENET_MEAN`.
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: How the per-view features of a multi-view sample become one feature vector.
 FUSIONS = ("concat", "mean")
 
 
 def _statistics(backbone: nn.Module, values, default: tuple[float, ...], name: str) -> list[float]:
-    """RGB ``mean`` or ``std``: the given values, else timm's ``pretrained_cfg`` for the arch, else ImageNet's."""
+    """RGB ``mean`` or ``std``: the given values, else timm's ``pretrained_cfg`` for the arch, else ImageNet's.
+
+    One number (or a sequence of one) stands for the same value on the three channels.
+    """
     if values is None:
         values = (getattr(backbone, "pretrained_cfg", None) or {}).get(name) or default
     try:
-        values = [float(v) for v in values]
+        values = [float(values)] if isinstance(values, (int, float)) else [float(v) for v in values]
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be 3 numbers (RGB), got {values!r}") from None
+    if len(values) == 1:
+        values = values * 3
     if len(values) != 3 or (name == "std" and min(values) <= 0):
         raise ValueError(f"{name} must be 3 {'positive ' if name == 'std' else ''}numbers (RGB), got {values!r}")
     return values
@@ -71,7 +77,7 @@ class RadiographClassifier(nn.Module):
         or averaged (view order does not matter).
     drop_rate : float, optional
         Dropout probability applied to the fused features, before the head.
-    mean, std : sequence of 3 floats, optional
+    mean, std : float or sequence of 3 floats, optional
         RGB input statistics of the pretrained weights (on the ``[0, 1]`` scale). Default: the
         arch's timm ``pretrained_cfg`` (ImageNet's when it has none).
 
