@@ -184,9 +184,9 @@ def run_model_demo(out: str | os.PathLike, *, progress: bool = True, epochs: int
     ModelDemoResult
         ``metrics`` are those of the *test* phantoms.
     """
+    from radiology.models import load_bundle
     from radiology.synthetic import write_findings_dataset
     from radiology.train import TrainConfig, evaluate_predictions, predict_table, prediction_inputs, train
-    from radiology.models import load_bundle
 
     out = Path(out)
     data = out / "data"

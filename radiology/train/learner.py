@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fastai.callback.schedule  # noqa: F401 - patches Learner.fit_one_cycle and lr_find
 import numpy as np
 import torch
-import fastai.callback.schedule  # noqa: F401 - patches Learner.fit_one_cycle and lr_find
 from fastai.callback.core import Callback
 from fastai.callback.progress import CSVLogger
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
@@ -376,12 +376,17 @@ def train(config: TrainConfig, *, progress: bool = True):
     from fastai.torch_core import set_seed
 
     from radiology.augment import radiograph_augmentation
-    from radiology.data import ImageCache, ImageDataset, build_dataloaders, class_weights, group_overlap
-    from radiology.data import train_valid_split
+    from radiology.data import (
+        ImageCache,
+        ImageDataset,
+        build_dataloaders,
+        class_weights,
+        group_overlap,
+        train_valid_split,
+    )
     from radiology.models import create_model, save_bundle
     from radiology.train.losses import make_loss, positive_weights
-    from radiology.train.metrics import best_thresholds, classification_metrics, classification_report
-    from radiology.train.metrics import fastai_metrics
+    from radiology.train.metrics import best_thresholds, classification_metrics, classification_report, fastai_metrics
     from radiology.train.plots import plot_confusion_matrix, plot_roc
 
     started = time.time()
