@@ -7,6 +7,7 @@ Exit codes: 0 when every input was handled, 1 when ``--strict`` and an input fai
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -123,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--size", type=_positive, help="input side in pixels (default 224)")
     model.add_argument("--channels", type=int, choices=(1, 3), help="1 gray (default) or 3 for colour photographs")
     fit = train.add_argument_group("training")
-    fit.add_argument("--epochs", type=int, help="fine-tuning epochs of the whole network (default 3)")
+    fit.add_argument("--epochs", type=int, help="fine-tuning epochs of the whole network (default 5)")
     fit.add_argument("--head-epochs", type=int, help="head-only epochs on frozen features first (default 20)")
     fit.add_argument("--lr", type=float, help="peak fine-tuning learning rate (default 1e-3)")
     fit.add_argument("--batch-size", type=_positive, help="batch size (default 32)")
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--image-col", dest="image_cols", default="image")
     evaluate.add_argument("--label-col", dest="label_cols", default="label")
     evaluate.add_argument("--multi-label", action="store_true", default=None)
+    evaluate.add_argument("--bundle", type=Path, help="multi-label: use this bundle's thresholds (default 0.5)")
     evaluate.add_argument("--out", type=Path, required=True, help="folder for metrics.json, report and plots")
 
     demo = commands.add_parser("demo", help="offline demo: conversion, then train/predict/evaluate on phantoms")
@@ -310,7 +312,7 @@ def _predict(args: argparse.Namespace) -> int:
         if not bundle.is_dir():
             raise FileNotFoundError(f"{bundle}: no such bundle folder")
     model = Ensemble([load_bundle(b, backend=args.backend) for b in args.bundles], tta=args.tta)
-    inputs = prediction_inputs(args.input, root=args.root, image_cols=args.image_cols)
+    inputs = prediction_inputs(args.input, root=args.root, image_cols=args.image_cols, progress=not args.quiet)
     table = predict_table(model, inputs, batch_size=args.batch_size, progress=not args.quiet)
     written = kaggle_submission(table, inputs) if args.fmt == "kaggle" else table
     atomic_write(args.out, written.to_csv(index=False).encode())
@@ -325,8 +327,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     for path in (args.predictions, args.labels):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
+    thresholds = None
+    if args.bundle is not None:
+        labels = args.bundle / "labels.json"
+        if not labels.is_file():
+            raise FileNotFoundError(f"{args.bundle}: no such bundle (labels.json missing)")
+        thresholds = json.loads(labels.read_text()).get("thresholds")
     metrics = evaluate_predictions(args.predictions, args.labels, image_cols=args.image_cols,
-                                   label_cols=args.label_cols, multi_label=args.multi_label, out=args.out)
+                                   label_cols=args.label_cols, multi_label=args.multi_label, out=args.out,
+                                   thresholds=thresholds)
     print(f"{metrics['n']} scored ({metrics['missing']} without prediction): {_headline(metrics)}")
     print(f"metrics, report and plots: {args.out}")
     return 0

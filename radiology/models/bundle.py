@@ -416,10 +416,10 @@ class Bundle:
 
     def decide(self, probs: np.ndarray) -> np.ndarray:
         """Decisions from probabilities: class indices ``(N,)`` (argmax), or multi-label 0/1 ``(N, L)``
-        (probability >= the class threshold)."""
+        (probability > the class threshold, as the ODIR evaluation decides)."""
         probs = np.asarray(probs)
         if self.multi_label:
-            return (probs >= np.asarray(self.thresholds, dtype=probs.dtype)).astype(np.int64)
+            return (probs > np.asarray(self.thresholds, dtype=probs.dtype)).astype(np.int64)
         return probs.argmax(axis=1)
 
 

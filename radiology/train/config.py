@@ -110,11 +110,11 @@ class TrainConfig:
     pretrained: str | None = "imagenet"
     size: int = 224
     channels: int = 1
-    epochs: int = 3
+    epochs: int = 5
     head_epochs: int = 20
     lr: float | None = None
     head_lr: float = 3e-3
-    lr_mult: float = 10.0
+    lr_mult: float = 3.0
     batch_size: int = 32
     seed: int = 0
     valid_fraction: float = 0.2

@@ -101,14 +101,15 @@ class PredictionInputs:
 
 
 def prediction_inputs(
-    source: str | os.PathLike, *, root: str | os.PathLike | None = None, image_cols: Sequence[str] | str | None = None
+    source: str | os.PathLike, *, root: str | os.PathLike | None = None, image_cols: Sequence[str] | str | None = None,
+    progress: bool = True,
 ) -> PredictionInputs:
     """Resolve a folder (recursive), a single file, or a CSV into prediction inputs.
 
     For a CSV, ``image_cols`` (default ``image``; several = views) hold paths relative to
     ``root`` (default: the CSV's folder) or SOP Instance UIDs found by reading the headers
     under ``root``; one entry per CSV row, in order. Rows whose image cannot be found get
-    an error instead of stopping the run.
+    an error instead of stopping the run. ``progress`` shows a bar while UIDs are indexed.
 
     Examples
     --------
@@ -133,7 +134,7 @@ def prediction_inputs(
             raise ValueError(f"{source}: no column {missing[0]!r}; columns are {list(table.columns)}")
         base = Path(root) if root is not None else source.parent
         # One look-up for every column: UIDs are indexed from the headers at most once.
-        found = resolve_images([v for c in cols for v in table[c].tolist()], base)
+        found = resolve_images([v for c in cols for v in table[c].tolist()], base, progress=progress)
         resolved = {c: found[i * len(table):(i + 1) * len(table)] for i, c in enumerate(cols)}
         ids, sources, errors = [], [], []
         for row in range(len(table)):
@@ -208,7 +209,7 @@ def predict_table(
     ok = np.array([not e for e in errors])
     predictions = [""] * n
     if ensemble.multi_label:
-        above = probs >= ensemble.thresholds[None, :]
+        above = probs > ensemble.thresholds[None, :]
         for row in np.flatnonzero(ok):
             predictions[row] = "|".join(c for c, on in zip(classes, above[row]) if on)
     else:

@@ -37,7 +37,7 @@ from fastai.distributed import num_distrib, rank_distrib  # also adds Learner.di
 from fastai.learner import Learner
 from torch import nn
 
-from radiology.pipeline import PadSquare, Percentile, Pipeline, Resize
+from radiology.pipeline import Decode, PadSquare, Percentile, Pipeline, Resize
 from radiology.train.config import TrainConfig
 
 __all__ = ["TrainResult", "default_pipeline", "make_learner", "fit_head", "fine_tune", "train", "load_items"]
@@ -48,17 +48,28 @@ CHECKPOINT = "last"
 BEST = "best"
 
 
-def default_pipeline(size: int) -> Pipeline:
+def default_pipeline(size: int, channels: int = 1) -> Pipeline:
     """Percentile normalization → longest side to ``size`` → pad to a square.
+
+    Parameters
+    ----------
+    size : int
+    channels : {1, 3}
+        3 keeps the colour of colour photographs (fundus); 1 makes every image gray.
 
     Examples
     --------
     >>> [step.name for step in default_pipeline(224).steps]
     ['percentile', 'resize', 'pad_square']
+    >>> default_pipeline(224, channels=3).decode.color
+    'keep'
     """
     if int(size) < 1:
         raise ValueError(f"size must be positive, got {size}")
-    return Pipeline([Percentile(), Resize(longest=int(size)), PadSquare()])
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    return Pipeline([Percentile(), Resize(longest=int(size)), PadSquare()],
+                    decode=Decode(color="keep" if channels == 3 else "gray"))
 
 
 @dataclass
@@ -162,9 +173,14 @@ def fit_head(learn, epochs: int, lr: float = 3e-3, *, wd: float = 1e-2, batch_si
     head_learner = Learner(dls, model.head, loss_func=learn.loss_func, metrics=learn.metrics, wd=wd)
     if any(type(cb).__name__ == "ProgressCallback" for cb in learn.cbs):
         head_learner.fit_one_cycle(epochs, lr)
-    else:
+    else:  # quiet: no bar, and no raw epoch rows (fastai prints them when the bar is gone)
+        head_learner.logger = _silent
         with head_learner.no_bar():
             head_learner.fit_one_cycle(epochs, lr)
+
+
+def _silent(*args, **kwargs) -> None:
+    return None
 
 
 def fine_tune(learn, epochs: int, lr: float = 1e-3, *, lr_mult: float = 10.0, patience: int = 0,
@@ -395,7 +411,7 @@ def train(config: TrainConfig, *, progress: bool = True):
     out.mkdir(parents=True, exist_ok=True)
     set_seed(config.seed, reproducible=True)
     items = load_items(config, progress=progress)
-    pipeline = Pipeline.load(config.pipeline) if config.pipeline else default_pipeline(config.size)
+    pipeline = Pipeline.load(config.pipeline) if config.pipeline else default_pipeline(config.size, config.channels)
     groups = _groups(items, config.valid_fraction)
     train_idx, valid_idx = train_valid_split(items.targets, groups, valid_fraction=config.valid_fraction,
                                              seed=config.seed)
@@ -425,6 +441,7 @@ def train(config: TrainConfig, *, progress: bool = True):
                          path=out)
     if not progress:
         learn.remove_cb(learn.progress)  # type: ignore[attr-defined]
+        learn.logger = _silent
     if device.type == "cuda":
         learn.to_fp16()
 

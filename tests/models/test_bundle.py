@@ -223,8 +223,8 @@ def test_multi_view_single_sample_and_thresholds(multi):
     assert bundle.load_sample(sample).shape == (2, 3, 48, 48)
     assert bundle.thresholds == [0.3, 0.5, 0.7]
     decisions = bundle.decide(multi["probs"])
-    np.testing.assert_array_equal(decisions, (multi["probs"] >= np.array([0.3, 0.5, 0.7])).astype(int))
-    np.testing.assert_array_equal(bundle.decide(np.array([[0.31, 0.49, 0.7]])), [[1, 0, 1]])
+    np.testing.assert_array_equal(decisions, (multi["probs"] > np.array([0.3, 0.5, 0.7])).astype(int))
+    np.testing.assert_array_equal(bundle.decide(np.array([[0.31, 0.49, 0.7]])), [[1, 0, 0]])
     with pytest.raises(ValueError, match="takes 2 views"):
         bundle.predict(sample[0])
 

@@ -190,7 +190,7 @@ def test_multi_view_multi_label_training(tmp_path):
     probs = predicted[["prob_nodule", "prob_effusion"]].to_numpy()
     assert ((probs >= 0) & (probs <= 1)).all() and not np.allclose(probs.sum(axis=1), 1.0)
     for row, chosen in zip(probs, predicted["prediction"]):
-        expected = [c for c, p, t in zip(("nodule", "effusion"), row, bundle.thresholds) if p >= t]
+        expected = [c for c, p, t in zip(("nodule", "effusion"), row, bundle.thresholds) if p > t]
         assert chosen == "|".join(expected)
     metrics = evaluate_predictions(predicted, csv, image_cols="left,right", label_cols="nodule,effusion")
     assert "odir" in metrics and set(metrics["auc"]) == {"nodule", "effusion"}

@@ -1,0 +1,260 @@
+"""Body part from DICOM in the Kaggle UNIFESP layout: held-out score, then a Kaggle submission.
+
+Data layout (the UNIFESP X-ray Body Part Classifier competition)::
+
+    ROOT/train/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm
+    ROOT/train.csv               SOPInstanceUID,Target   (Target: UNIFESP code 0-21, e.g. 3 = Chest)
+    ROOT/test/<...>/<uid>.dcm    optional: the images to submit predictions for
+    ROOT/sample_submission.csv   optional: the submission's UIDs and row order
+    ROOT/test_labels.csv         optional: true test targets (SOPInstanceUID,Target), to score the submission
+
+The DICOMs are read directly (decoded, MONOCHROME1 inverted, percentile-normalized, resized
+and cached by the bundle's pipeline): no PNG conversion is needed. Rows with several targets
+(``"13 20"``) are left out: this example predicts one body part per image.
+
+Steps:
+
+1. Held-out estimate: a test set of patients is split off ``train.csv`` first (stratified,
+   grouped by patient: the DICOM PatientID, or ``--patients CSV`` with ``SOPInstanceUID`` and
+   ``patient`` columns); a model is trained on the other patients only (its own validation split
+   is carved from them); it predicts the unseen test patients, scored with accuracy, balanced
+   accuracy and per-class recall (several body parts have only a few images).
+2. Submission: a model trained on every labelled image predicts ``ROOT/test`` and writes
+   ``OUT/submission.csv`` (``SOPInstanceUID,Target``, the Kaggle format, via
+   ``kaggle_submission``), scored against ``test_labels.csv`` when there is one.
+3. ``--convert``: also convert ``ROOT/train`` to 512-wide PNGs named by UID
+   (``OUT/png/train/<uid>.png``), with the conversion report and a non-PHI metadata table,
+   and check that every labelled image was converted.
+
+Usage::
+
+    python examples/bodypart_unifesp.py ROOT [--out OUT] [--convert]   # full data, CLI defaults (224 px)
+    python examples/bodypart_unifesp.py --quick   # step 1 on ../shared/data/bodypart (249 images, 22 classes,
+                                                  # patients from its labels.csv), steps 2-3 on
+                                                  # ../shared/data/unifesp_layout; 128 px, 1 epoch
+
+Step 2 with the command line: ``radiology train --csv ROOT/train.csv --root ROOT/train
+--image-col SOPInstanceUID --label-col Target --out bundle``, then ``radiology predict bundle
+ROOT/sample_submission.csv --root ROOT/test --image-col SOPInstanceUID --format kaggle
+--out submission.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from radiology.convert import ConvertOptions, convert_folder
+from radiology.data import dicom_patient_ids, from_csv, train_valid_split
+from radiology.dicom import metadata_table
+from radiology.models import load_bundle
+from radiology.train import (
+    TrainConfig,
+    evaluate_predictions,
+    kaggle_submission,
+    predict_table,
+    prediction_inputs,
+    train,
+)
+
+# ../shared/data beside the repository (RADIOLOGY_SHARED_DATA overrides it, as in the tests).
+SHARED = Path(os.environ.get("RADIOLOGY_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+UID, TARGET = "SOPInstanceUID", "Target"
+BODY_PARTS = ("Abdomen", "Ankle", "Cervical Spine", "Chest", "Clavicles", "Elbow", "Feet", "Finger", "Forearm",
+              "Hand", "Hip", "Knee", "Lower Leg", "Lumbar Spine", "Others", "Pelvis", "Shoulder", "Sinus", "Skull",
+              "Thigh", "Thoracic Spine", "Wrist")
+QUICK = {"size": 128, "epochs": 1, "head_epochs": 10, "workers": 0}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", type=Path, nargs="?", help="Kaggle UNIFESP folder (train/, train.csv, test/ ...)")
+    parser.add_argument("--out", type=Path, default=Path("out/examples/bodypart"), help="output folder")
+    parser.add_argument("--quick", action="store_true", help="small, fast run on ../shared/data (CI)")
+    parser.add_argument("--patients", type=Path, help="CSV with SOPInstanceUID,patient for the grouped split "
+                                                      "(default: the DICOM PatientID)")
+    parser.add_argument("--no-holdout", action="store_true", help="skip step 1 (the held-out estimate)")
+    parser.add_argument("--convert", action="store_true", help="also convert ROOT/train to PNGs (on with --quick)")
+    parser.add_argument("--test-fraction", type=float, default=0.2, help="share of patients held out in step 1")
+    parser.add_argument("--epochs", type=int, help="fine-tuning epochs (default: 3, quick: 1)")
+    parser.add_argument("--size", type=int, help="input side in pixels (default: 224, quick: 128)")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (quick default: 2)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def shown(path: Path) -> str:
+    """A path as the user would type it from the current folder."""
+    return os.path.relpath(path)
+
+
+def anonymous_groups(patients) -> np.ndarray:
+    """Patient ids replaced by opaque group numbers: the split files written below never hold an id."""
+    codes, _ = pd.factorize(pd.Series(patients, dtype=str))
+    return np.array([f"g{code}" for code in codes])
+
+
+def fmt(value) -> str:
+    """A metric for printing (``n/a`` when undefined)."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def part(code: str) -> str:
+    """``"3"`` → ``"3 Chest"``."""
+    return f"{code} {BODY_PARTS[int(code)]}" if code.isdigit() and int(code) < len(BODY_PARTS) else code
+
+
+def single_target_labels(root: Path) -> pd.DataFrame:
+    """``train.csv`` without its multi-target rows (``"13 20"``)."""
+    labels = pd.read_csv(root / "train.csv", dtype=str, keep_default_na=False)[[UID, TARGET]]
+    labels[TARGET] = labels[TARGET].str.strip()
+    several = labels[TARGET].str.contains(" ")
+    if several.any():
+        print(f"{int(several.sum())} rows with several targets (e.g. '13 20') left out: one body part per image")
+    return labels[~several].reset_index(drop=True)
+
+
+def holdout(root: Path, out: Path, settings: dict, args) -> dict:
+    """Step 1: split test patients off, train on the rest, score the unseen patients."""
+    labels = single_target_labels(root)
+    items = from_csv(labels, root / "train", UID, TARGET, progress=not args.quiet)
+    if args.patients is not None:
+        patients = pd.read_csv(args.patients, dtype=str, keep_default_na=False).set_index(UID)["patient"]
+        unknown = ~labels[UID].isin(patients.index)
+        if unknown.any():
+            raise SystemExit(f"{args.patients}: no patient for {int(unknown.sum())} of the labelled images")
+        groups = anonymous_groups(patients.loc[labels[UID]].to_numpy())
+        print(f"patients from {shown(args.patients)}")
+    else:
+        groups = anonymous_groups(dicom_patient_ids(items.paths))
+        print("patients from the DICOM PatientID")
+    # The test patients are split off BEFORE training: the model never sees them.
+    rest, test = train_valid_split(items.targets, groups, valid_fraction=args.test_fraction, seed=args.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    train_csv, test_csv = out / "train.csv", out / "test.csv"
+    labels.assign(patient=groups).iloc[rest].to_csv(train_csv, index=False)
+    labels.iloc[test].to_csv(test_csv, index=False)
+    print(f"{len(rest)} images for training, {len(test)} held-out test images from {len(set(groups[test]))} "
+          f"other patients; {len(items.classes)} classes")
+
+    config = TrainConfig(csv=train_csv, root=root / "train", image_cols=UID, label_cols=TARGET, group_col="patient",
+                         out=out / "bundle", seed=args.seed, **settings)
+    result = train(config, progress=not args.quiet)
+    bundle = load_bundle(result.bundle)
+    predictions = predict_table(bundle, prediction_inputs(test_csv, root=root / "train", image_cols=UID),
+                                progress=not args.quiet)
+    predictions.to_csv(out / "predictions.csv", index=False)
+    metrics = evaluate_predictions(predictions, test_csv, image_cols=UID, label_cols=TARGET,
+                                   out=out / "test_evaluation")
+    recalls = ", ".join(f"{part(code)} {fmt(value)}" for code, value in metrics["recall"].items()
+                        if metrics["support"][code])
+    print(f"per-class recall on the test patients: {recalls}")
+    print(f"metrics, report, confusion matrix: {out / 'test_evaluation'}")
+    return metrics
+
+
+def submission(root: Path, out: Path, settings: dict, args) -> dict | None:
+    """Step 2: train on every labelled image, predict ROOT/test, write submission.csv (scored when possible)."""
+    out.mkdir(parents=True, exist_ok=True)
+    labels_csv = out / "train_labels.csv"
+    single_target_labels(root).to_csv(labels_csv, index=False)
+    # No group column: train() groups its validation split by the DICOM PatientID itself.
+    config = TrainConfig(csv=labels_csv, root=root / "train", image_cols=UID, label_cols=TARGET,
+                         out=out / "bundle", seed=args.seed, **settings)
+    bundle = load_bundle(train(config, progress=not args.quiet).bundle)
+
+    sample = root / "sample_submission.csv"
+    if sample.is_file():  # its UIDs, in its order, found by their headers below test/
+        inputs = prediction_inputs(sample, root=root / "test", image_cols=UID)
+    else:  # every file below test/ (named <SOPInstanceUID>.dcm in this layout)
+        inputs = prediction_inputs(root / "test")
+    table = predict_table(bundle, inputs, progress=not args.quiet)
+    failed = int((table["error"] != "").sum())
+    result = kaggle_submission(table)
+    result.to_csv(out.parent / "submission.csv", index=False)
+    print(f"{len(result)} predictions ({failed} failed) written to {out.parent / 'submission.csv'}")
+    truth = root / "test_labels.csv"
+    if not truth.is_file():
+        return None
+    scored = table.assign(image=result[UID].to_numpy())
+    return evaluate_predictions(scored, truth, image_cols=UID, label_cols=TARGET, out=out / "test_evaluation")
+
+
+def convert(root: Path, out: Path, workers: int, progress: bool = True) -> None:
+    """Step 3: DICOM → 512-wide PNGs named by UID, the conversion report and a non-PHI metadata table."""
+    options = ConvertOptions(width=512, naming="uid")
+    report = convert_folder(root / "train", out / "train", options, workers=workers, progress=progress)
+    print(report.summary)
+    metadata_table(root / "train", progress=progress).to_csv(out / "train_metadata.csv", index=False)
+    labels = pd.read_csv(root / "train.csv", dtype={UID: str})
+    converted = {Path(o).stem for o in report.table.output[report.table.status == "ok"]}
+    missing = set(labels[UID]) - converted
+    print(f"{len(labels) - len(missing)}/{len(labels)} labelled images converted to {out / 'train'}")
+    if missing:
+        raise SystemExit(f"not converted: {len(missing)} labelled images, e.g. {sorted(missing)[0]}")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.root is None and not args.quick:
+        raise SystemExit("give ROOT (a UNIFESP-style folder with train.csv), or --quick for ../shared/data")
+    holdout_root = args.root or SHARED / "bodypart"
+    submit_root = args.root or SHARED / "unifesp_layout"
+    if args.quick and args.root is None and args.patients is None:
+        args.patients = holdout_root / "labels.csv"  # this set's patient column
+    needed = [holdout_root / "train.csv", *([args.patients] if args.patients else []), submit_root / "train.csv"]
+    absent = [path for path in dict.fromkeys(needed) if not path.is_file()]
+    if absent and not args.quick:
+        raise SystemExit(f"{absent[0]}: not found")
+    torch.set_num_threads(args.threads or (2 if args.quick else torch.get_num_threads()))
+    settings = dict(QUICK) if args.quick else {"workers": args.workers}
+    settings.update({k: v for k, v in (("epochs", args.epochs), ("size", args.size)) if v is not None})
+    if args.quick:
+        print(f"quick mode: {settings['size']} px, {settings['epochs']} fine-tuning epoch")
+    started = time.time()
+    lines = []
+
+    holdout_absent = [path for path in needed[:-1] if path in absent]
+    if args.no_holdout:
+        pass
+    elif holdout_absent:
+        print(f"skipped: {shown(holdout_absent[0])} not found")
+    else:
+        print(f"== step 1: held-out estimate on {shown(holdout_root)}")
+        metrics = holdout(holdout_root, args.out / "holdout", settings, args)
+        lines.append(f"held-out test ({metrics['n']} images of unseen patients, {shown(holdout_root)}): accuracy "
+                     f"{fmt(metrics['accuracy'])}, balanced accuracy {fmt(metrics['balanced_accuracy'])}, "
+                     f"macro F1 {fmt(metrics['macro_f1'])}")
+
+    if not (submit_root / "train.csv").is_file():
+        print(f"skipped: {shown(submit_root / 'train.csv')} not found")
+    elif not (submit_root / "test").is_dir():
+        print(f"no submission: {shown(submit_root / 'test')} not found")
+    else:
+        print(f"== step 2: submission for {shown(submit_root / 'test')}")
+        metrics = submission(submit_root, args.out / "submission", settings, args)
+        if metrics is not None:
+            lines.append(f"submission scored against test_labels.csv ({metrics['n']} images, "
+                         f"{metrics['missing']} without prediction): accuracy {fmt(metrics['accuracy'])}, "
+                         f"balanced accuracy {fmt(metrics['balanced_accuracy'])}")
+
+    if (args.convert or args.quick) and (submit_root / "train.csv").is_file():
+        print(f"== step 3: PNG conversion of {shown(submit_root / 'train')}")
+        convert(submit_root, args.out / "png", workers=max(1, args.workers), progress=not args.quiet)
+
+    for line in lines:
+        print(line)
+    print(f"[{time.time() - started:.0f} s]")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

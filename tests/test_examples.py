@@ -1,0 +1,49 @@
+"""The scripts in examples/: they import, their --help works, and --quick skips cleanly without ../shared/data.
+
+Their quick runs (training included) are CI steps of their own (.ci/run), not tests.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("fastai")
+pytest.importorskip("timm")
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py"))
+# Examples whose quick mode reads ../shared/data (the synthetic NIH example always runs).
+SHARED_DATA_EXAMPLES = ["bodypart_unifesp.py", "chest_views.py", "odir_fundus.py", "pneumonia.py"]
+
+
+def load(name: str):
+    """Import an example as a module (its ``main`` is not run)."""
+    spec = importlib.util.spec_from_file_location(f"example_{Path(name).stem}", EXAMPLES / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_example_is_listed():
+    assert set(SHARED_DATA_EXAMPLES) | {"chest_findings_nih.py"} == set(SCRIPTS)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help(name, capsys):
+    module = load(name)
+    assert module.__doc__ and "Usage" in module.__doc__
+    with pytest.raises(SystemExit) as stop:
+        module.main(["--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    assert "--quick" in text and "--out" in text
+
+
+@pytest.mark.parametrize("name", SHARED_DATA_EXAMPLES)
+def test_quick_skips_without_shared_data(name, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RADIOLOGY_SHARED_DATA", str(tmp_path / "absent"))
+    module = load(name)
+    assert module.main(["--quick", "--out", str(tmp_path / "out")]) == 0
+    assert "skipped:" in capsys.readouterr().out
