@@ -41,17 +41,27 @@ ROOT/sample_submission.csv --root ROOT/test --image-col SOPInstanceUID --format 
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
+from _common import (
+    add_run_arguments,
+    add_training_arguments,
+    anonymous_groups,
+    elapsed,
+    fmt,
+    new_parser,
+    set_threads,
+    shared_data,
+    shown,
+    train_predict_evaluate,
+    train_settings,
+    write_test_split,
+)
 
 from radiology.convert import ConvertOptions, convert_folder
-from radiology.data import dicom_patient_ids, from_csv, train_valid_split
+from radiology.data import dicom_patient_ids, from_csv
 from radiology.dicom import metadata_table
 from radiology.models import load_bundle
 from radiology.train import (
@@ -63,8 +73,6 @@ from radiology.train import (
     train,
 )
 
-# ../shared/data beside the repository (RADIOLOGY_SHARED_DATA overrides it, as in the tests).
-SHARED = Path(os.environ.get("RADIOLOGY_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 UID, TARGET = "SOPInstanceUID", "Target"
 BODY_PARTS = ("Abdomen", "Ankle", "Cervical Spine", "Chest", "Clavicles", "Elbow", "Feet", "Finger", "Forearm",
               "Hand", "Hip", "Knee", "Lower Leg", "Lumbar Spine", "Others", "Pelvis", "Shoulder", "Sinus", "Skull",
@@ -72,8 +80,8 @@ BODY_PARTS = ("Abdomen", "Ankle", "Cervical Spine", "Chest", "Clavicles", "Elbow
 QUICK = {"size": 128, "epochs": 1, "head_epochs": 10, "workers": 0}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = new_parser(__doc__)
     parser.add_argument("root", type=Path, nargs="?", help="Kaggle UNIFESP folder (train/, train.csv, test/ ...)")
     parser.add_argument("--out", type=Path, default=Path("out/examples/bodypart"), help="output folder")
     parser.add_argument("--quick", action="store_true", help="small, fast run on ../shared/data (CI)")
@@ -81,30 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "(default: the DICOM PatientID)")
     parser.add_argument("--no-holdout", action="store_true", help="skip step 1 (the held-out estimate)")
     parser.add_argument("--convert", action="store_true", help="also convert ROOT/train to PNGs (on with --quick)")
-    parser.add_argument("--test-fraction", type=float, default=0.2, help="share of patients held out in step 1")
-    parser.add_argument("--epochs", type=int, help="fine-tuning epochs (default: 3, quick: 1)")
-    parser.add_argument("--size", type=int, help="input side in pixels (default: 224, quick: 128)")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (quick default: 2)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_training_arguments(parser, epochs_help="fine-tuning epochs (default: 5, quick: 1)",
+                           size_help="input side in pixels (default: 224, quick: 128)",
+                           test_fraction_help="share of patients held out in step 1")
+    add_run_arguments(parser)
     return parser
-
-
-def shown(path: Path) -> str:
-    """A path as the user would type it from the current folder."""
-    return os.path.relpath(path)
-
-
-def anonymous_groups(patients) -> np.ndarray:
-    """Patient ids replaced by opaque group numbers: the split files written below never hold an id."""
-    codes, _ = pd.factorize(pd.Series(patients, dtype=str))
-    return np.array([f"g{code}" for code in codes])
-
-
-def fmt(value) -> str:
-    """A metric for printing (``n/a`` when undefined)."""
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def part(code: str) -> str:
@@ -136,24 +125,18 @@ def holdout(root: Path, out: Path, settings: dict, args) -> dict:
     else:
         groups = anonymous_groups(dicom_patient_ids(items.paths))
         print("patients from the DICOM PatientID")
-    # The test patients are split off BEFORE training: the model never sees them.
-    rest, test = train_valid_split(items.targets, groups, valid_fraction=args.test_fraction, seed=args.seed)
     out.mkdir(parents=True, exist_ok=True)
-    train_csv, test_csv = out / "train.csv", out / "test.csv"
-    labels.assign(patient=groups).iloc[rest].to_csv(train_csv, index=False)
-    labels.iloc[test].to_csv(test_csv, index=False)
+    # The test patients are split off BEFORE training: the model never sees them.
+    rest, test, train_csv, test_csv = write_test_split(labels.assign(patient=groups), items.targets, groups, out,
+                                                       [UID, TARGET], test_fraction=args.test_fraction,
+                                                       seed=args.seed)
     print(f"{len(rest)} images for training, {len(test)} held-out test images from {len(set(groups[test]))} "
           f"other patients; {len(items.classes)} classes")
 
     config = TrainConfig(csv=train_csv, root=root / "train", image_cols=UID, label_cols=TARGET, group_col="patient",
                          out=out / "bundle", seed=args.seed, **settings)
-    result = train(config, progress=not args.quiet)
-    bundle = load_bundle(result.bundle)
-    predictions = predict_table(bundle, prediction_inputs(test_csv, root=root / "train", image_cols=UID),
-                                progress=not args.quiet)
-    predictions.to_csv(out / "predictions.csv", index=False)
-    metrics = evaluate_predictions(predictions, test_csv, image_cols=UID, label_cols=TARGET,
-                                   out=out / "test_evaluation")
+    _, _, metrics = train_predict_evaluate(config, test_csv, root / "train", out, image_cols=UID, label_cols=TARGET,
+                                           quiet=args.quiet)
     recalls = ", ".join(f"{part(code)} {fmt(value)}" for code, value in metrics["recall"].items()
                         if metrics["support"][code])
     print(f"per-class recall on the test patients: {recalls}")
@@ -206,17 +189,16 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.root is None and not args.quick:
         raise SystemExit("give ROOT (a UNIFESP-style folder with train.csv), or --quick for ../shared/data")
-    holdout_root = args.root or SHARED / "bodypart"
-    submit_root = args.root or SHARED / "unifesp_layout"
+    holdout_root = args.root or shared_data() / "bodypart"
+    submit_root = args.root or shared_data() / "unifesp_layout"
     if args.quick and args.root is None and args.patients is None:
         args.patients = holdout_root / "labels.csv"  # this set's patient column
     needed = [holdout_root / "train.csv", *([args.patients] if args.patients else []), submit_root / "train.csv"]
     absent = [path for path in dict.fromkeys(needed) if not path.is_file()]
     if absent and not args.quick:
         raise SystemExit(f"{absent[0]}: not found")
-    torch.set_num_threads(args.threads or (2 if args.quick else torch.get_num_threads()))
-    settings = dict(QUICK) if args.quick else {"workers": args.workers}
-    settings.update({k: v for k, v in (("epochs", args.epochs), ("size", args.size)) if v is not None})
+    set_threads(args)
+    settings = train_settings(args, QUICK)
     if args.quick:
         print(f"quick mode: {settings['size']} px, {settings['epochs']} fine-tuning epoch")
     started = time.time()
@@ -252,7 +234,7 @@ def main(argv=None) -> int:
 
     for line in lines:
         print(line)
-    print(f"[{time.time() - started:.0f} s]")
+    print(elapsed(started))
     return 0
 
 

@@ -25,7 +25,7 @@ macro AUC. Written to OUT: ``bundle/``, ``predictions.csv``, ``test_evaluation/`
 
 Usage::
 
-    python examples/chest_findings_nih.py ROOT [--out OUT]   # the real set: 224 px, 3 epochs; use a GPU
+    python examples/chest_findings_nih.py ROOT [--out OUT]   # the real set: 224 px, 5 epochs; use a GPU
     python examples/chest_findings_nih.py --quick            # SYNTHETIC phantoms, CPU-sized
 
 No real chest-findings set is available offline: ``--quick`` writes synthetic phantoms with
@@ -36,19 +36,16 @@ say nothing about real radiographs.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
-import numpy as np
+import _common as common
 import pandas as pd
-import torch
 
-from radiology.data import from_csv, train_valid_split
+from radiology.data import from_csv
 from radiology.io import IMAGE_SUFFIXES
-from radiology.models import load_bundle
 from radiology.synthetic import write_findings_dataset
-from radiology.train import TrainConfig, evaluate_predictions, predict_table, prediction_inputs, train
+from radiology.train import TrainConfig
 
 TABLE = "Data_Entry_2017.csv"
 IMAGE, FINDINGS, PATIENT = "Image Index", "Finding Labels", "Patient ID"
@@ -58,28 +55,18 @@ QUICK = {"size": 64, "epochs": 8, "workers": 0, "batch_size": 32}
 QUICK_IMAGES = 240
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = common.new_parser(__doc__)
     parser.add_argument("root", type=Path, nargs="?", help=f"folder with {TABLE} and the images")
     parser.add_argument("--out", type=Path, default=Path("out/examples/chest_findings"), help="output folder")
     parser.add_argument("--quick", action="store_true", help="small, fast run on SYNTHETIC phantoms (CI)")
     parser.add_argument("--arch", default="densenet121", help="timm backbone (default densenet121)")
     parser.add_argument("--pretrained", default="none", help="none (default) | PATH | imagenet (needs the timm hub)")
-    parser.add_argument("--test-fraction", type=float, default=0.2, help="share of patients held out for testing")
-    parser.add_argument("--epochs", type=int, help="training epochs (default: 3, quick: 8)")
-    parser.add_argument("--size", type=int, help="input side in pixels (default: 224, quick: 64)")
+    common.add_training_arguments(parser, epochs_help="training epochs (default: 5, quick: 8)",
+                                  size_help="input side in pixels (default: 224, quick: 64)")
     parser.add_argument("--batch-size", type=int, help="batch size (default 32)")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (quick default: 2)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    common.add_run_arguments(parser)
     return parser
-
-
-def anonymous_groups(patients) -> np.ndarray:
-    """Patient ids replaced by opaque group numbers: the split files written below never hold an id."""
-    codes, _ = pd.factorize(pd.Series(patients, dtype=str))
-    return np.array([f"g{code}" for code in codes])
 
 
 def image_paths(root: Path, names) -> list[str | None]:
@@ -91,9 +78,9 @@ def image_paths(root: Path, names) -> list[str | None]:
     return [found.get(name) for name in names]
 
 
-def fmt(value) -> str:
+def show(value) -> str:
     """A metric for printing (``n/a`` when undefined, e.g. an AUC without a positive)."""
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
+    return common.fmt(value, nan_as_na=True)
 
 
 def main(argv=None) -> int:
@@ -112,7 +99,7 @@ def main(argv=None) -> int:
         root = args.root
     if not (root / TABLE).is_file():
         raise SystemExit(f"{root / TABLE}: not found")
-    torch.set_num_threads(args.threads or (2 if args.quick else torch.get_num_threads()))
+    common.set_threads(args)
     started = time.time()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -121,7 +108,7 @@ def main(argv=None) -> int:
         "file": image_paths(root, table[IMAGE].str.strip()),
         # "No Finding" is the empty label set: an empty cell, no label on.
         "findings": ["" if v.strip() == NO_FINDING else v.strip() for v in table[FINDINGS]],
-        "patient": anonymous_groups(table[PATIENT]),
+        "patient": common.anonymous_groups(table[PATIENT]),
     })
     missing = data["file"].isna()
     if missing.all():
@@ -135,17 +122,13 @@ def main(argv=None) -> int:
           f"without a finding; positives per finding: {counts}")
 
     # The test patients are split off BEFORE training: the model never sees them.
-    rest, test = train_valid_split(items.targets, items.groups, valid_fraction=args.test_fraction, seed=args.seed)
-    train_csv, test_csv = out / "train.csv", out / "test.csv"
-    data.iloc[rest].to_csv(train_csv, index=False)
-    data.iloc[test][["file", "findings"]].to_csv(test_csv, index=False)
+    rest, test, train_csv, test_csv = common.write_test_split(data, items.targets, items.groups, out,
+                                                              ["file", "findings"], test_fraction=args.test_fraction,
+                                                              seed=args.seed)
     print(f"{len(rest)} images for training, {len(test)} held-out test images from "
           f"{len(set(items.groups[test]))} other patients")
 
-    settings = dict(QUICK) if args.quick else {"workers": args.workers}
-    for key, value in (("epochs", args.epochs), ("size", args.size), ("batch_size", args.batch_size)):
-        if value is not None:
-            settings[key] = value
+    settings = common.train_settings(args, QUICK, keys=("epochs", "size", "batch_size"))
     pretrained = None if args.pretrained.lower() == "none" else args.pretrained
     if pretrained is None:
         # From scratch: no head-only phase on random features, and the backbone learns at the head's rate.
@@ -155,23 +138,18 @@ def main(argv=None) -> int:
                          seed=args.seed, **settings)
     print(f"{config.arch}, pretrained: {config.pretrained or 'none (from scratch)'}; loss: {config.loss_name} "
           f"with per-label positive weights")
-    result = train(config, progress=not args.quiet)
-
-    bundle = load_bundle(result.bundle)
-    predictions = predict_table(bundle, prediction_inputs(test_csv, root=root, image_cols="file"),
-                                progress=not args.quiet)
-    predictions.to_csv(out / "predictions.csv", index=False)
-    metrics = evaluate_predictions(predictions, test_csv, image_cols="file", label_cols="findings",
-                                   multi_label=True, thresholds=bundle.thresholds, out=out / "test_evaluation")
+    bundle, _, metrics = common.train_predict_evaluate(config, test_csv, root, out, image_cols="file",
+                                                       label_cols="findings", quiet=args.quiet, multi_label=True,
+                                                       tuned_thresholds=True)
 
     print("finding        positives    AUC     F1  threshold")
     for name, threshold in zip(bundle.classes, bundle.thresholds):
-        print(f"{name:<14} {metrics['support'][name]:9d}  {fmt(metrics['auc'][name]):>5}  "
-              f"{fmt(metrics['f1'][name]):>5}  {threshold:9.2f}")
+        print(f"{name:<14} {metrics['support'][name]:9d}  {show(metrics['auc'][name]):>5}  "
+              f"{show(metrics['f1'][name]):>5}  {threshold:9.2f}")
     print(f"metrics, report and ROC curves: {out / 'test_evaluation'}")
     kind = "SYNTHETIC phantoms" if args.quick and args.root is None else "images of unseen patients"
-    print(f"held-out test ({metrics['n']} {kind}): macro AUC {fmt(metrics['macro_auc'])}, "
-          f"micro F1 {fmt(metrics['micro_f1'])} [{time.time() - started:.0f} s]")
+    print(f"held-out test ({metrics['n']} {kind}): macro AUC {show(metrics['macro_auc'])}, "
+          f"micro F1 {show(metrics['micro_f1'])} {common.elapsed(started)}")
     return 0
 
 
