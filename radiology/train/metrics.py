@@ -236,6 +236,19 @@ def quadratic_kappa(targets, predictions, n_classes: int | None = None) -> float
         return float(skm.cohen_kappa_score(targets, predictions, labels=np.arange(n_classes), weights="quadratic"))
 
 
+def _one_vs_rest(targets, probs, *, multi_label: bool) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 truth ``(N, C)`` and checked scores ``(N, C)``: labels as given, classes one-vs-rest."""
+    if multi_label:
+        truth = _indicator(targets)
+        return truth, _scores(probs, truth.shape)
+    labels = _labels(targets)
+    probs = _scores(probs, n=len(labels))
+    if labels.max() >= probs.shape[1]:
+        raise ValueError(f"class index {labels.max()} but probabilities have {probs.shape[1]} columns")
+    truth = (labels[:, None] == np.arange(probs.shape[1])[None, :]).astype(np.int64)
+    return truth, probs
+
+
 def roc_auc_per_class(targets, probs) -> np.ndarray:
     """ROC AUC of every class (one-vs-rest) or label; ``nan`` where it is undefined.
 
@@ -259,16 +272,7 @@ def roc_auc_per_class(targets, probs) -> np.ndarray:
     >>> roc_auc_per_class([[1, 0], [0, 0], [1, 0]], [[0.9, 0.5], [0.2, 0.5], [0.7, 0.1]])
     array([ 1., nan])
     """
-    targets = np.asarray(targets)
-    if targets.ndim == 2:
-        truth = _indicator(targets)
-        probs = _scores(probs, truth.shape)
-    else:
-        labels = _labels(targets)
-        probs = _scores(probs, n=len(labels))
-        if labels.max() >= probs.shape[1]:
-            raise ValueError(f"class index {labels.max()} but probabilities have {probs.shape[1]} columns")
-        truth = (labels[:, None] == np.arange(probs.shape[1])[None, :]).astype(np.int64)
+    truth, probs = _one_vs_rest(targets, probs, multi_label=np.asarray(targets).ndim == 2)
     result = np.full(truth.shape[1], np.nan)
     for column in range(truth.shape[1]):
         positives = truth[:, column].sum()

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix, roc_curve
 
 from radiology.io import atomic_write
-from radiology.train.metrics import _indicator, _labels, _predicted_labels, _scores, roc_auc_per_class
+from radiology.train.metrics import _labels, _one_vs_rest, _predicted_labels, roc_auc_per_class
 
 __all__ = ["plot_confusion_matrix", "plot_roc"]
 
@@ -139,15 +139,7 @@ def plot_roc(targets, probs, classes: Sequence[str], path, multi_label: bool = F
     True
     """
     path = _png_path(path)
-    if multi_label:
-        truth = _indicator(targets)
-        probs = _scores(probs, truth.shape)
-    else:
-        labels = _labels(targets)
-        probs = _scores(probs, n=len(labels))
-        if labels.max() >= probs.shape[1]:
-            raise ValueError(f"class index {labels.max()} but probabilities have {probs.shape[1]} columns")
-        truth = (labels[:, None] == np.arange(probs.shape[1])[None, :]).astype(np.int64)
+    truth, probs = _one_vs_rest(targets, probs, multi_label=multi_label)
     classes = [str(name) for name in classes]
     if len(classes) != probs.shape[1]:
         raise ValueError(f"{len(classes)} class names for {probs.shape[1]} probability columns")
