@@ -189,6 +189,13 @@ def _hub_state_dict(name: str, in_chans: int) -> dict[str, torch.Tensor]:
     return hub_model.state_dict()
 
 
+def _is_checkpoint_path(source: str | os.PathLike) -> bool:
+    """Whether ``pretrained`` names a checkpoint file (rather than a hub name), existing or not."""
+    if isinstance(source, os.PathLike) or Path(source).exists() or source.endswith(_WEIGHT_SUFFIXES):
+        return True
+    return os.sep in source and not _is_hub_name(source)
+
+
 def _is_hub_name(source: str) -> bool:
     import timm
 
@@ -239,8 +246,7 @@ def load_pretrained(model: torch.nn.Module, source: str | os.PathLike) -> torch.
             origin, state = "offline ImageNet weights", imagenet_lite0_state_dict()
         else:
             origin, state = f"timm hub weights {arch!r}", _hub_state_dict(arch, in_chans)
-    elif isinstance(source, os.PathLike) or Path(source).exists() or source.endswith(_WEIGHT_SUFFIXES) or (
-            os.sep in source and not _is_hub_name(source)):
+    elif _is_checkpoint_path(source):
         origin, state = str(source), read_state_dict(source)
         if any(key.startswith("backbone.") for key in state):
             head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}

@@ -331,13 +331,14 @@ def _check_model_settings(config: TrainConfig) -> None:
     """Fail before any image is read when the backbone or weights cannot be had."""
     import timm
 
+    from radiology.models.pretrained import _is_checkpoint_path
+
     if not timm.is_model(config.arch):
         raise ValueError(f"unknown backbone {config.arch!r} (see timm.list_models())")
     source = config.pretrained
     if source is None or str(source).lower() in ("none", "imagenet"):
         return
-    looks_like_path = os.sep in str(source) or Path(str(source)).suffix in (".pt", ".pth", ".bin", ".safetensors")
-    if looks_like_path and not Path(str(source)).is_file():
+    if _is_checkpoint_path(str(source)) and not Path(str(source)).is_file():
         raise FileNotFoundError(f"pretrained weights {source}: no such file")
 
 
