@@ -186,14 +186,14 @@ def test_pretrain_writes_a_checkpoint_that_training_loads(tmp_path, method):
     folder = _write_images(tmp_path / "unlabeled", 12)
     (folder / "broken.dcm").write_bytes(b"not a dicom")
     out = tmp_path / f"{method}.pt"
-    result = pretrain(folder, out, method=method, arch="resnet18", pretrained=None, size=32, epochs=1,
+    result = pretrain(folder, out, method=method, arch="test_resnet", pretrained=None, size=32, epochs=1,
                       batch_size=4, cache="none", progress=False)
     assert result.checkpoint == out and result.images == 12
     assert [name for name, _ in result.skipped] == ["broken.dcm"]
     info = json.loads(out.with_name(out.name + ".json").read_text())
     assert info["method"] == method and len(info["history"]) == 1
     saved = torch.load(out, weights_only=True)
-    model = create_model("resnet18", 3, pretrained=out)
+    model = create_model("test_resnet", 3, pretrained=out)
     for key, value in saved["state_dict"].items():
         assert torch.equal(model.backbone.state_dict()[key], value)
 
@@ -206,14 +206,14 @@ def test_metadata_pretext_learns_header_fields(tmp_path):
         if modality == "DX":
             image = np.pad(image[8:-8, 8:-8], 8, constant_values=float(image.max()))
         write_phantom_dicom(folder / f"{i:02d}.dcm", image, modality=modality)
-    result = pretrain(folder, tmp_path / "meta.pt", method="metadata", arch="resnet18", pretrained=None, size=32,
+    result = pretrain(folder, tmp_path / "meta.pt", method="metadata", arch="test_resnet", pretrained=None, size=32,
                       epochs=6, batch_size=8, lr=3e-3, cache="none", progress=False, valid_fraction=0.25)
     assert result.info["fields"] == ["modality"]
     assert result.info["classes"] == {"modality": ["CR", "DX"]}
     assert "body_part" in result.info["dropped_fields"]
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.info["valid_accuracy"]["modality"] is not None
-    create_model("resnet18", 2, pretrained=result.checkpoint)
+    create_model("test_resnet", 2, pretrained=result.checkpoint)
 
 
 def test_pretrain_usage_errors(tmp_path):
