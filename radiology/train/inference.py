@@ -148,7 +148,8 @@ def prediction_inputs(
         return PredictionInputs([source.name], [(source,)], [""])
     from radiology.dicom import find_files
 
-    files = [p for p in find_files(source) if p.name != "conversion_report.csv"]
+    # A converted folder holds its report(s) (conversion_report.csv, per-shard reports): not inputs.
+    files = [p for p in find_files(source) if not (p.name.startswith("conversion_report") and p.suffix == ".csv")]
     if not files:
         raise ValueError(f"{source}: no files to predict")
     ids = [p.relative_to(source).as_posix() for p in files]
