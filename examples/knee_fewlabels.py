@@ -53,7 +53,7 @@ from radiology.io import read_image, write_image
 from radiology.pipeline import KneeCrop, Percentile, Pipeline
 from radiology.ssl import pretrain
 from radiology.synthetic import write_phantom_dicom
-from radiology.train import TrainConfig, prediction_inputs
+from radiology.train import TrainConfig
 
 QUICK = {"size": 64, "epochs": 1, "head_epochs": 4, "ssl_epochs": 1, "crops": 240, "radiographs": 12}
 FULL = {"size": 224, "epochs": 5, "head_epochs": 20, "ssl_epochs": 20, "crops": None, "radiographs": None}
@@ -164,8 +164,8 @@ def main(argv=None) -> int:
 
     # 6. Where does the FixMatch model look? Overlays on the test images' original pixels.
     table.iloc[test[:8]][["file"]].to_csv(out / "explain.csv", index=False)
-    inputs = prediction_inputs(out / "explain.csv", root=archive, image_cols="file")
-    cams = explain_inputs(out / "fine_tune_FixMatch" / "bundle", inputs, out / "gradcam", progress=not args.quiet)
+    cams = explain_inputs(out / "fine_tune_FixMatch" / "bundle", out / "explain.csv", out / "gradcam", root=archive,
+                          image_cols="file", progress=not args.quiet)
     print(f"GradCAM: {len(cams)} overlays in {out / 'gradcam'}")
 
     print(f"\nheld-out test ({len(test)} images, {int(targets[test].sum())} severe):")

@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
                          default="gradcam", help="CAM method (default gradcam)")
     explain.add_argument("--label", help="explain this label (default: the prediction, or every positive label)")
     explain.add_argument("--target-layer", help="backbone module name (default: its last spatial layer)")
+    explain.add_argument("--root", type=Path, help="folder the CSV's image column is relative to")
+    explain.add_argument("--image-col", dest="image_cols", help="image column(s) of a CSV (default: image)")
+    explain.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     explain.add_argument("--batch-size", type=_positive, default=8)
     explain.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -367,9 +370,10 @@ def _explain(args: argparse.Namespace) -> int:
     if not args.bundle.is_dir():
         raise FileNotFoundError(f"{args.bundle}: no such bundle folder")
     table = explain_inputs(args.bundle, args.input, args.out, method=args.method, label=args.label,
-                           target_layer=args.target_layer, batch_size=args.batch_size, progress=not args.quiet)
-    failed = int((table["error"] != "").sum()) if "error" in table else 0
-    print(f"{len(table) - failed} overlays, {failed} failed: {args.out / 'explanations.csv'}")
+                           target_layer=args.target_layer, batch_size=args.batch_size, progress=not args.quiet,
+                           root=args.root, image_cols=args.image_cols, device=args.device)
+    written, failed = int((table["overlay"] != "").sum()), int((table["error"] != "").sum())
+    print(f"{written} overlays, {failed} failed: {args.out / 'explanations.csv'}")
     return 0
 
 
@@ -427,6 +431,7 @@ def _demo(args: argparse.Namespace) -> int:
         return 0
     print(f"model demo on SYNTHETIC phantoms (not patients): test {_headline(model.metrics)}")
     print(f"bundle: {model.bundle}\npredictions: {model.predictions}\nevaluation: {model.evaluation}")
+    print(f"explanations (GradCAM): {model.explanations}")
     return 0
 
 

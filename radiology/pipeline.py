@@ -43,6 +43,7 @@ import numpy as np
 from radiology.dicom import DicomError, DicomImage, apply_voi, has_voi, read_dicom
 from radiology.errors import RadiologyError
 from radiology.geometry import pad_to_square, resize
+from radiology.geometry.affine import resize_matrix, translation_matrix
 from radiology.geometry.background import clean_background
 from radiology.geometry.fov import circle_crop, crop_to_fov, fundus_crop
 from radiology.geometry.knee import KneeLocalizer, crop_around
@@ -149,6 +150,17 @@ class Step:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def apply_with_geometry(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The step's output and the 3×3 matrix mapping input pixels ``(x, y, 1)`` to output pixels.
+
+        Steps that keep every pixel where it is (intensity steps) report the identity; steps
+        that resize, pad or crop override this and report what they did (data-dependent
+        crops their actual box). A step that changes the image size without overriding it
+        reports ``None`` (unknown geometry). See :mod:`radiology.geometry.affine`.
+        """
+        out = self(image)
+        return out, (np.eye(3) if out.shape[:2] == np.shape(image)[:2] else None)
 
     def _set(self, param: str, value) -> None:
         object.__setattr__(self, param, value)  # frozen dataclass: normalize once, at construction
@@ -331,6 +343,10 @@ class Resize(Step):
     def __call__(self, image):
         return resize(image, width=self.width, height=self.height, longest=self.longest)
 
+    def apply_with_geometry(self, image):
+        out = self(image)
+        return out, resize_matrix(image.shape, out.shape)
+
 
 @dataclass(frozen=True)
 class PadSquare(Step):
@@ -344,6 +360,12 @@ class PadSquare(Step):
 
     def __call__(self, image):
         return pad_to_square(image, self.value)
+
+    def apply_with_geometry(self, image):
+        out = self(image)
+        # pad_to_square centres the image: the odd pixel goes to the bottom/right.
+        rows, cols = image.shape[:2]
+        return out, translation_matrix((out.shape[1] - cols) // 2, (out.shape[0] - rows) // 2)
 
 
 @dataclass(frozen=True)
@@ -359,6 +381,10 @@ class FOVCrop(Step):
     def __call__(self, image):
         return crop_to_fov(image, self.threshold)
 
+    def apply_with_geometry(self, image):
+        out, (x, y, _, _) = crop_to_fov(image, self.threshold, return_box=True)
+        return out, translation_matrix(-x, -y)
+
 
 @dataclass(frozen=True)
 class CircleCrop(Step):
@@ -373,6 +399,10 @@ class CircleCrop(Step):
     def __call__(self, image):
         return circle_crop(image, self.threshold)
 
+    def apply_with_geometry(self, image):
+        out, (x, y, _, _) = circle_crop(image, self.threshold, return_box=True)
+        return out, translation_matrix(-x, -y)
+
 
 @dataclass(frozen=True)
 class FundusCrop(Step):
@@ -386,6 +416,10 @@ class FundusCrop(Step):
 
     def __call__(self, image):
         return fundus_crop(image, self.threshold)
+
+    def apply_with_geometry(self, image):
+        out, (x, y, _, _) = fundus_crop(image, self.threshold, return_box=True)
+        return out, translation_matrix(-x, -y)
 
 
 @dataclass(frozen=True)
@@ -403,8 +437,12 @@ class CleanBackground(Step):
         self._set("min_fraction", _real(self.name, "min_fraction", self.min_fraction, gt=0, le=1))
 
     def __call__(self, image):
-        return clean_background(to_gray(image), fill=self.fill, crop_collimation=self.crop_collimation,
-                                min_fraction=self.min_fraction)
+        return self.apply_with_geometry(image)[0]
+
+    def apply_with_geometry(self, image):
+        out, (x, y, _, _) = clean_background(to_gray(image), fill=self.fill, crop_collimation=self.crop_collimation,
+                                             min_fraction=self.min_fraction, return_box=True)
+        return out, translation_matrix(-x, -y)
 
 
 @functools.lru_cache(maxsize=8)
@@ -446,11 +484,16 @@ class KneeCrop(Step):
         self._set("knees", knees)
 
     def __call__(self, image):
+        return self.apply_with_geometry(image)[0]
+
+    def apply_with_geometry(self, image):
         if not self.weights:
             raise ValueError("knee_crop needs the path of SVM weights (weights=...)")
         found = _knee_localizer(str(self.weights)).detect(to_gray(image), knees=self.knees)
         center = found[min(self.knee, len(found) - 1)].center
-        return crop_around(image, center, size_mm=self.size_mm, spacing_mm=self.spacing_mm, size_px=self.size_px)
+        out, (x, y, _, _) = crop_around(image, center, size_mm=self.size_mm, spacing_mm=self.spacing_mm,
+                                        size_px=self.size_px, return_box=True)
+        return out, translation_matrix(-x, -y)
 
 
 #: Step classes by name.
@@ -523,6 +566,11 @@ def _source_name(source) -> str:
     return str(getattr(source, "name", "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else "<stream>"))
 
 
+def _compose(step: np.ndarray | None, before: np.ndarray | None) -> np.ndarray | None:
+    # Matrix from the input to after `step`; unknown once any step's geometry is unknown.
+    return None if step is None or before is None else step @ before
+
+
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
@@ -579,7 +627,7 @@ class Pipeline:
             image = step(image)
         return image
 
-    def read(self, source) -> np.ndarray:
+    def read(self, source, *, with_geometry: bool = False):
         """Read one file into the model's input: THE entry point of conversion, training and inference.
 
         Parameters
@@ -587,11 +635,18 @@ class Pipeline:
         source : path, bytes or binary file-like
             A DICOM file, or an image file (``radiology.io.IMAGE_SUFFIXES``: PNG, JPEG,
             NPY, TIFF, BMP; recognized by a path's extension).
+        with_geometry : bool, optional
+            Also return the 3×3 matrix mapping pixel ``(x, y, 1)`` of the original image
+            (the decoded file) to the same point of the returned image: the composition of
+            what every resize, pad and crop step did to *this* input (data-dependent crops
+            report their actual box). See :mod:`radiology.geometry.affine`.
 
         Returns
         -------
         numpy.ndarray of float32 in [0, 1]
             ``(H, W)``, or ``(H, W, 3)`` with ``decode.color == "keep"`` and colour input.
+        numpy.ndarray of float64, shape (3, 3)
+            With ``with_geometry=True`` only: ``(image, matrix)``.
 
         Notes
         -----
@@ -606,9 +661,22 @@ class Pipeline:
         radiology.dicom.DicomError
             The DICOM cannot be decoded (one line naming the file).
         PipelineError
-            An image file cannot be read, or a step fails on this file (names the file and step).
+            An image file cannot be read, or a step fails on this file (names the file and step),
+            or (``with_geometry``) a step changes the image size without reporting how.
+
+        Examples
+        --------
+        >>> from pydicom.data import get_testdata_file
+        >>> from radiology.geometry import map_points
+        >>> pipe = Pipeline([Resize(longest=32), PadSquare()])
+        >>> image, matrix = pipe.read(get_testdata_file("JPEG2000.dcm"), with_geometry=True)  # 1024 x 256
+        >>> image.shape, map_points(matrix, [(-0.5, -0.5), (255.5, 1023.5)]).tolist()
+        ((32, 32), [[11.5, -0.5], [19.5, 31.5]])
         """
-        return self._run(source)[-1][1]
+        stages = self._run(source)
+        if not with_geometry:
+            return stages[-1][1]
+        return stages[-1][1], self._known(stages, source)
 
     def render(self, image: DicomImage) -> np.ndarray:
         """The DICOM half of :meth:`read`, on an already decoded image (decode settings other than
@@ -616,6 +684,15 @@ class Pipeline:
         if not isinstance(image, DicomImage):
             raise TypeError(f"render takes a radiology.dicom.DicomImage, got {type(image).__name__}")
         return self._run(image)[-1][1]
+
+    @staticmethod
+    def _known(stages, source) -> np.ndarray:
+        # Name the step that lost the geometry, not the last one.
+        for name, _, matrix in stages:
+            if matrix is None:
+                raise PipelineError(f"{_source_name(source)}: step {name!r} changes the image size without "
+                                    f"reporting its geometry (define apply_with_geometry)")
+        return stages[-1][2]
 
     def raw(self, source) -> np.ndarray:
         """What the first step receives for a file: polarity-ordered decoded DICOM pixels (native
@@ -629,21 +706,32 @@ class Pipeline:
             return self._image_file(source)
         return _display_ordered(self.decode.read(source), self.decode.polarity)
 
-    def trace(self, source) -> list[tuple[str, np.ndarray]]:
+    def trace(self, source, *, with_geometry: bool = False) -> list[tuple]:
         """Every stage of processing one input, as ``(name, image)`` pairs, ``("input", ...)`` first.
 
         ``source`` is an array (the steps are applied to it as is), a decoded
         :class:`~radiology.dicom.DicomImage`, or a file as in :meth:`read` (then ``input``
         is :meth:`raw` and an implied ``percentile`` stage appears for DICOMs when the
         pipeline does not normalize). The last image is what :meth:`read` returns.
+
+        With ``with_geometry=True`` the stages are ``(name, image, matrix)`` triples: ``matrix``
+        maps pixels of the input to that stage's image (the identity until a step resizes,
+        pads or crops; ``None`` from a step whose geometry is unknown on).
+
+        Examples
+        --------
+        >>> stages = Pipeline([MinMax(), Resize(width=4)]).trace(np.zeros((4, 8)), with_geometry=True)
+        >>> [(name, image.shape, matrix[0, 0]) for name, image, matrix in stages]
+        [('input', (4, 8), np.float64(1.0)), ('minmax', (4, 8), np.float64(1.0)), ('resize', (2, 4), np.float64(0.5))]
         """
         if isinstance(source, np.ndarray):
-            out = [("input", source)]
+            stages = [("input", source, np.eye(3))]
             for step in self.steps:
-                source = step(source)
-                out.append((step.name, source))
-            return out
-        return self._run(source)
+                source, matrix = step.apply_with_geometry(source)
+                stages.append((step.name, source, _compose(matrix, stages[-1][2])))
+        else:
+            stages = self._run(source)
+        return stages if with_geometry else [(name, image) for name, image, _ in stages]
 
     def _image_file(self, path) -> np.ndarray:
         try:
@@ -659,12 +747,13 @@ class Pipeline:
             image = to_gray(image)
         return image
 
-    def _run(self, source) -> list[tuple[str, np.ndarray]]:
+    def _run(self, source) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+        # (name, image, matrix from the input's pixels to this image's) per stage.
         name = _source_name(source)
         steps: list[Step] = list(self.steps)
         if _is_image_file(source):
             out = self._image_file(source)
-            stages = [("input", out)]
+            stages = [("input", out, np.eye(3))]
         else:
             image = source if isinstance(source, DicomImage) else self.decode.read(source)
             pixels = image.pixels
@@ -678,13 +767,14 @@ class Pipeline:
                 raise
             except (ValueError, TypeError) as error:
                 raise PipelineError(f"{name}: {first.name}: {_one_line(error)}") from error
-            stages = [("input", raw), (first.name, out)]
+            geometry = np.eye(3) if out.shape[:2] == raw.shape[:2] else None
+            stages = [("input", raw, np.eye(3)), (first.name, out, geometry)]
         for step in steps:
             try:
-                out = step(out)
+                out, matrix = step.apply_with_geometry(out)
             except (ValueError, TypeError) as error:
                 raise PipelineError(f"{name}: {step.name}: {_one_line(error)}") from error
-            stages.append((step.name, out))
+            stages.append((step.name, out, _compose(matrix, stages[-1][2])))
         return stages
 
     # ----------------------------------------------------------------- comparing

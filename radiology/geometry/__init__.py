@@ -1,5 +1,7 @@
-"""Geometry: resize, pad, field of view, circular crop, background cleaning, knee localization (no torch)."""
+"""Geometry: resize, pad, field of view, circular crop, background cleaning, knee localization, and the
+affine bookkeeping that maps pixels of a processed image back to the original (no torch)."""
 
+from radiology.geometry.affine import map_points, resize_matrix, translation_matrix, warp_back
 from radiology.geometry.background import body_mask, clean_background, collimation_box
 from radiology.geometry.fov import circle_crop, crop_to_fov, fill_holes, fit_circle, fov_mask, fundus_crop, mask_box
 from radiology.geometry.knee import KneeBox, KneeLocalizer, box_iou, crop_around, hog_features
@@ -24,4 +26,8 @@ __all__ = [
     "hog_features",
     "box_iou",
     "crop_around",
+    "translation_matrix",
+    "resize_matrix",
+    "map_points",
+    "warp_back",
 ]

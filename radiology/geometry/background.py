@@ -118,8 +118,9 @@ def body_mask(image: np.ndarray, min_fraction: float = 0.2) -> np.ndarray:
 
 
 def clean_background(
-    image: np.ndarray, *, fill: float = 0.0, crop_collimation: bool = True, min_fraction: float = 0.2
-) -> np.ndarray:
+    image: np.ndarray, *, fill: float = 0.0, crop_collimation: bool = True, min_fraction: float = 0.2,
+    return_box: bool = False,
+):
     """Crop collimation bands and blank everything outside the body region(s).
 
     Parameters
@@ -132,6 +133,9 @@ def clean_background(
         Crop the uniform edge bands first (:func:`collimation_box`).
     min_fraction : float, optional
         See :func:`body_mask`.
+    return_box : bool, optional
+        Also return the kept box ``(x, y, w, h)`` in ``image``'s pixels (the whole image when
+        nothing was cropped).
 
     Returns
     -------
@@ -148,8 +152,10 @@ def clean_background(
     (0.0, True)
     """
     image = _check(image)
+    box = (0, 0, image.shape[1], image.shape[0])
     if crop_collimation:
-        x, y, w, h = collimation_box(image)
+        box = x, y, w, h = collimation_box(image)
         image = image[y:y + h, x:x + w]
     mask = body_mask(image, min_fraction)
-    return np.where(mask, image, np.float32(fill)).astype(np.float32)
+    out = np.where(mask, image, np.float32(fill)).astype(np.float32)
+    return (out, box) if return_box else out

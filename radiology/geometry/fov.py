@@ -102,17 +102,22 @@ def mask_box(mask: np.ndarray) -> Box:
     return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
 
 
-def crop_to_fov(image: np.ndarray, threshold: float | None = None) -> np.ndarray:
+def crop_to_fov(image: np.ndarray, threshold: float | None = None, *, return_box: bool = False):
     """Crop away the dark frame around the field of view (see :func:`fov_mask`).
+
+    With ``return_box=True`` the result is ``(crop, (x, y, w, h))``, the box in ``image``'s pixels.
 
     Examples
     --------
     >>> framed = np.zeros((40, 60), np.float32); framed[5:30, 10:50] = 0.7
     >>> crop_to_fov(framed).shape
     (25, 40)
+    >>> crop_to_fov(framed, return_box=True)[1]
+    (10, 5, 40, 25)
     """
     x, y, w, h = mask_box(fov_mask(image, threshold))
-    return image[y:y + h, x:x + w]
+    crop = image[y:y + h, x:x + w]
+    return (crop, (x, y, w, h)) if return_box else crop
 
 
 def fit_circle(mask: np.ndarray) -> tuple[float, float, float]:
@@ -150,7 +155,7 @@ def fit_circle(mask: np.ndarray) -> tuple[float, float, float]:
     return float(cx), float(cy), float(np.sqrt(c + cx * cx + cy * cy) + 0.5)
 
 
-def circle_crop(image: np.ndarray, threshold: float | None = None, fill: float = 0.0) -> np.ndarray:
+def circle_crop(image: np.ndarray, threshold: float | None = None, fill: float = 0.0, *, return_box: bool = False):
     """Blank everything outside the fitted retina circle and crop to the circle's box.
 
     Parameters
@@ -161,6 +166,8 @@ def circle_crop(image: np.ndarray, threshold: float | None = None, fill: float =
         Passed to :func:`fov_mask`.
     fill : float, optional
         Value outside the circle.
+    return_box : bool, optional
+        Also return the crop box ``(x, y, w, h)`` in ``image``'s pixels.
 
     Returns
     -------
@@ -183,11 +190,14 @@ def circle_crop(image: np.ndarray, threshold: float | None = None, fill: float =
     out = image[y0:y1, x0:x1].copy()
     yy, xx = np.ogrid[y0:y1, x0:x1]
     out[(xx - cx) ** 2 + (yy - cy) ** 2 > radius**2] = fill
-    return out
+    return (out, (x0, y0, x1 - x0, y1 - y0)) if return_box else out
 
 
-def fundus_crop(image: np.ndarray, threshold: float | None = None) -> np.ndarray:
+def fundus_crop(image: np.ndarray, threshold: float | None = None, *, return_box: bool = False):
     """The ODIR-5K recipe: crop to the FOV, circular crop, crop to the FOV again.
+
+    With ``return_box=True`` the result is ``(crop, (x, y, w, h))``: where the final crop lies
+    in ``image`` (the three crops compose into one).
 
     Examples
     --------
@@ -195,5 +205,10 @@ def fundus_crop(image: np.ndarray, threshold: float | None = None) -> np.ndarray
     >>> img[cv2.circle(np.zeros((90, 140), np.uint8), (70, 45), 40, 1, -1) > 0] = (0.8, 0.4, 0.2)
     >>> fundus_crop(img).shape
     (81, 81, 3)
+    >>> fundus_crop(img, return_box=True)[1]
+    (30, 5, 81, 81)
     """
-    return crop_to_fov(circle_crop(crop_to_fov(image, threshold), threshold), threshold)
+    first, (x1, y1, _, _) = crop_to_fov(image, threshold, return_box=True)
+    second, (x2, y2, _, _) = circle_crop(first, threshold, return_box=True)
+    out, (x3, y3, w, h) = crop_to_fov(second, threshold, return_box=True)
+    return (out, (x1 + x2 + x3, y1 + y2 + y3, w, h)) if return_box else out

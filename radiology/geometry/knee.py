@@ -322,16 +322,20 @@ def crop_around(
     spacing_mm: float | None = None,
     size_px: int | None = None,
     fill: float = 0.0,
-) -> np.ndarray:
+    return_box: bool = False,
+):
     """Square crop centred on a point (e.g. a :class:`KneeBox` centre), padded at the edges.
 
     The side is ``size_mm / spacing_mm`` pixels when the pixel spacing is known, else
-    ``size_px``.
+    ``size_px``. With ``return_box=True`` the result is ``(crop, (x, y, side, side))``: the
+    crop's box in ``image``'s pixels (it may reach past the image edge, where ``fill`` is).
 
     Examples
     --------
     >>> crop_around(np.ones((50, 50)), (5, 5), size_px=20).shape
     (20, 20)
+    >>> crop_around(np.ones((50, 50)), (5, 5), size_px=20, return_box=True)[1]
+    (-5, -5, 20, 20)
     >>> crop_around(np.ones((50, 50)), (25, 25), size_mm=10, spacing_mm=0.5).shape
     (20, 20)
     """
@@ -347,4 +351,5 @@ def crop_around(
     x0, y0 = int(round(center[0])) - half, int(round(center[1])) - half
     pad = [(side, side), (side, side)] + [(0, 0)] * (image.ndim - 2)
     padded = np.pad(image, pad, mode="constant", constant_values=fill)
-    return padded[y0 + side: y0 + 2 * side, x0 + side: x0 + 2 * side]
+    crop = padded[y0 + side: y0 + 2 * side, x0 + side: x0 + 2 * side]
+    return (crop, (x0, y0, side, side)) if return_box else crop

@@ -1,0 +1,300 @@
+"""Explaining a bundle's predictions on files: overlay PNGs in original-image pixels and a table.
+
+What ``radiology explain BUNDLE INPUT --out DIR`` runs (:func:`explain_inputs`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from radiology.explain.cam import METHODS, cam_peak, cam_to_original, compute_cam, find_target_layer, overlay
+
+__all__ = ["EXPLANATION_COLUMNS", "explain_inputs", "overlay_name", "original_view"]
+
+#: Columns of ``explanations.csv``.
+EXPLANATION_COLUMNS = ("image", "label", "method", "overlay", "peak_x", "peak_y", "error")
+_INPUT_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".npy", ".tif", ".tiff", ".bmp")
+
+
+def overlay_name(image_id: str, *parts: str) -> str:
+    """A safe PNG file name from an input's reference (its path or CSV value) and labels.
+
+    Only the reference *as given* is used (never header fields): its folders and name, with
+    a known image suffix dropped and every character outside ``A-Z a-z 0-9 . _ -`` replaced.
+
+    Examples
+    --------
+    >>> overlay_name("train/patient 7/img.dcm", "nodule")
+    'train_patient_7_img__nodule.png'
+    >>> overlay_name("../x.png", "a/b")
+    'x__a_b.png'
+    """
+    stem = str(image_id)
+    if stem.lower().endswith(_INPUT_SUFFIXES):
+        stem = stem.rsplit(".", 1)[0]
+    pieces = [stem, *parts]
+    safe = [re.sub(r"[^A-Za-z0-9._-]+", "_", p.replace("\\", "/").replace("/", "_")).strip("._") or "x"
+            for p in pieces]
+    return "__".join(s[:100] for s in safe) + ".png"
+
+
+def original_view(stages: Sequence[tuple]) -> np.ndarray:
+    """The image to draw an explanation on, from ``Pipeline.trace(source, with_geometry=True)``.
+
+    The last stage still in the original image's pixel grid (same size, identity geometry):
+    normalized to ``[0, 1]`` (a DICOM's raw values never), before any resize, pad or crop.
+
+    Examples
+    --------
+    >>> from radiology.pipeline import Pipeline, MinMax, Resize
+    >>> stages = Pipeline([MinMax(), Resize(width=4)]).trace(np.arange(32.0).reshape(4, 8), with_geometry=True)
+    >>> original_view(stages).shape, float(original_view(stages).max())
+    ((4, 8), 1.0)
+    """
+    if not stages:
+        raise ValueError("no stages")
+    shape = stages[0][1].shape[:2]
+    chosen = stages[0][1]
+    for index, (_, image, matrix) in enumerate(stages):
+        if matrix is None or image.shape[:2] != shape or not np.allclose(matrix, np.eye(3)):
+            break
+        if index > 0 or image.dtype.kind == "f":
+            chosen = image
+    return np.clip(np.asarray(chosen, dtype=np.float32), 0, 1)
+
+
+def _outside(inputs, out: Path):
+    # An output folder inside the input folder: a second run must not explain the first one's overlays.
+    from radiology.train.inference import PredictionInputs
+
+    out = os.path.abspath(out) + os.sep
+    keep = [i for i, paths in enumerate(inputs.sources)
+            if paths is None or not any(os.path.abspath(p).startswith(out) for p in paths)]
+    if len(keep) == len(inputs.ids):
+        return inputs
+    if not keep:
+        raise ValueError("no files to explain outside the output folder")
+    return PredictionInputs([inputs.ids[i] for i in keep], [inputs.sources[i] for i in keep],
+                            [inputs.errors[i] for i in keep])
+
+
+def _common_folder(inputs) -> Path | None:
+    folders = [os.path.dirname(os.path.abspath(p)) for paths in inputs.sources if paths for p in paths]
+    return Path(os.path.commonpath(folders)) if folders else None
+
+
+def _relative_name(path, root: Path | None) -> str:
+    # The file's own path under the input folder (its name alone when it lies elsewhere): overlay
+    # names never echo a CSV value that may be a UID looked up in the headers.
+    path = os.path.abspath(path)
+    if root is not None:
+        try:
+            relative = os.path.relpath(path, os.path.abspath(root))
+        except ValueError:  # another drive (Windows)
+            relative = os.pardir
+        if relative != os.pardir and not relative.startswith(os.pardir + os.sep):
+            return Path(relative).as_posix()
+    return os.path.basename(path)
+
+
+def _view_ids(image_id: str, views: int) -> list[str]:
+    parts = str(image_id).split("|")
+    return parts if len(parts) == views else [f"{image_id}" for _ in range(views)]
+
+
+def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gradcam", label: str | None = None,
+                   target_layer=None, batch_size: int = 8, progress: bool = True,
+                   root: str | os.PathLike | None = None, image_cols: Sequence[str] | str | None = None,
+                   device: str | None = None) -> pd.DataFrame:
+    """Write a CAM overlay PNG per input (per label, per view) and ``explanations.csv``.
+
+    Parameters
+    ----------
+    bundle : radiology.models.Bundle or path
+        A model bundle (its eager model is used, whatever its backend), or its folder.
+    inputs : path or radiology.train.PredictionInputs
+        A folder (recursive), a file or a CSV, as :func:`radiology.train.prediction_inputs`
+        takes them, or its result.
+    out : path
+        Output folder (created).
+    method : str, optional
+        A CAM method of :data:`radiology.explain.METHODS`.
+    label : str, optional
+        Explain this class/label only. Default: single-label models the predicted class,
+        multi-label models every label whose probability is above its threshold.
+    target_layer : torch.nn.Module or str, optional
+        See :func:`radiology.explain.find_target_layer`.
+    batch_size : int, optional
+        Inputs per forward/backward pass.
+    progress : bool, optional
+        Show a progress bar.
+    root : path, optional
+        Folder a CSV's image column is relative to (default: the CSV's folder).
+    image_cols : str or sequence of str, optional
+        Image column(s) of a CSV (default ``image``, or the bundle's view names for a
+        multi-view model).
+    device : str, optional
+        torch device to load a bundle *folder* on (default ``"cpu"``); a loaded
+        :class:`~radiology.models.Bundle` runs where it was loaded.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The table written to ``out/explanations.csv``, columns :data:`EXPLANATION_COLUMNS`:
+        one row per input and explained label (and per view of multi-view models):
+        ``image`` (the input as given; a view's own file for multi-view inputs), ``label``,
+        ``method``, ``overlay`` (file name in ``out``), ``peak_x``/``peak_y`` (the map's
+        maximum in pixels of the original image; empty for an all-zero map) and ``error``.
+        An input that cannot be read gets one row with its error and the run goes on; a
+        multi-label input with no label above its threshold gets one row with an empty label.
+
+    Notes
+    -----
+    Maps are computed on the model's input and brought back onto the original image
+    through the geometry the bundle's pipeline reports for that very input
+    (:meth:`radiology.pipeline.Pipeline.read` with ``with_geometry=True``), so resizing,
+    padding and crops (data-dependent ones included) are undone. Overlays are drawn on the
+    original image, normalized. Overlay names come from each file's path relative to the
+    input folder (a CSV's folder or ``root``), never from header fields, even when a CSV
+    refers to images by SOP Instance UID: see :func:`overlay_name`.
+
+    Examples
+    --------
+    Saving a bundle exports it (seconds), so this one is not run:
+
+    >>> table = explain_inputs("runs/bundle", "new_images/", "explanations/", method="gradcampp",
+    ...                        progress=False)  # doctest: +SKIP
+    >>> table.columns.tolist()  # doctest: +SKIP
+    ['image', 'label', 'method', 'overlay', 'peak_x', 'peak_y', 'error']
+    """
+    import torch
+    from scipy.special import expit
+    from tqdm.auto import tqdm
+
+    from radiology.io import atomic_write, write_image
+    from radiology.models import Bundle, load_bundle
+    from radiology.models.bundle import _to_channels
+    from radiology.train.inference import PredictionInputs, prediction_inputs
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(bundle, Bundle):
+        if device is not None and str(device) != str(bundle.device):
+            raise ValueError(f"device {device!r} differs from the loaded bundle's {bundle.device!r}: load it there")
+    else:
+        bundle = load_bundle(bundle, "eager", device=device or "cpu")
+    if label is not None and label not in bundle.classes:
+        raise ValueError(f"label {label!r} is not one of the model's classes {bundle.classes}")
+    views = len(bundle.views)
+    if isinstance(inputs, PredictionInputs):
+        if root is not None or image_cols is not None:
+            raise ValueError("root and image_cols apply to a CSV path, not to resolved PredictionInputs")
+        names_root = _common_folder(inputs)
+    else:
+        source = Path(inputs)
+        csv = source.is_file() and source.suffix.lower() == ".csv"
+        if image_cols is None and csv and views > 1:
+            image_cols = list(bundle.views)
+        inputs = prediction_inputs(source, root=root, image_cols=image_cols, progress=progress)
+        names_root = source if source.is_dir() else Path(root) if csv and root is not None else source.parent
+        if source.is_dir():
+            inputs = _outside(inputs, Path(out))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = bundle.model
+    layer = find_target_layer(model, target_layer)
+    thresholds = np.asarray(bundle.thresholds if bundle.thresholds is not None else [0.5] * len(bundle.classes))
+    rows: list[dict] = []
+    used: set[str] = set()
+
+    def unique(name: str) -> str:
+        stem, n = name[:-4], 1
+        while name in used:
+            name, n = f"{stem}-{n}.png", n + 1
+        used.add(name)
+        return name
+
+    def add(index: int, image: str, label_name: str = "", name: str = "", peak=None, error: str = "") -> None:
+        rows.append({"image": image, "label": label_name, "method": method, "overlay": name,
+                     "peak_x": None if peak is None else peak[0], "peak_y": None if peak is None else peak[1],
+                     "error": " ".join(str(error).split()), "_input": index})
+
+    def failed(index: int, error: str) -> None:
+        add(index, inputs.ids[index], error=error)
+
+    bar = tqdm(total=len(inputs.ids), disable=not progress, unit="image", desc="explain")
+    for start in range(0, len(inputs.ids), batch_size):
+        loaded: list[tuple[int, list[tuple[np.ndarray, np.ndarray]], np.ndarray]] = []
+        for index in range(start, min(len(inputs.ids), start + batch_size)):
+            paths = inputs.sources[index]
+            if paths is None or inputs.errors[index]:
+                failed(index, inputs.errors[index] or "input not found")
+                continue
+            try:
+                if len(paths) != views:
+                    raise ValueError(f"{len(paths)} images, the model takes {views} views {list(bundle.views)}")
+                originals, samples = [], []
+                for path in paths:
+                    stages = bundle.pipeline.trace(path, with_geometry=True)
+                    name, image, matrix = stages[-1]
+                    if matrix is None:
+                        raise ValueError(f"step {name!r} does not report its geometry")
+                    sample = _to_channels(image, bundle.channels, str(path))
+                    if sample.shape[1:] != tuple(bundle.size):
+                        raise ValueError(f"pipeline produced {sample.shape[1:]} images, the model takes "
+                                         f"{tuple(bundle.size)}")
+                    originals.append((original_view(stages), matrix))
+                    samples.append(sample)
+                loaded.append((index, originals, samples[0] if views == 1 else np.stack(samples)))
+            except Exception as error:  # noqa: BLE001 - one bad input gets its row, the run goes on
+                failed(index, str(error) or type(error).__name__)
+        if loaded:
+            batch = np.stack([sample for _, _, sample in loaded]).astype(np.float32)
+            parameter = next(model.parameters())
+            with torch.no_grad():
+                logits = model(torch.from_numpy(batch).to(parameter.device)).float().cpu().numpy()
+            # (sample, class) pairs to explain, then one CAM pass per chunk of pairs.
+            pairs: list[tuple[int, int]] = []
+            for position in range(len(loaded)):
+                if label is not None:
+                    chosen = [bundle.classes.index(label)]
+                elif bundle.multi_label:
+                    chosen = [int(c) for c in np.flatnonzero(expit(logits[position]) > thresholds)]
+                else:
+                    chosen = [int(np.argmax(logits[position]))]
+                if not chosen:
+                    add(loaded[position][0], inputs.ids[loaded[position][0]])
+                pairs.extend((position, c) for c in chosen)
+            for chunk in range(0, len(pairs), batch_size):
+                part = pairs[chunk:chunk + batch_size]
+                maps = compute_cam(model, batch[[p for p, _ in part]], method=method, targets=[c for _, c in part],
+                                   target_layer=layer)
+                if views == 1:
+                    maps = maps[:, None]
+                for (position, target), sample_maps in zip(part, maps):
+                    index, originals, _ = loaded[position]
+                    ids = _view_ids(inputs.ids[index], views)
+                    for view, (cam, (image, matrix)) in enumerate(zip(sample_maps, originals)):
+                        back = cam_to_original(cam, matrix, image.shape)
+                        parts = [bundle.classes[target]] if views == 1 else [bundle.views[view], bundle.classes[target]]
+                        file = _relative_name(inputs.sources[index][view], names_root)
+                        name = unique(overlay_name(file, *parts))
+                        write_image(out / name, overlay(image, back).astype(np.float32) / 255)
+                        add(index, ids[view], bundle.classes[target], name, cam_peak(back))
+        bar.update(min(len(inputs.ids), start + batch_size) - start)
+    bar.close()
+    # Input order (failures are recorded before the CAMs of their batch); stable within an input.
+    rows.sort(key=lambda row: row.pop("_input"))
+    table = pd.DataFrame(rows, columns=list(EXPLANATION_COLUMNS))
+    for column in ("peak_x", "peak_y"):
+        table[column] = table[column].astype("Int64")
+    atomic_write(out / "explanations.csv", table.to_csv(index=False).encode())
+    return table
