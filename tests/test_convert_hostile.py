@@ -17,7 +17,7 @@ import pydicom.data
 import pytest
 
 from radiology.cli import main
-from radiology.convert import REPORT_NAME, convert_folder
+from radiology.convert import REPORT_NAME, ConvertOptions, convert_folder
 from radiology.dicom import ImageTooLargeError, read_dicom
 from radiology.synthetic import phantom_radiograph, write_phantom_dicom
 
@@ -289,3 +289,37 @@ def test_b_stale_scratch_of_a_killed_run_is_cleaned(tmp_path):
     (stale / "3.png").write_bytes(b"partial")
     convert_folder(src, dst, progress=False)
     assert not stale.exists()
+
+
+# --------------------------------------------------------------------------- section 3
+
+
+@pytest.mark.parametrize("keyword", ["ModalityLUTSequence", "VOILUTSequence"])
+def test_c_empty_optional_lut_items_are_ignored_with_a_warning(tmp_path, keyword):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from radiology.dicom import DicomWarning
+
+    path = _phantom(tmp_path / "src" / "lut.dcm")
+    clean = read_dicom(path).pixels
+    ds = pydicom.dcmread(path)
+    setattr(ds, keyword, Sequence([Dataset()]))  # an empty item, as some modalities write
+    ds.save_as(path)
+    with pytest.warns(DicomWarning, match=f"{keyword} empty or incomplete"):
+        image = read_dicom(path)
+    assert (image.pixels == clean).all() and image.warnings == [f"{keyword} empty or incomplete: ignored"]
+    for normalization in ("percentile", "voi"):
+        report = convert_folder(tmp_path / "src", tmp_path / normalization, ConvertOptions(normalization=normalization),
+                                progress=False)
+        row = report.table.iloc[0]
+        assert row.status == "ok" and keyword in row.warnings
+    assert keyword in _report(tmp_path / "voi").loc["lut.dcm", "warnings"]
+
+
+def test_c_lossy_12bit_jpeg_falls_back_to_gdcm():
+    lossy = read_dicom(pydicom.data.get_testdata_file("JPEG-lossy.dcm"))  # refused by every pydicom plugin
+    reference = read_dicom(pydicom.data.get_testdata_file("JPGExtended.dcm"))  # same image, decodable stream
+    assert lossy.metadata.transfer_syntax == "JPEG Extended (Process 2 and 4)"
+    assert lossy.pixels.shape == reference.pixels.shape == (1024, 256)
+    assert abs(lossy.pixels.astype(int) - reference.pixels.astype(int)).max() <= 1
