@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     metadata.add_argument("-o", "--output", type=Path, help="CSV file (default: print)")
     metadata.add_argument("--include-phi", action="store_true",
                           help="also write patient name, ID, birth date and accession number")
+    metadata.add_argument("--source-names", choices=("relative", "hashed"), default="relative",
+                          help="source column: relative path (default) or hashed path components")
 
     train = commands.add_parser("train", help="train a classifier on DICOMs or images and write a bundle")
     source = train.add_argument_group("data")
@@ -325,7 +327,8 @@ def _metadata(args: argparse.Namespace) -> int:
 
     if not args.source.exists():
         raise FileNotFoundError(f"{args.source}: no such file or folder")
-    table = metadata_table(args.source, include_phi=args.include_phi, progress=args.output is not None)
+    table = metadata_table(args.source, include_phi=args.include_phi, progress=args.output is not None,
+                           source_names=args.source_names)
     if args.output is None:
         print(table.to_csv(index=False), end="")
     else:

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from radiology.dicom import DEFAULT_MAX_PIXELS, DicomImage, InconsistentAttributesError, read_dataset
-from radiology.dicom.metadata import metadata_from_dataset
+from radiology.dicom.metadata import hashed_name, metadata_from_dataset
 from radiology.errors import RadiologyError
 from radiology.intensity import NORMALIZATIONS, histogram_bins
 from radiology.io import FORMATS, IMAGE_SUFFIXES, atomic_write, encode_image
@@ -48,7 +48,6 @@ __all__ = [
     "output_name",
     "sanitize_component",
     "display_name",
-    "hashed_name",
     "convert_folder",
     "merge_reports",
     "ConversionReport",
@@ -404,29 +403,6 @@ def sanitize_component(text: str) -> str:
     if cleaned.startswith("."):
         cleaned = "_" + cleaned[1:]
     return _fit(cleaned)
-
-
-def hashed_name(relative: str | os.PathLike) -> str:
-    """The relative path with every component replaced by a 16-hex SHA-256 digest.
-
-    A known DICOM extension is kept. Used by ``source_names="hashed"`` so that folder
-    and file names (often patient names or IDs) never reach an output; the same input
-    always gets the same name (resume works). Unsalted: short guessable names can be
-    recovered by trying candidates, so treat the result as pseudonymous, not anonymous.
-
-    Examples
-    --------
-    >>> hashed_name("Doe^Jane/IM0001.dcm")
-    'ff37cfdaa95116a3/c3131772ca5d3664.dcm'
-    """
-    parts = [p for p in Path(relative).parts if p not in ("", "/")]
-    out = []
-    for index, part in enumerate(parts):
-        suffix = Path(part).suffix if index == len(parts) - 1 else ""
-        suffix = suffix if suffix.lower() in _DICOM_SUFFIXES else ""
-        stem = part[: len(part) - len(suffix)] if suffix else part
-        out.append(hashlib.sha256(stem.encode("utf-8", "surrogateescape")).hexdigest()[:16] + suffix)
-    return "/".join(out)
 
 
 def output_name(relative: str | os.PathLike, extension: str) -> str:

@@ -323,3 +323,46 @@ def test_c_lossy_12bit_jpeg_falls_back_to_gdcm():
     assert lossy.metadata.transfer_syntax == "JPEG Extended (Process 2 and 4)"
     assert lossy.pixels.shape == reference.pixels.shape == (1024, 256)
     assert abs(lossy.pixels.astype(int) - reference.pixels.astype(int)).max() <= 1
+
+
+# --------------------------------------------------------------------------- section 4
+
+
+def test_d_hashed_source_names_keep_folder_names_out_of_every_output(tmp_path, capsys):
+    src = tmp_path / "src"
+    _phantom(src / "Doe^Jane" / "Doe_Jane_chest.dcm", patient_name="Doe^Jane")
+    dst = tmp_path / "dst"
+    assert main(["convert", str(src), str(dst), "-q", "--source-names", "hashed"]) == 0
+    assert main(["metadata", str(src), "-o", str(tmp_path / "meta.csv"), "--source-names", "hashed"]) == 0
+    for path in [*dst.rglob("*"), tmp_path / "meta.csv"]:
+        assert "Doe" not in path.relative_to(tmp_path).as_posix()
+        if path.is_file():
+            assert b"Doe" not in path.read_bytes(), path
+    table = _report(dst)
+    assert table.iloc[0].status == "ok" and table.index[0].endswith(".dcm")
+    assert pd.read_csv(tmp_path / "meta.csv").source[0] == table.index[0]  # the same pseudonym in both
+    # and the default still shows the relative path
+    assert main(["convert", str(src), str(tmp_path / "plain"), "-q"]) == 0
+    assert list(_report(tmp_path / "plain").index) == ["Doe^Jane/Doe_Jane_chest.dcm"]
+
+
+@pytest.mark.parametrize("naming", ["path", "uid"])
+def test_d_resume_with_other_options_reconverts_and_skipped_rows_keep_their_columns(tmp_path, naming):
+    from radiology.io import read_image
+
+    src = tmp_path / "src"
+    _phantom(src / "a.dcm", sop_instance_uid="1.2.3.1")
+    _phantom(src / "b.dcm", seed=1, sop_instance_uid="1.2.3.2", photometric="MONOCHROME1")
+    dst = tmp_path / "dst"
+    first = convert_folder(src, dst, ConvertOptions(width=20, naming=naming), progress=False).table
+    outputs = list(first.output)
+    other = convert_folder(src, dst, ConvertOptions(width=10, naming=naming), skip_existing=True,
+                           progress=False).table
+    assert list(other.status) == ["ok", "ok"] and list(other.output) == outputs
+    assert all(read_image(dst / o).shape[1] == 10 for o in outputs)  # not the stale width-20 images
+    again = convert_folder(src, dst, ConvertOptions(width=10, naming=naming), skip_existing=True,
+                           progress=False).table
+    assert list(again.status) == ["skipped", "skipped"]
+    columns = ["output", "rows", "columns", "photometric", "transfer_syntax", "modality", "options"]
+    assert again[columns].astype(str).equals(other[columns].astype(str))
+    assert set(again.options) == set(other.options) != set(first.options)
