@@ -366,3 +366,76 @@ def test_d_resume_with_other_options_reconverts_and_skipped_rows_keep_their_colu
     columns = ["output", "rows", "columns", "photometric", "transfer_syntax", "modality", "options"]
     assert again[columns].astype(str).equals(other[columns].astype(str))
     assert set(again.options) == set(other.options) != set(first.options)
+
+
+# --------------------------------------------------------------------------- section 5
+
+
+@pytest.fixture
+def small_batch(tmp_path):
+    src = tmp_path / "src"
+    for i in range(5):
+        _phantom(src / ("sub" if i % 2 else "") / f"im{i}.dcm", seed=i, sop_instance_uid=f"1.2.3.{i}")
+    (src / "junk.txt").write_text("not DICOM")
+    return src
+
+
+def _same_outputs(a: Path, b: Path, table: pd.DataFrame) -> bool:
+    return all((a / o).read_bytes() == (b / o).read_bytes() for o in table.output[table.status == "ok"])
+
+
+def test_e_any_executor_runs_batches_of_files(small_batch, tmp_path):
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    reference = convert_folder(small_batch, tmp_path / "ref", progress=False).table
+
+    class Counting(ThreadPoolExecutor):
+        tasks = 0
+
+        def submit(self, *args, **kwargs):
+            Counting.tasks += 1
+            return super().submit(*args, **kwargs)
+
+    with Counting(2) as executor:
+        threaded = convert_folder(small_batch, tmp_path / "t", executor=executor, batch_size=4, progress=False).table
+    assert Counting.tasks == 2  # 6 files in batches of 4
+    with ProcessPoolExecutor(2) as executor:
+        processes = convert_folder(small_batch, tmp_path / "p", executor=executor, batch_size=2, progress=False).table
+    for table, folder in ((threaded, "t"), (processes, "p")):
+        assert table.drop(columns="options").equals(reference.drop(columns="options"))
+        assert _same_outputs(tmp_path / "ref", tmp_path / folder, reference)
+
+
+def test_e_dask_local_cluster_via_the_cli(small_batch, tmp_path, capsys):
+    distributed = pytest.importorskip("dask.distributed")
+    reference = convert_folder(small_batch, tmp_path / "ref", progress=False).table
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None)
+    with cluster:
+        address = cluster.scheduler_address
+        code = main(["convert", str(small_batch), str(tmp_path / "dask"), "-q", "--scheduler", address])
+        assert code == 0, capsys.readouterr().err
+        table = _report(tmp_path / "dask").reset_index()
+        with distributed.Client(cluster) as client:
+            resumed = convert_folder(small_batch, tmp_path / "dask", executor=client.get_executor(),
+                                     skip_existing=True, progress=False)
+    assert table.drop(columns="options").equals(reference.drop(columns="options").astype(str))
+    assert _same_outputs(tmp_path / "ref", tmp_path / "dask", reference)
+    assert resumed.summary == "0 converted, 1 failed, 5 skipped"
+
+
+def test_e_shards_then_merge(small_batch, tmp_path, capsys):
+    reference = convert_folder(small_batch, tmp_path / "ref", progress=False).table
+    dst = tmp_path / "dst"
+    for i in range(3):
+        assert main(["convert", str(small_batch), str(dst), "-q", "--shard", f"{i}/3"]) in (0, 1)
+    sizes = [len(pd.read_csv(dst / f"conversion_report.shard-{i}-of-3.csv")) for i in range(3)]
+    assert sum(sizes) == len(reference) and max(sizes) < len(reference)
+    capsys.readouterr()
+    assert main(["report", "merge", str(dst)]) == 0
+    assert capsys.readouterr().out.startswith("5 converted, 1 failed, 0 skipped")
+    merged = _report(dst).reset_index()
+    expected = reference.sort_values("source").reset_index(drop=True).astype(str)
+    assert merged.drop(columns="options").equals(expected.drop(columns="options"))
+    (dst / "conversion_report.shard-1-of-3.csv").unlink()
+    assert main(["report", "merge", str(dst)]) == 2
+    assert "missing for shards [1]" in capsys.readouterr().err
