@@ -439,3 +439,43 @@ def test_e_shards_then_merge(small_batch, tmp_path, capsys):
     (dst / "conversion_report.shard-1-of-3.csv").unlink()
     assert main(["report", "merge", str(dst)]) == 2
     assert "missing for shards [1]" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- section 1, process isolation
+
+_SLOW_RUN = """
+import sys, time
+from radiology.convert import convert_folder
+from radiology.pipeline import Decode
+Decode.read = lambda self, source: time.sleep(60)
+convert_folder(sys.argv[1], sys.argv[2], workers=2, progress=False)
+"""
+
+
+def test_f_workers_die_with_the_parent_and_its_scratch_is_cleaned_next_run(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    import time
+
+    src = tmp_path / "src"
+    for i in range(3):
+        _phantom(src / f"{i}.dcm", seed=i)
+    dst = tmp_path / "dst"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    parent = subprocess.Popen([sys.executable, "-c", _SLOW_RUN, str(src), str(dst)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while len(psutil.Process(parent.pid).children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = psutil.Process(parent.pid).children()
+        assert len(workers) == 2
+    finally:
+        parent.kill()  # kill -9: no cleanup code runs in the parent
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers):
+        time.sleep(0.1)
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    assert list(dst.glob(".radiology-tmp-*"))  # the killed run's scratch folder is still there ...
+    report = convert_folder(src, dst, progress=False)
+    assert report.summary == "3 converted, 0 failed, 0 skipped"
+    assert not list(dst.glob(".radiology-tmp-*"))  # ... until the next run
