@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     convert = commands.add_parser("convert", help="convert a folder or files of DICOMs to images")
-    convert.add_argument("sources", nargs="+", type=Path, metavar="SRC", help="folder (recursive) or files")
-    convert.add_argument("dst", type=Path, metavar="DST", help="output folder")
+    convert.add_argument("sources", nargs="+", metavar="SRC",
+                         help="folders (recursive) or files; or one fsspec URL (memory://, s3:// ...)")
+    convert.add_argument("dst", metavar="DST", help="output folder, or an fsspec URL")
     _add_render_options(convert)
     output = convert.add_argument_group("output")
     output.add_argument("--format", dest="fmt", choices=("png", "jpeg", "npy"), default="png")
@@ -250,7 +251,7 @@ def _convert(args: argparse.Namespace) -> int:
         bit_depth=args.bit_depth, naming=args.naming, png_compression=args.png_compression,
         source_names=args.source_names,
     )
-    if args.dst.exists() and not args.dst.is_dir():
+    if "://" not in args.dst and Path(args.dst).exists() and not Path(args.dst).is_dir():
         raise NotADirectoryError(f"{args.dst}: DST exists and is not a folder")
     source = args.sources[0] if len(args.sources) == 1 else args.sources
     run = dict(workers=args.workers, skip_existing=args.skip_existing, pattern=args.glob, progress=not args.quiet,

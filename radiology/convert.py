@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import multiprocessing
 import os
+import posixpath
 import re
 import shutil
 import signal
@@ -435,10 +437,13 @@ def output_name(relative: str | os.PathLike, extension: str) -> str:
 
 @dataclass
 class ConversionReport:
-    """Outcome of :func:`convert_folder`: one row per input (columns :data:`REPORT_COLUMNS`)."""
+    """Outcome of :func:`convert_folder`: one row per input (columns :data:`REPORT_COLUMNS`).
+
+    ``path`` is where the report was written (a URL string when DST is an fsspec URL).
+    """
 
     table: pd.DataFrame
-    path: Path
+    path: Path | str
 
     def count(self, status: str) -> int:
         """Number of inputs with this status (``ok``, ``failed`` or ``skipped``)."""
@@ -467,8 +472,9 @@ def _header_fields(ds) -> dict:
 
 def _reason(error: BaseException, name: str) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
-    if text.startswith(name + ": "):
-        text = text[len(name) + 2:]
+    for prefix in (name + ": ", "<bytes>: "):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
     text = display_name(text)
     return text if isinstance(error, RadiologyError) else f"unexpected {type(error).__name__}: {text}"
 
@@ -490,7 +496,7 @@ class _Job:
 class _Context:
     options: ConvertOptions
     pipeline: Pipeline
-    dst: str
+    store: object  # _LocalStore or _FsspecStore
     skip_existing: bool
 
 
@@ -510,13 +516,14 @@ def _convert_one(job: _Job, ctx: _Context) -> tuple[dict, bytes | None]:
     options = ctx.options
     try:
         output = job.output  # None with UID naming: the header decides the name
+        source = _read_source(job.path)
         if job.header_only or (output is None and ctx.skip_existing and not job.force):
-            ds = read_dataset(job.path, stop_before_pixels=True)
+            ds = read_dataset(source, stop_before_pixels=True)
             meta = _header_fields(ds)
             output = output or _uid_output(ds, job.path, options)
-            if job.header_only or os.path.exists(os.path.join(ctx.dst, output)):
+            if job.header_only or ctx.store.exists(output):
                 return _row(job.label, "skipped", "output exists", output, meta), None
-        image = ctx.pipeline.decode.read(job.path)
+        image = ctx.pipeline.decode.read(source)
         meta = _header_fields(image.dataset)
         meta["warnings"] = "; ".join(image.warnings)
         output = output or _uid_output(image.dataset, job.path, options)
@@ -680,13 +687,44 @@ def _one_line(error: BaseException) -> str:
 # --------------------------------------------------------------------------- discovery and planning
 
 
-def _sources(src, dst: Path, pattern: str) -> tuple[list[Path], Path]:
+def _is_url(value) -> bool:
+    return isinstance(value, str) and "://" in value
+
+
+def _local(value):
+    """``file://`` URLs are plain paths (with every local guarantee)."""
+    return value[len("file://"):] if isinstance(value, str) and value.startswith("file://") else value
+
+
+def _url_sources(url: str, pattern: str) -> tuple[list[str], str]:
+    import fnmatch
+
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    if fs.isfile(root):
+        return [url], url.rsplit("/", 1)[0]
+    if not fs.isdir(root):
+        raise FileNotFoundError(f"{url}: no such file or folder")
+    found = sorted(f for f in fs.find(root) if fnmatch.fnmatch(f.rsplit("/", 1)[-1], pattern))
+    return [fs.unstrip_protocol(f) for f in found], fs.unstrip_protocol(root)
+
+
+def _sources(src, dst, pattern: str) -> tuple[list[str], str]:
+    """Input files (paths or URLs) and the root their report names are relative to."""
     from radiology.dicom import find_files
 
-    items = [Path(src)] if isinstance(src, (str, os.PathLike)) else [Path(p) for p in src]
+    if isinstance(src, (str, os.PathLike)):
+        src = [src]
+    items = [_local(os.fspath(p) if isinstance(p, os.PathLike) else p) for p in src]
     if not items:
-        return [], Path(".")
-    real_dst = os.path.realpath(dst)
+        return [], "."
+    if any(_is_url(item) for item in items):
+        if len(items) > 1:
+            raise ValueError("give one URL source at a time")
+        return _url_sources(items[0], pattern)
+    items = [Path(item) for item in items]
+    real_dst = None if _is_url(dst) else os.path.realpath(dst)
     for item in items:
         if not item.exists() and not item.is_symlink():
             raise FileNotFoundError(f"{item}: no such file or folder")
@@ -697,12 +735,110 @@ def _sources(src, dst: Path, pattern: str) -> tuple[list[Path], Path]:
     paths: list[Path] = []
     for item in items:
         if item.is_dir():
-            found = find_files(item, pattern, exclude=dst, hidden=True, follow_links=True)
+            found = find_files(item, pattern, exclude=None if real_dst is None else dst, hidden=True,
+                               follow_links=True)
             paths.extend(found if len(items) == 1 else [Path(os.path.abspath(p)) for p in found])
         else:
             paths.append(item if len(items) == 1 else Path(os.path.abspath(item)))
-    unique = list(dict.fromkeys(paths))
-    return unique, root
+    return [str(p) for p in dict.fromkeys(paths)], str(root)
+
+
+class _LocalStore:
+    """DST on a local file system: atomic renames from a scratch folder, no writes through links."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.scratch: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.root)
+
+    def open(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        _clean_stale(self.root)
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"{_SCRATCH}{socket.gethostname()}-{os.getpid()}-",
+                                             dir=self.root))
+
+    def close(self) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def exists(self, relative: str) -> bool:
+        return (self.root / relative).exists()
+
+    def read(self, name: str) -> bytes | None:
+        path = self.root / name
+        return path.read_bytes() if path.is_file() else None
+
+    def put(self, name: str, data: bytes):
+        return atomic_write(self.root / name, data)
+
+    def write(self, relative: str, data: bytes, key: str) -> None:
+        target = _target(self.root, relative)
+        temporary = self.scratch / key
+        try:
+            temporary.write_bytes(data)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def overwrites(self, relative: str, sources: set[str]) -> bool:
+        return os.path.realpath(os.path.join(self.root, relative)) in sources
+
+
+class _FsspecStore:
+    """DST as an fsspec URL (``memory://``, ``s3://`` ...): each object is written whole, in one put."""
+
+    def __init__(self, url: str):
+        import fsspec
+
+        self.url = url.rstrip("/")
+        self.fs, self.root = fsspec.core.url_to_fs(url)
+        self.root = self.root.rstrip("/")
+
+    @property
+    def name(self) -> str:
+        return self.url
+
+    def open(self) -> None:
+        if self.fs.isfile(self.root):
+            raise NotADirectoryError(f"{self.url}: DST exists and is not a folder")
+        self.fs.makedirs(self.root, exist_ok=True)
+
+    def close(self) -> None:
+        pass
+
+    def exists(self, relative: str) -> bool:
+        return self.fs.exists(f"{self.root}/{relative}")
+
+    def read(self, name: str) -> bytes | None:
+        path = f"{self.root}/{name}"
+        return self.fs.cat_file(path) if self.fs.isfile(path) else None
+
+    def put(self, name: str, data: bytes):
+        self.fs.pipe_file(f"{self.root}/{name}", data)
+        return f"{self.url}/{name}"
+
+    def write(self, relative: str, data: bytes, key: str) -> None:
+        path = f"{self.root}/{relative}"
+        if self.fs.isdir(path):
+            raise OSError(f"{relative} exists as a folder")
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        self.fs.pipe_file(path, data)
+
+    def overwrites(self, relative: str, sources: set[str]) -> bool:
+        return self.fs.unstrip_protocol(f"{self.root}/{relative}") in sources
+
+
+def _read_source(path: str):
+    """What the readers get: the path, or the bytes of a URL source."""
+    if not _is_url(path):
+        return path
+    import fsspec
+
+    with fsspec.open(path, "rb") as file:
+        return file.read()
 
 
 def _options_fingerprint(options: ConvertOptions) -> str:
@@ -713,17 +849,17 @@ def _options_fingerprint(options: ConvertOptions) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _previous_rows(dst: Path, names: Sequence[str]) -> dict[str, dict]:
+def _previous_rows(store, names: Sequence[str]) -> dict[str, dict]:
     """Rows of earlier reports in DST by output, for resuming."""
     rows: dict[str, dict] = {}
     for name in names:
-        path = dst / name
-        if not path.is_file():
-            continue
         try:
-            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+            data = store.read(name)
+            if data is None:
+                continue
+            table = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
         except Exception as error:  # noqa: BLE001 - a damaged report only costs re-conversion
-            logger.warning("%s: unreadable earlier report (%s); its outputs are converted again", path, error)
+            logger.warning("%s: unreadable earlier report (%s); its outputs are converted again", name, error)
             continue
         if "output" not in table or "options" not in table:
             continue
@@ -926,34 +1062,32 @@ def convert_folder(
         if not 0 <= index < count:
             raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
         shard = (index, count)
-    dst = Path(dst)
-    if dst.exists() and not dst.is_dir():
+    dst = _local(os.fspath(dst) if isinstance(dst, os.PathLike) else dst)
+    if not _is_url(dst) and os.path.exists(dst) and not os.path.isdir(dst):
         raise NotADirectoryError(f"{dst}: DST exists and is not a folder")
     paths, root = _sources(src, dst, pattern)
-    dst.mkdir(parents=True, exist_ok=True)
-    _clean_stale(dst)
+    store = _FsspecStore(dst) if _is_url(dst) else _LocalStore(dst)
+    store.open()
     fingerprint = _options_fingerprint(options)
     report_name = _report_name(shard)
-    previous = _previous_rows(dst, [REPORT_NAME, report_name]) if skip_existing else {}
-    real_sources = {os.path.realpath(p) for p in paths}
-    real_dst = os.path.realpath(dst)
+    previous = _previous_rows(store, [REPORT_NAME, report_name]) if skip_existing else {}
+    real_sources = set(paths) if _is_url(root) else {os.path.realpath(p) for p in paths}
     rows: dict[int, dict] = {}
     claims = _Claims()
     jobs: list[_Job] = []
-    scratch = Path(tempfile.mkdtemp(prefix=f"{_SCRATCH}{socket.gethostname()}-{os.getpid()}-", dir=dst))
 
-    def resumed(output: str, meta_row: dict | None) -> bool:
+    def resumed(output: str) -> bool:
         earlier = previous.get(output)
-        return earlier is not None and earlier.get("options") == fingerprint and (dst / output).exists()
+        return earlier is not None and earlier.get("options") == fingerprint and store.exists(output)
 
     for index, path in enumerate(paths):
-        relative = os.path.relpath(path, root)
-        label = display_name(hashed_name(relative) if options.source_names == "hashed" else relative)
+        relative = posixpath.relpath(path, root) if _is_url(root) else os.path.relpath(path, root)
+        named = hashed_name(relative) if options.source_names == "hashed" else relative
+        label = display_name(named)
         output = None
         note = ""
         if options.naming == "path":
-            output = output_name(hashed_name(relative) if options.source_names == "hashed" else relative,
-                                 options.extension)
+            output = output_name(named, options.extension)
             if shard is not None and _shard_key(output) % shard[1] != shard[0]:
                 continue
             reason = claims.clash(output)
@@ -964,16 +1098,16 @@ def convert_folder(
                     continue
                 note = f"renamed: {reason}"
                 output = renamed
-            if os.path.realpath(os.path.join(real_dst, output)) in real_sources:
+            if store.overwrites(output, real_sources):
                 rows[index] = _row(label, "failed", f"output {output} would overwrite an input file")
                 continue
             claims.take(output, label)
-            if skip_existing and resumed(output, None):
-                jobs.append(_Job(index, str(path), label, output, header_only=True))
+            if skip_existing and resumed(output):
+                jobs.append(_Job(index, path, label, output, header_only=True))
                 continue
         elif shard is not None and _shard_key(relative) % shard[1] != shard[0]:
             continue
-        jobs.append(_Job(index, str(path), label, output))
+        jobs.append(_Job(index, path, label, output))
         if note:
             rows[index] = {"note": note}  # completed when the job settles
 
@@ -981,16 +1115,16 @@ def convert_folder(
     redo: list[_Job] = []
     last_checkpoint = time.monotonic()
 
-    def write_report() -> Path:
+    def write_report():
         done = [rows[i] for i in sorted(rows) if "status" in rows[i]]
         table = pd.DataFrame(done, columns=list(REPORT_COLUMNS))
-        return atomic_write(dst / report_name, table.to_csv(index=False).encode())
+        return store.put(report_name, table.to_csv(index=False).encode())
 
     def settle(job: _Job, row: dict, data: bytes | None) -> None:
         nonlocal last_checkpoint
         note = rows.get(job.index, {}).get("note", "")
         output = row["output"]
-        if row["status"] == "skipped" and job.output is None and not resumed(output, row):
+        if row["status"] == "skipped" and job.output is None and not resumed(output):
             redo.append(replace(job, force=True))  # uid naming: the existing output has other options
             return
         if row["status"] == "ok":
@@ -998,19 +1132,15 @@ def convert_folder(
                 owner = uid_claims.get(output)
                 if owner is not None:
                     row.update(status="failed", reason=f"output {output} collides with {owner}", output="")
-                elif os.path.realpath(os.path.join(real_dst, output)) in real_sources:
+                elif store.overwrites(output, real_sources):
                     row.update(status="failed", reason=f"output {output} would overwrite an input file", output="")
             if row["status"] == "ok":
-                temporary = scratch / f"{job.index}{options.extension}"
                 try:
-                    target = _target(dst, output)
-                    temporary.write_bytes(data)
-                    os.replace(temporary, target)
+                    store.write(output, data, f"{job.index}{options.extension}")
                     uid_claims[output] = job.label
                     if note:
                         row["reason"] = note
                 except OSError as error:
-                    temporary.unlink(missing_ok=True)
                     text = display_name(error.strerror or str(error)) if error.filename else display_name(str(error))
                     row.update(status="failed", reason=f"cannot write {output}: {text}", output="")
         elif row["status"] == "skipped" and options.naming == "uid":
@@ -1024,7 +1154,7 @@ def convert_folder(
             last_checkpoint = time.monotonic()
 
     def run(batch: list[_Job]) -> None:
-        ctx = _Context(options, pipeline, str(dst), skip_existing)
+        ctx = _Context(options, pipeline, store, skip_existing)
         results = (_run_executor(batch, ctx, executor, batch_size) if executor is not None
                    else _run_isolated(batch, ctx, workers))
         for job, row, data in results:
@@ -1038,7 +1168,7 @@ def convert_folder(
             run(redo)
     finally:
         bar.close()
-        shutil.rmtree(scratch, ignore_errors=True)
+        store.close()
         report_path = write_report()
     table = pd.DataFrame([rows[i] for i in sorted(rows) if "status" in rows[i]], columns=list(REPORT_COLUMNS))
     report = ConversionReport(table=table, path=report_path)

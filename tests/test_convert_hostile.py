@@ -479,3 +479,32 @@ def test_f_workers_die_with_the_parent_and_its_scratch_is_cleaned_next_run(tmp_p
     report = convert_folder(src, dst, progress=False)
     assert report.summary == "3 converted, 0 failed, 0 skipped"
     assert not list(dst.glob(".radiology-tmp-*"))  # ... until the next run
+
+
+# --------------------------------------------------------------------------- fsspec URLs
+
+
+def test_g_memory_urls_as_src_and_dst(small_batch, tmp_path, capsys):
+    fsspec = pytest.importorskip("fsspec")
+    from radiology.io import read_image
+
+    memory = fsspec.filesystem("memory")
+    for path in small_batch.rglob("*"):
+        if path.is_file():
+            memory.pipe_file(f"/in-g/{path.relative_to(small_batch).as_posix()}", path.read_bytes())
+    reference = convert_folder(small_batch, tmp_path / "ref", progress=False).table
+    try:
+        assert main(["convert", "memory://in-g", "memory://out-g", "-q", "--workers", "2"]) == 0
+        data = memory.cat_file("/out-g/conversion_report.csv")
+        report = pd.read_csv(io.BytesIO(data), keep_default_na=False, dtype=str)
+        assert report.drop(columns="options").equals(reference.drop(columns="options").astype(str))
+        for output in reference.output[reference.status == "ok"]:
+            assert memory.cat_file(f"/out-g/{output}") == (tmp_path / "ref" / output).read_bytes()
+        again = convert_folder("memory://in-g", "memory://out-g", skip_existing=True, progress=False)
+        assert again.summary == "0 converted, 1 failed, 5 skipped"
+        local = convert_folder("memory://in-g/sub", tmp_path / "local", progress=False)  # URL in, local out
+        assert local.count("ok") == 2 and read_image(tmp_path / "local" / "im1.png").shape == (48, 40)
+    finally:
+        memory.rm("/in-g", recursive=True)
+        if memory.exists("/out-g"):
+            memory.rm("/out-g", recursive=True)
