@@ -30,9 +30,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from radiology.dicom import DEFAULT_MAX_PIXELS, DicomImage, InconsistentAttributesError, read_dataset
 from radiology.dicom.metadata import hashed_name, metadata_from_dataset
@@ -56,6 +56,9 @@ __all__ = [
     "REPORT_COLUMNS",
     "REPORT_NAME",
 ]
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -435,24 +438,53 @@ def output_name(relative: str | os.PathLike, extension: str) -> str:
     return "/".join(parts)
 
 
-@dataclass
 class ConversionReport:
     """Outcome of :func:`convert_folder`: one row per input (columns :data:`REPORT_COLUMNS`).
 
-    ``path`` is where the report was written (a URL string when DST is an fsspec URL).
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        The rows (built on first access, so the command line never imports pandas).
+    path : pathlib.Path or str
+        Where the report was written (a URL string when DST is an fsspec URL).
     """
 
-    table: pd.DataFrame
-    path: Path | str
+    def __init__(self, table, path):
+        self._rows = table if isinstance(table, list) else None
+        self._table = None if isinstance(table, list) else table
+        self.path = path
+
+    @property
+    def table(self) -> pd.DataFrame:
+        if self._table is None:
+            import pandas as pd
+
+            self._table = pd.DataFrame(self._rows, columns=list(REPORT_COLUMNS))
+        return self._table
 
     def count(self, status: str) -> int:
         """Number of inputs with this status (``ok``, ``failed`` or ``skipped``)."""
+        if self._rows is not None:
+            return sum(row["status"] == status for row in self._rows)
         return int((self.table["status"] == status).sum())
+
+    def __len__(self) -> int:
+        return len(self._rows) if self._rows is not None else len(self.table)
 
     @property
     def summary(self) -> str:
         """``"N converted, M failed, K skipped"``."""
         return f"{self.count('ok')} converted, {self.count('failed')} failed, {self.count('skipped')} skipped"
+
+
+def _csv(rows: list[dict]) -> bytes:
+    import csv
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(REPORT_COLUMNS), lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
 
 
 def _row(source: str, status: str, reason: str = "", output: str = "", meta: dict | None = None) -> dict:
@@ -851,19 +883,21 @@ def _options_fingerprint(options: ConvertOptions) -> str:
 
 def _previous_rows(store, names: Sequence[str]) -> dict[str, dict]:
     """Rows of earlier reports in DST by output, for resuming."""
+    import csv
+
     rows: dict[str, dict] = {}
     for name in names:
         try:
             data = store.read(name)
             if data is None:
                 continue
-            table = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+            table = list(csv.DictReader(io.StringIO(data.decode())))
         except Exception as error:  # noqa: BLE001 - a damaged report only costs re-conversion
             logger.warning("%s: unreadable earlier report (%s); its outputs are converted again", name, error)
             continue
-        if "output" not in table or "options" not in table:
+        if not table or "output" not in table[0] or "options" not in table[0]:
             continue
-        for row in table.to_dict("records"):
+        for row in table:
             if row.get("output") and row.get("status") in ("ok", "skipped"):
                 rows[row["output"]] = row
     return rows
@@ -1116,9 +1150,7 @@ def convert_folder(
     last_checkpoint = time.monotonic()
 
     def write_report():
-        done = [rows[i] for i in sorted(rows) if "status" in rows[i]]
-        table = pd.DataFrame(done, columns=list(REPORT_COLUMNS))
-        return store.put(report_name, table.to_csv(index=False).encode())
+        return store.put(report_name, _csv([rows[i] for i in sorted(rows) if "status" in rows[i]]))
 
     def settle(job: _Job, row: dict, data: bytes | None) -> None:
         nonlocal last_checkpoint
@@ -1170,8 +1202,7 @@ def convert_folder(
         bar.close()
         store.close()
         report_path = write_report()
-    table = pd.DataFrame([rows[i] for i in sorted(rows) if "status" in rows[i]], columns=list(REPORT_COLUMNS))
-    report = ConversionReport(table=table, path=report_path)
+    report = ConversionReport([rows[i] for i in sorted(rows) if "status" in rows[i]], report_path)
     logger.info("%s", report.summary)
     return report
 
@@ -1194,6 +1225,8 @@ def merge_reports(dst: str | os.PathLike) -> ConversionReport:
     >>> merge_reports(out).summary
     '2 converted, 0 failed, 0 skipped'
     """
+    import pandas as pd
+
     dst = Path(dst)
     found: dict[int, dict[int, Path]] = {}
     for path in dst.glob("conversion_report.shard-*-of-*.csv"):

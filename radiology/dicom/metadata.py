@@ -8,13 +8,16 @@ import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from pydicom.dataset import Dataset
 
 from radiology.dicom.errors import DicomError
 
 __all__ = ["DicomMetadata", "metadata_from_dataset", "metadata_table", "hashed_name", "PHI_KEYWORDS", "TABLE_COLUMNS"]
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -277,6 +280,7 @@ def metadata_table(
     >>> table.loc[0, "modality"], int(table.loc[0, "rows"]), table.loc[0, "photometric"]
     ('CT', 128, 'MONOCHROME2')
     """
+    import pandas as pd  # here: `import radiology.dicom` stays light
     from tqdm.auto import tqdm
 
     from radiology.dicom.read import find_files
