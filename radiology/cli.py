@@ -268,7 +268,7 @@ def _convert(args: argparse.Namespace) -> int:
     print(f"{report.summary} (report: {report.path})")
     if not report.count("ok") and not report.count("skipped"):
         where = ", ".join(str(s) for s in args.sources)
-        print(f"radiology convert: no DICOM image found in {where} ({len(report.table)} files looked at; "
+        print(f"radiology convert: no DICOM image found in {where} ({len(report)} files looked at; "
               f"see {report.path})", file=sys.stderr)
         return 1
     return 1 if args.strict and report.count("failed") else 0
