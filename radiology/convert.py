@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from radiology.dicom import DEFAULT_MAX_PIXELS, DicomImage, InconsistentAttributesError, read_dataset
+from radiology.dicom import DEFAULT_MAX_PIXELS, DicomImage, DicomWarning, InconsistentAttributesError, read_dataset
 from radiology.dicom.metadata import hashed_name, metadata_from_dataset
 from radiology.errors import RadiologyError
 from radiology.intensity import NORMALIZATIONS, histogram_bins
@@ -544,6 +544,12 @@ def _uid_output(ds, path: str, options: ConvertOptions) -> str:
 
 def _convert_one(job: _Job, ctx: _Context) -> tuple[dict, bytes | None]:
     """Decode, render and encode one file; returns its report row and the encoded bytes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DicomWarning)  # recorded in the row's warnings column instead
+        return _convert_file(job, ctx)
+
+
+def _convert_file(job: _Job, ctx: _Context) -> tuple[dict, bytes | None]:
     meta: dict = {}
     options = ctx.options
     try:
@@ -646,10 +652,16 @@ def _run_isolated(jobs: list[_Job], ctx: _Context, workers: int) -> Iterator[tup
     pool = [_Worker(mp, ctx) for _ in range(min(workers, max(1, len(jobs))))]
     try:
         while pending or any(w.job is not None for w in pool):
-            for worker in pool:
+            for index, worker in enumerate(pool):
                 if worker.job is None and pending:
-                    worker.job = pending.pop()
-                    worker.conn.send(worker.job)
+                    job = pending.pop()
+                    try:
+                        worker.conn.send(job)
+                    except OSError:  # the idle worker died (killed from outside): replace it, try once more
+                        worker.stop()
+                        worker = pool[index] = _Worker(mp, ctx)
+                        worker.conn.send(job)
+                    worker.job = job
             busy = [w for w in pool if w.job is not None]
             ready = set(wait_for([w.conn for w in busy] + [w.process.sentinel for w in busy]))
             for index, worker in enumerate(pool):
@@ -987,7 +999,7 @@ def _target(dst: Path, output: str) -> Path:
         if not here.is_dir():
             if here.exists():
                 raise OSError(f"{here.relative_to(dst)} exists and is not a folder")
-            here.mkdir()
+            here.mkdir(exist_ok=True)  # another shard may create it at the same moment
     target = here / parts[-1]
     if target.is_symlink():
         raise OSError(f"{output} is a symbolic link; not writing through it")

@@ -317,6 +317,19 @@ def test_c_empty_optional_lut_items_are_ignored_with_a_warning(tmp_path, keyword
     assert keyword in _report(tmp_path / "voi").loc["lut.dcm", "warnings"]
 
 
+def test_c_warnings_go_to_the_report_not_the_terminal(tmp_path, capfd):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    path = _phantom(tmp_path / "src" / "lut.dcm")
+    ds = pydicom.dcmread(path)
+    ds.ModalityLUTSequence = Sequence([Dataset()])
+    ds.save_as(path)
+    assert main(["convert", str(tmp_path / "src"), str(tmp_path / "dst"), "-q"]) == 0
+    assert "ModalityLUTSequence" not in capfd.readouterr().err
+    assert "ModalityLUTSequence" in _report(tmp_path / "dst").loc["lut.dcm", "warnings"]
+
+
 def test_c_lossy_12bit_jpeg_falls_back_to_gdcm():
     lossy = read_dicom(pydicom.data.get_testdata_file("JPEG-lossy.dcm"))  # refused by every pydicom plugin
     reference = read_dicom(pydicom.data.get_testdata_file("JPGExtended.dcm"))  # same image, decodable stream
