@@ -650,18 +650,24 @@ def _run_isolated(jobs: list[_Job], ctx: _Context, workers: int) -> Iterator[tup
     mp = multiprocessing.get_context("fork" if "fork" in methods and sys.platform != "darwin" else "spawn")
     pending = list(reversed(jobs))
     pool = [_Worker(mp, ctx) for _ in range(min(workers, max(1, len(jobs))))]
+
+    def feed(index: int) -> None:
+        worker = pool[index]
+        if worker.job is not None or not pending:
+            return
+        job = pending.pop()
+        try:
+            worker.conn.send(job)
+        except OSError:  # the idle worker died (killed from outside): replace it, try once more
+            worker.stop()
+            worker = pool[index] = _Worker(mp, ctx)
+            worker.conn.send(job)
+        worker.job = job
+
     try:
         while pending or any(w.job is not None for w in pool):
-            for index, worker in enumerate(pool):
-                if worker.job is None and pending:
-                    job = pending.pop()
-                    try:
-                        worker.conn.send(job)
-                    except OSError:  # the idle worker died (killed from outside): replace it, try once more
-                        worker.stop()
-                        worker = pool[index] = _Worker(mp, ctx)
-                        worker.conn.send(job)
-                    worker.job = job
+            for index in range(len(pool)):
+                feed(index)
             busy = [w for w in pool if w.job is not None]
             ready = set(wait_for([w.conn for w in busy] + [w.process.sentinel for w in busy]))
             for index, worker in enumerate(pool):
@@ -676,6 +682,7 @@ def _run_isolated(jobs: list[_Job], ctx: _Context, workers: int) -> Iterator[tup
                     result = None
                 if result is not None:
                     worker.job = None
+                    feed(index)  # the worker decodes the next file while this one is written
                     yield job, result[0], result[1]
                     continue
                 worker.process.join(timeout=5)
