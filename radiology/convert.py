@@ -497,7 +497,10 @@ def _row(source: str, status: str, reason: str = "", output: str = "", meta: dic
 def _header_fields(ds) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        meta = metadata_from_dataset(ds)
+        return _meta_fields(metadata_from_dataset(ds))
+
+
+def _meta_fields(meta) -> dict:
     return {"rows": meta.rows, "columns": meta.columns, "photometric": meta.photometric,
             "transfer_syntax": meta.transfer_syntax, "modality": meta.modality or ""}
 
@@ -562,7 +565,7 @@ def _convert_file(job: _Job, ctx: _Context) -> tuple[dict, bytes | None]:
             if job.header_only or ctx.store.exists(output):
                 return _row(job.label, "skipped", "output exists", output, meta), None
         image = ctx.pipeline.decode.read(source)
-        meta = _header_fields(image.dataset)
+        meta = _meta_fields(image.metadata)
         meta["warnings"] = "; ".join(image.warnings)
         output = output or _uid_output(image.dataset, job.path, options)
         data = encode_image(ctx.pipeline.render(image), options.fmt, options.bit_depth,
@@ -1102,8 +1105,6 @@ def convert_folder(
     >>> report.summary
     '1 converted, 1 failed, 0 skipped'
     """
-    from tqdm.auto import tqdm
-
     options = options or ConvertOptions()
     pipeline = options.to_pipeline()  # built once: every file runs this same object
     if workers < 1:
@@ -1121,6 +1122,19 @@ def convert_folder(
     paths, root = _sources(src, dst, pattern)
     store = _FsspecStore(dst) if _is_url(dst) else _LocalStore(dst)
     store.open()
+    try:
+        return _convert_all(paths, root, store, options, pipeline, workers=workers, skip_existing=skip_existing,
+                            progress=progress, executor=executor, batch_size=batch_size, shard=shard,
+                            checkpoint_seconds=checkpoint_seconds)
+    finally:
+        store.close()
+
+
+def _convert_all(paths, root, store, options, pipeline, *, workers, skip_existing, progress, executor, batch_size,
+                 shard, checkpoint_seconds) -> ConversionReport:
+    """Plan outputs, run the jobs, settle each result, write the report (the body of :func:`convert_folder`)."""
+    from tqdm.auto import tqdm
+
     fingerprint = _options_fingerprint(options)
     report_name = _report_name(shard)
     previous = _previous_rows(store, [REPORT_NAME, report_name]) if skip_existing else {}
@@ -1219,7 +1233,6 @@ def convert_folder(
             run(redo)
     finally:
         bar.close()
-        store.close()
         report_path = write_report()
     report = ConversionReport([rows[i] for i in sorted(rows) if "status" in rows[i]], report_path)
     logger.info("%s", report.summary)
