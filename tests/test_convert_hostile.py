@@ -80,6 +80,29 @@ def test_a_panic_is_caught_on_any_executor_too(tmp_path, panicking_rle):
     assert report.summary == "1 converted, 1 failed, 0 skipped"
 
 
+def test_a_gdcm_abort_fails_only_that_file(tmp_path):
+    """A real native crash: GDCM calls abort() on this mutated baseline JPEG (found by seeded fuzzing)."""
+    path = pydicom.data.get_testdata_file("SC_rgb_jpeg_dcmtk.dcm")
+    raw = Path(path).read_bytes()
+    start = raw.find(bytes(pydicom.dcmread(path).PixelData)[:64])
+    mutated = bytearray(raw)
+    for offset, value in ((31, 209), (484, 228), (507, 113), (603, 213), (980, 246), (1366, 132)):
+        mutated[start + offset] = value
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "abort.dcm").write_bytes(mutated)
+    _phantom(src / "good.dcm")
+    probe = subprocess.run([sys.executable, "-c", "import sys, pydicom; pydicom.dcmread(sys.argv[1]).pixel_array",
+                            str(src / "abort.dcm")], capture_output=True)
+    if probe.returncode >= 0:
+        pytest.skip("this GDCM/pylibjpeg build does not crash on the mutated stream")
+    report = convert_folder(src, tmp_path / "dst", progress=False)
+    table = report.table.set_index("source")
+    assert table.loc["good.dcm", "status"] == "ok"
+    assert table.loc["abort.dcm", "status"] == "failed"
+    assert "crashed its worker process (killed by SIGABRT)" in table.loc["abort.dcm", "reason"]
+
+
 def _killer_read(original):
     def read(self, source):
         if "killer" in os.fspath(source):
