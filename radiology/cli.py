@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--cache", help="preprocessed-image cache folder, or 'none'")
     fit.add_argument("--lr-find", action="store_true", default=None, help="save fastai's lr_find plot in the bundle")
     fit.add_argument("--resume", action="store_true", default=None, help="continue an interrupted run in --out")
+    semi = train.add_argument_group("semi-supervised (single-label)")
+    semi.add_argument("--unlabeled", type=Path, help="folder of unlabeled DICOMs/images used while fine-tuning")
+    semi.add_argument("--semi", choices=("fixmatch", "mixmatch"), help="semi-supervised method (needs --unlabeled)")
     train.add_argument("--config", type=Path, help="YAML/JSON file with the same keys; flags override it")
     train.add_argument("--pipeline", type=Path, help="preprocessing pipeline file (default: percentile, resize, pad)")
     train.add_argument("--out", type=Path, required=True, help="bundle directory to write")
@@ -201,6 +204,40 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--multi-label", action="store_true", default=None)
     evaluate.add_argument("--bundle", type=Path, help="multi-label: use this bundle's thresholds (default 0.5)")
     evaluate.add_argument("--out", type=Path, required=True, help="folder for metrics.json, report and plots")
+
+    pretrain = commands.add_parser("pretrain", help="self-supervised pretraining of a backbone on unlabeled images")
+    pretrain.add_argument("--root", type=Path, required=True, help="folder of unlabeled DICOMs and/or images")
+    pretrain.add_argument("--out", type=Path, required=True, help="backbone checkpoint to write (e.g. backbone.pt)")
+    pretrain.add_argument("--method", choices=("simclr", "byol", "metadata"), default="simclr",
+                          help="simclr (default), byol, or metadata: predict DICOM header fields")
+    pretrain.add_argument("--fields", help="metadata: comma-separated header fields to predict (default: all that "
+                                           "vary): body_part, view_position, modality, manufacturer, photometric")
+    pretrain.add_argument("--arch", default="tf_efficientnet_lite0", help="timm backbone (default: the train default)")
+    pretrain.add_argument("--pretrained", default="imagenet", help="starting weights: imagenet (offline, default) | "
+                                                                   "none | PATH")
+    pretrain.add_argument("--epochs", type=_positive, default=10, help="default 10")
+    pretrain.add_argument("--size", type=_positive, default=224, help="input side in pixels (default 224)")
+    pretrain.add_argument("--channels", type=int, choices=(1, 3), default=1)
+    pretrain.add_argument("--batch-size", type=_positive, default=64, help="images per step (default 64)")
+    pretrain.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    pretrain.add_argument("--temperature", type=float, default=0.2, help="simclr: NT-Xent temperature (default 0.2)")
+    pretrain.add_argument("--pipeline", type=Path, help="preprocessing pipeline file (default: percentile, resize, "
+                                                        "pad; use the one you will train with)")
+    pretrain.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    pretrain.add_argument("--cache", help="preprocessed-image cache folder, or 'none'")
+    pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    explain = commands.add_parser("explain", help="class activation maps (GradCAM & co.) of a bundle, as overlays")
+    explain.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle folder")
+    explain.add_argument("input", type=Path, metavar="INPUT", help="folder (recursive), file, or CSV")
+    explain.add_argument("--out", type=Path, required=True, help="folder for overlay PNGs and explanations.csv")
+    explain.add_argument("--method", choices=("gradcam", "gradcampp", "hirescam", "scorecam", "eigencam"),
+                         default="gradcam", help="CAM method (default gradcam)")
+    explain.add_argument("--label", help="explain this label (default: the prediction, or every positive label)")
+    explain.add_argument("--target-layer", help="backbone module name (default: its last spatial layer)")
+    explain.add_argument("--batch-size", type=_positive, default=8)
+    explain.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     demo = commands.add_parser("demo", help="offline demo: conversion, then train/predict/evaluate on phantoms")
     demo.add_argument("out", type=Path, metavar="OUT")
@@ -343,7 +380,7 @@ def _metadata(args: argparse.Namespace) -> int:
 _TRAIN_FLAGS = (
     "csv", "root", "folder", "image_cols", "label_cols", "multi_label", "group_col", "arch", "pretrained", "size",
     "channels", "epochs", "head_epochs", "lr", "batch_size", "seed", "loss", "sampler", "valid_fraction", "workers",
-    "cache", "lr_find", "resume", "pipeline", "out",
+    "cache", "lr_find", "resume", "pipeline", "out", "unlabeled", "semi",
 )
 
 
@@ -366,6 +403,39 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     print(f"validation: {_headline(result.metrics)}")
     print(f"bundle: {result.bundle}")
+    return 0
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from radiology.pipeline import Pipeline
+    from radiology.ssl import pretrain
+
+    fields = tuple(f.strip() for f in args.fields.split(",") if f.strip()) if args.fields else None
+    pipeline = Pipeline.load(args.pipeline) if args.pipeline else None
+    result = pretrain(args.root, args.out, method=args.method, arch=args.arch,
+                      pretrained=None if args.pretrained.lower() == "none" else args.pretrained,
+                      channels=args.channels, size=args.size, epochs=args.epochs, batch_size=args.batch_size,
+                      lr=args.lr, temperature=args.temperature, fields=fields, pipeline=pipeline,
+                      workers=args.workers, cache=args.cache, seed=args.seed, progress=not args.quiet)
+    last = result.history[-1]
+    print(f"{result.images} images ({len(result.skipped)} unreadable, left out), {len(result.history)} epochs: "
+          f"train loss {last['train_loss']:.4f}, valid loss {last['valid_loss']:.4f}")
+    if args.method == "metadata":
+        accuracy = ", ".join(f"{k} {v:.3f}" for k, v in result.info["valid_accuracy"].items() if v is not None)
+        print(f"header fields {', '.join(result.info['fields'])}; validation accuracy: {accuracy or 'n/a'}")
+    print(f"backbone: {result.checkpoint} (train with --pretrained {result.checkpoint} --arch {args.arch})")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from radiology.explain import explain_inputs
+
+    if not args.bundle.is_dir():
+        raise FileNotFoundError(f"{args.bundle}: no such bundle folder")
+    table = explain_inputs(args.bundle, args.input, args.out, method=args.method, label=args.label,
+                           target_layer=args.target_layer, batch_size=args.batch_size, progress=not args.quiet)
+    failed = int((table["error"] != "").sum()) if "error" in table else 0
+    print(f"{len(table) - failed} overlays, {failed} failed: {args.out / 'explanations.csv'}")
     return 0
 
 
@@ -436,7 +506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         logging.getLogger("pydicom").setLevel(logging.CRITICAL)
     handlers = {"convert": _convert, "preview": _preview, "fit-bins": _fit_bins, "metadata": _metadata,
-                "demo": _demo, "train": _train, "predict": _predict, "evaluate": _evaluate, "report": _report}
+                "demo": _demo, "train": _train, "predict": _predict, "evaluate": _evaluate,
+                "pretrain": _pretrain, "explain": _explain, "report": _report}
     from radiology.errors import RadiologyError
 
     try:

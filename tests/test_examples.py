@@ -17,7 +17,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # _common.py is the examples' shared code (``from _common import ...``), not an example.
 SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
 # Examples whose quick mode reads ../shared/data (the synthetic NIH example always runs).
-SHARED_DATA_EXAMPLES = ["bodypart_unifesp.py", "chest_views.py", "odir_fundus.py", "pneumonia.py"]
+SHARED_DATA_EXAMPLES = [
+    "bodypart_unifesp.py", "chest_views.py", "knee_fewlabels.py", "odir_fundus.py", "pneumonia.py",
+]
 
 
 def load(name: str):

@@ -12,7 +12,7 @@ PUBLIC_MODULES = [
     "radiology", "radiology.errors", "radiology.dicom", "radiology.intensity", "radiology.geometry",
     "radiology.io", "radiology.convert", "radiology.synthetic", "radiology.preview", "radiology.demo",
     "radiology.cli", "radiology.pipeline", "radiology.geometry.fov", "radiology.geometry.background",
-    "radiology.geometry.knee", "radiology.intensity.contrast", "radiology.intensity.color",
+    "radiology.geometry.knee", "radiology.geometry.affine", "radiology.intensity.contrast", "radiology.intensity.color",
 ]
 #: Modules that import torch (the ``augment`` / ``models`` extras).
 TORCH_MODULES = [
@@ -20,7 +20,10 @@ TORCH_MODULES = [
     "radiology.data.splits", "radiology.data.sampling", "radiology.data.loaders", "radiology.models",
     "radiology.models.classifier", "radiology.models.pretrained", "radiology.models.bundle", "radiology.train",
     "radiology.train.config", "radiology.train.learner", "radiology.train.inference", "radiology.train.metrics",
-    "radiology.train.losses", "radiology.train.plots",
+    "radiology.train.losses", "radiology.train.plots", "radiology.ssl", "radiology.ssl.contrastive",
+    "radiology.ssl.metadata", "radiology.ssl.pretrain", "radiology.semisup", "radiology.semisup.augment",
+    "radiology.semisup.callbacks", "radiology.semisup.data", "radiology.semisup.functional", "radiology.explain",
+    "radiology.explain.cam", "radiology.explain.overlays",
 ]
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

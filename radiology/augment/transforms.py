@@ -47,6 +47,8 @@ def radiograph_augmentation(
     intensity_p: float = 0.5,
     noise_std: float = 0.02,
     noise_p: float = 0.25,
+    blur_p: float = 0.0,
+    blur_sigma: tuple[float, float] = (0.1, 2.0),
     clahe_p: float = 0.0,
     clahe_clip: tuple[float, float] = (1.0, 4.0),
     cutout_p: float = 0.0,
@@ -55,9 +57,11 @@ def radiograph_augmentation(
     """A kornia pipeline of the augmentations that suit radiographs, one ``nn.Module``.
 
     Order: flips → affine (rotation, scale, translation) → random resized crop →
-    brightness/contrast/gamma → gaussian noise → random CLAHE → cutout. A probability of
-    0 (or ``crop_size=None``) leaves a transform out. Vertical flips are off by default:
-    anatomy has an up.
+    brightness/contrast/gamma → gaussian blur → gaussian noise → random CLAHE → cutout. A
+    probability of 0 (or ``crop_size=None``) leaves a transform out. Vertical flips are off
+    by default: anatomy has an up. Blur (``blur_sigma`` in pixels, kernel of about
+    ±3 sigma) is off by default; self-supervised views use it
+    (:func:`radiology.ssl.contrastive_augmentation`).
 
     Returns
     -------
@@ -67,7 +71,7 @@ def radiograph_augmentation(
 
     Examples
     --------
-    >>> augment = radiograph_augmentation(crop_size=(32, 32), clahe_p=0.5, cutout_p=0.5)
+    >>> augment = radiograph_augmentation(crop_size=(32, 32), blur_p=0.5, clahe_p=0.5, cutout_p=0.5)
     >>> augment(torch.rand(4, 1, 48, 40)).shape
     torch.Size([4, 1, 32, 32])
     """
@@ -85,6 +89,9 @@ def radiograph_augmentation(
                                         p=intensity_p))
         steps.append(K.RandomContrast(contrast=(1 - contrast, 1 + contrast), clip_output=True, p=intensity_p))
         steps.append(K.RandomGamma(gamma=gamma, p=intensity_p))
+    if blur_p > 0:
+        kernel = 2 * int(round(3 * max(blur_sigma))) + 1
+        steps.append(K.RandomGaussianBlur((kernel, kernel), sigma=tuple(blur_sigma), p=blur_p))
     if noise_p > 0:
         steps.append(K.RandomGaussianNoise(std=noise_std, p=noise_p))
     if clahe_p > 0:

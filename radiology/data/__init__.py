@@ -18,13 +18,14 @@ imported on first use, so datasets and splits work without paying for fastai's i
 """
 
 from radiology.data.cache import ImageCache, default_cache_dir, pipeline_key
-from radiology.data.dataset import ImageDataset, output_size
+from radiology.data.dataset import ImageDataset, drop_unreadable, output_size
 from radiology.data.labels import (
     LabeledImages,
     dicom_patient_ids,
     from_csv,
     from_folder,
     from_paths,
+    from_unlabeled,
     index_dicom_uids,
     resolve_images,
 )
@@ -32,9 +33,10 @@ from radiology.data.sampling import MinPerClassSampler, class_weights, sample_we
 from radiology.data.splits import group_overlap, kfold_splits, stratification_labels, train_valid_split
 
 __all__ = [
-    "LabeledImages", "from_folder", "from_csv", "from_paths", "index_dicom_uids", "dicom_patient_ids", "resolve_images",
+    "LabeledImages", "from_folder", "from_csv", "from_paths", "from_unlabeled", "index_dicom_uids", "dicom_patient_ids",
+    "resolve_images",
     "ImageCache", "default_cache_dir", "pipeline_key",
-    "ImageDataset", "output_size",
+    "ImageDataset", "output_size", "drop_unreadable",
     "train_valid_split", "kfold_splits", "group_overlap", "stratification_labels",
     "class_weights", "sample_weights", "MinPerClassSampler",
     "build_dataloaders", "SampledDataLoader", "SAMPLERS",

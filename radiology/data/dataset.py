@@ -13,7 +13,7 @@ from radiology.data.labels import LabeledImages
 from radiology.geometry.resize import target_size
 from radiology.intensity import to_gray
 
-__all__ = ["ImageDataset", "output_size"]
+__all__ = ["ImageDataset", "output_size", "drop_unreadable"]
 
 #: Steps that keep the image's height and width (intensity only).
 _SHAPE_KEEPING = {"percentile", "histogram", "minmax", "voi", "clahe", "enhance"}
@@ -144,3 +144,56 @@ class ImageDataset(Dataset):
         target = self.items.targets[index]
         y = torch.tensor(target, dtype=torch.float32 if self.items.multi_label else torch.int64)
         return x, y
+
+
+def drop_unreadable(dataset: ImageDataset, *, progress: bool = True) -> tuple[ImageDataset, list[tuple[str, str]]]:
+    """Read every sample once and keep those that can be read.
+
+    Unlabeled archives hold files that are not images (structured reports, presentation
+    states, broken files); one of them would stop a training run at a random step. With a
+    cache this pass also fills it, so the first epoch costs nothing more.
+
+    Parameters
+    ----------
+    dataset : ImageDataset
+    progress : bool
+        A progress bar.
+
+    Returns
+    -------
+    dataset : ImageDataset
+        Over the readable samples (the same object when all are).
+    failures : list of (str, str)
+        ``(id, reason)`` of every dropped sample.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from radiology.data import from_paths
+    >>> from radiology.io import write_image
+    >>> from radiology.pipeline import PadSquare, Pipeline, Resize
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> good = write_image(folder / "good.png", np.ones((8, 6), np.float32))
+    >>> bad = folder / "bad.dcm"
+    >>> _ = bad.write_bytes(b"not a dicom")
+    >>> data = ImageDataset(from_paths([good, bad]), Pipeline([Resize(longest=8), PadSquare()]))
+    >>> kept, failures = drop_unreadable(data, progress=False)
+    >>> len(kept), failures[0][0] == str(bad)
+    (1, True)
+    """
+    from tqdm.auto import tqdm
+
+    keep, failures = [], []
+    for index in tqdm(range(len(dataset)), desc="reading images", disable=not progress, leave=False):
+        try:
+            for path in dataset.items.paths[index]:
+                dataset.read(path)
+        except Exception as error:  # noqa: BLE001 - any unreadable file is dropped with its reason
+            first_line = str(error).splitlines()[0] if str(error) else ""
+            failures.append((dataset.items.ids[index], f"{type(error).__name__}: {first_line}"))
+        else:
+            keep.append(index)
+    if not failures:
+        return dataset, failures
+    kept = ImageDataset(dataset.items.subset(keep), dataset.pipeline, cache=dataset.cache, channels=dataset.channels)
+    return kept, failures

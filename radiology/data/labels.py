@@ -239,6 +239,41 @@ def from_paths(paths: Iterable[str | os.PathLike | Sequence[str | os.PathLike]],
     return LabeledImages(samples, ids, np.full(len(samples), -1, np.int64), [], views=tuple(views))
 
 
+def from_unlabeled(root: str | os.PathLike) -> LabeledImages:
+    """Every image or DICOM file below ``root``, unlabeled (self- and semi-supervised data).
+
+    The same files :func:`from_folder` would take (image suffixes, ``.dcm``/``.dicom`` or no
+    extension; hidden files and folders skipped), in any folder layout.
+
+    Parameters
+    ----------
+    root : path
+
+    Returns
+    -------
+    LabeledImages
+        ``targets`` all ``-1``, no classes, ``ids`` relative to ``root``, sorted.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from radiology.io import write_image
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ("b/1.png", "2.dcm", "notes.txt"):
+    ...     _ = (root / name).parent.mkdir(parents=True, exist_ok=True), (root / name).write_bytes(b"")
+    >>> from_unlabeled(root).ids
+    ['2.dcm', 'b/1.png']
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{root}: not a folder")
+    files = sorted((p for p in find_files(root) if _is_image_file(p)), key=lambda p: p.relative_to(root).as_posix())
+    if not files:
+        raise ValueError(f"{root}: no image or DICOM files")
+    ids = [p.relative_to(root).as_posix() for p in files]
+    return LabeledImages([(p,) for p in files], ids, np.full(len(files), -1, np.int64), [])
+
+
 def index_dicom_uids(root: str | os.PathLike, *, progress: bool = True) -> dict[str, Path]:
     """Map SOP Instance UID → file for every DICOM file below ``root`` (headers only).
 

@@ -12,6 +12,7 @@ __all__ = ["TrainConfig"]
 
 _LOSSES = ("auto", "ce", "focal", "nce_rce", "bce")
 _SAMPLERS = ("shuffle", "weighted", "min_per_class")
+_SEMI = ("fixmatch", "mixmatch")
 
 
 def _names(value) -> tuple[str, ...] | None:
@@ -96,6 +97,12 @@ class TrainConfig:
         Continue an interrupted run from the last epoch checkpoint in ``out``.
     fusion : {"concat", "mean"}
         How views are combined.
+    unlabeled : path, optional
+        Folder of unlabeled DICOMs/images (any layout) for semi-supervised fine-tuning;
+        needs ``semi``. Files of the validation split found there are left out.
+    semi : {"fixmatch", "mixmatch"}, optional
+        Semi-supervised method added to the fine-tuning stage (:mod:`radiology.semisup`,
+        the papers' defaults); single-label, single-view data only.
     """
 
     out: str | os.PathLike = "bundle"
@@ -130,6 +137,8 @@ class TrainConfig:
     lr_find: bool = False
     resume: bool = False
     fusion: str = "concat"
+    unlabeled: str | os.PathLike | None = None
+    semi: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -159,6 +168,15 @@ class TrainConfig:
             raise ValueError(f"sampler must be one of {_SAMPLERS}, got {self.sampler!r}")
         if self.fusion not in ("concat", "mean"):
             raise ValueError(f"fusion must be 'concat' or 'mean', got {self.fusion!r}")
+        if self.semi is not None and self.semi not in _SEMI:
+            raise ValueError(f"semi must be one of {_SEMI}, got {self.semi!r}")
+        if (self.semi is None) != (self.unlabeled is None):
+            raise ValueError("semi-supervised training needs both an unlabeled folder and a method "
+                             "(--unlabeled DIR --semi fixmatch|mixmatch)")
+        if self.semi is not None and self.multi_label:
+            raise ValueError(f"{self.semi} is for single-label data; multi_label cannot be combined with semi")
+        if self.semi is not None and self.epochs < 1:
+            raise ValueError(f"{self.semi} runs in the fine-tuning stage: epochs must be >= 1")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 

@@ -184,7 +184,7 @@ def _silent(*args, **kwargs) -> None:
 
 
 def fine_tune(learn, epochs: int, lr: float = 1e-3, *, lr_mult: float = 10.0, patience: int = 0,
-              monitor: str = "valid_loss", start_epoch: int = 0) -> None:
+              monitor: str = "valid_loss", start_epoch: int = 0, cbs=()) -> None:
     """Fine-tune the whole network with one-cycle and discriminative learning rates.
 
     The backbone's group peaks at ``lr / lr_mult``, the head's at ``lr``. The best epoch
@@ -204,16 +204,19 @@ def fine_tune(learn, epochs: int, lr: float = 1e-3, *, lr_mult: float = 10.0, pa
         ``valid_loss`` or a metric name.
     start_epoch : int
         Epochs already done (resume).
+    cbs : sequence of fastai callbacks
+        Added for this stage only (e.g. :class:`radiology.semisup.FixMatch`).
     """
     if epochs < 1:
         return
     learn.unfreeze()
     if rank_distrib():  # another process of a multi-GPU run: rank 0 saves and logs
-        learn.fit_one_cycle(epochs, slice(lr / lr_mult, lr), start_epoch=start_epoch)
+        learn.fit_one_cycle(epochs, slice(lr / lr_mult, lr), start_epoch=start_epoch, cbs=list(cbs))
         return
     marker = Path(learn.path) / learn.model_dir / "last_epoch.json"
     best = json.loads(marker.read_text()).get("best") if start_epoch and marker.exists() else None
     cbs = [
+        *cbs,
         _BestModel(start_epoch, best, monitor=monitor, fname=BEST),
         _SaveLast(start_epoch),
         _History("history.csv", start_epoch),
@@ -427,6 +430,10 @@ def train(config: TrainConfig, *, progress: bool = True):
     dls = build_dataloaders(train_ds, valid_ds, batch_size=config.batch_size, num_workers=config.workers,
                             sampler=config.sampler, augment=augment, device=device, seed=config.seed)
 
+    semi, semi_info = (None, None)
+    if config.semi is not None:
+        semi, semi_info = _semisup_callback(config, items, valid_items, pipeline, cache, progress)
+
     n_outputs = len(items.classes)
     model = create_model(config.arch, n_outputs, in_chans=config.channels, pretrained=config.pretrained,
                          views=len(items.views), fusion=config.fusion).to(device)
@@ -455,7 +462,7 @@ def train(config: TrainConfig, *, progress: bool = True):
         if start_epoch == 0:
             fit_head(learn, config.head_epochs, config.head_lr)
         fine_tune(learn, config.epochs, config.peak_lr, lr_mult=config.lr_mult, patience=config.patience,
-                  start_epoch=start_epoch)
+                  start_epoch=start_epoch, cbs=[semi] if semi is not None else [])
     if rank_distrib():
         return TrainResult(bundle=out, metrics={}, learner=learn)
 
@@ -480,6 +487,7 @@ def train(config: TrainConfig, *, progress: bool = True):
                  "groups_on_both_sides": int(leaked)},
         "validation_metrics": metrics,
         "settings": config.to_dict(),
+        "semi_supervised": semi_info,
         "seed": config.seed,
         "versions": _versions(),
         "device": str(device),
@@ -488,6 +496,31 @@ def train(config: TrainConfig, *, progress: bool = True):
     model.eval()
     bundle = save_bundle(out, model.cpu(), pipeline, labels, info, size=config.size)
     return TrainResult(bundle=Path(bundle), metrics=metrics, learner=learn)
+
+
+def _semisup_callback(config: TrainConfig, items, valid_items, pipeline, cache, progress: bool):
+    """The FixMatch/MixMatch callback over ``config.unlabeled`` (validation files left out) and its summary."""
+    from radiology.data import ImageDataset, drop_unreadable, from_unlabeled
+    from radiology.semisup import semisup_callback
+
+    if items.multi_label or len(items.views) > 1:
+        raise ValueError(f"{config.semi} is for single-label, single-view data")
+    unlabeled = from_unlabeled(config.unlabeled)
+    # Images of the validation split must not be trained on, not even without their labels.
+    held_out = {paths[0].resolve() for paths in valid_items.paths}
+    keep = [i for i, paths in enumerate(unlabeled.paths) if paths[0].resolve() not in held_out]
+    excluded = len(unlabeled) - len(keep)
+    dataset, skipped = drop_unreadable(ImageDataset(unlabeled.subset(keep), pipeline, cache=cache,
+                                                    channels=config.channels), progress=progress)
+    if len(dataset) == 0:
+        raise ValueError(f"{config.unlabeled}: no readable unlabeled image (besides validation files)")
+    if skipped:
+        logger.warning("%d unlabeled file(s) could not be read and are left out (first: %s: %s)",
+                       len(skipped), *skipped[0])
+    callback = semisup_callback(config.semi, dataset, config.batch_size, num_workers=config.workers,
+                                seed=config.seed)
+    return callback, {"method": config.semi, "unlabeled": len(dataset), "unreadable": len(skipped),
+                      "validation_files_left_out": excluded}
 
 
 def _resume_epoch(learn) -> int:

@@ -1,0 +1,146 @@
+"""Unlabeled images for the semi-supervised callbacks: a shuffled loader and an endless stream of batches."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from fastai.data.load import DataLoader
+from torch.utils.data import Dataset
+
+__all__ = ["unlabeled_loader", "UnlabeledStream", "ImagesOnly"]
+
+
+def _first(item):
+    return item[0] if isinstance(item, (tuple, list)) else item
+
+
+class ImagesOnly(Dataset):
+    """A dataset's images without their targets: item ``x`` or ``(x, y)`` becomes ``(x,)``.
+
+    Examples
+    --------
+    >>> from torch.utils.data import TensorDataset
+    >>> data = ImagesOnly(TensorDataset(torch.zeros(3, 1, 4, 4), torch.tensor([0, 1, 0])))
+    >>> len(data), data[0][0].shape
+    (3, torch.Size([1, 4, 4]))
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return (torch.as_tensor(_first(self.dataset[index])),)
+
+
+def unlabeled_loader(dataset, batch_size: int, *, num_workers: int = 0, seed: int = 0,
+                     pin_memory: bool | None = None) -> DataLoader:
+    """A shuffled fastai ``DataLoader`` of the images of ``dataset`` (targets, if any, are dropped).
+
+    The batches stay on the host: :class:`~radiology.semisup.FixMatch` and
+    :class:`~radiology.semisup.MixMatch` copy them to the labeled batch's device without
+    waiting (from pinned memory, ``non_blocking``), and make their own augmented views.
+
+    Parameters
+    ----------
+    dataset : torch Dataset
+        Items ``x`` or ``(x, y)`` with ``x`` a ``(C, H, W)`` float tensor in ``[0, 1]``, e.g. a
+        :class:`radiology.data.ImageDataset` over the unlabeled images with the labeled set's
+        pipeline and channels.
+    batch_size : int
+        For FixMatch, ``mu`` times the labeled batch size makes one unlabeled batch per step;
+        for MixMatch, the labeled batch size.
+    num_workers : int, optional
+        Loader processes (as for the labeled loader).
+    seed : int, optional
+        Seeds the shuffling.
+    pin_memory : bool, optional
+        Pin the batches (default: when CUDA is available), so the copy to the GPU is asynchronous.
+
+    Returns
+    -------
+    fastai.data.load.DataLoader
+        Yields ``(x,)`` batches on the host; the last incomplete batch of an epoch is dropped
+        (unless the dataset is smaller than one batch).
+
+    Examples
+    --------
+    >>> loader = unlabeled_loader([torch.rand(1, 8, 8) for _ in range(10)], 4)
+    >>> [tuple(b[0].shape) for b in loader]
+    [(4, 1, 8, 8), (4, 1, 8, 8)]
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if len(dataset) == 0:
+        raise ValueError("the unlabeled dataset is empty")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+    loader = DataLoader(ImagesOnly(dataset), bs=int(batch_size), shuffle=True,
+                        drop_last=len(dataset) >= int(batch_size), num_workers=num_workers, device=None,
+                        pin_memory=pin_memory, persistent_workers=num_workers > 0)
+    loader.rng = random.Random(seed)
+    return loader
+
+
+class UnlabeledStream:
+    """An endless stream of unlabeled images from a loader, cut into batches of any size.
+
+    The loader is cycled forever (a new iterator when one is exhausted, so a shuffled loader
+    reshuffles). Its batches are concatenated until ``n`` images are available; what is left
+    over starts the next request. Only tensor shapes are looked at, never values, so nothing
+    synchronizes with the GPU; a loader whose batch size is exactly ``n`` is cheapest.
+
+    Parameters
+    ----------
+    loader : iterable
+        Yields ``x``, ``(x,)`` or ``(x, anything)`` with ``x`` a ``(B, C, H, W)`` tensor.
+
+    Examples
+    --------
+    >>> stream = UnlabeledStream([torch.zeros(3, 1, 2, 2), torch.ones(3, 1, 2, 2)])
+    >>> stream.take(4, "cpu").flatten(1)[:, 0]
+    tensor([0., 0., 0., 1.])
+    >>> stream.take(4, "cpu").flatten(1)[:, 0]  # the leftovers, then the loader again from its start
+    tensor([1., 1., 0., 0.])
+    """
+
+    def __init__(self, loader):
+        if not hasattr(loader, "__iter__"):
+            raise TypeError(f"unlabeled must be an iterable of batches (a DataLoader), got {type(loader).__name__}")
+        self.loader = loader
+        self._iterator = None
+        self._pending: list[torch.Tensor] = []
+
+    def _next_batch(self) -> torch.Tensor:
+        for fresh in (False, True):
+            if self._iterator is None or fresh:
+                self._iterator = iter(self.loader)
+            try:
+                batch = _first(next(self._iterator))
+            except StopIteration:
+                continue
+            if not isinstance(batch, torch.Tensor) or batch.ndim != 4:
+                raise ValueError("unlabeled batches must be (B, C, H, W) image tensors, got "
+                                 f"{getattr(batch, 'shape', type(batch).__name__)}")
+            return batch
+        raise ValueError("the unlabeled loader yields no batch")
+
+    def take(self, n: int, device) -> torch.Tensor:
+        """The next ``n`` unlabeled images as one ``(n, C, H, W)`` float tensor on ``device``."""
+        have = sum(part.shape[0] for part in self._pending)
+        while have < n:
+            part = self._next_batch()
+            self._pending.append(part)
+            have += part.shape[0]
+        batch = self._pending[0] if len(self._pending) == 1 else torch.cat(
+            [part.to(device, non_blocking=True) for part in self._pending])
+        self._pending = [batch[n:]] if have > n else []
+        return batch[:n].to(device, dtype=torch.float32, non_blocking=True)
+
+    def reset(self) -> None:
+        """Forget the leftovers and start a new pass over the loader at the next request."""
+        self._iterator, self._pending = None, []

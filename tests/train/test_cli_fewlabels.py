@@ -1,0 +1,92 @@
+"""The few-labels command-line contract: `pretrain`, `train --unlabeled --semi`, `explain`, on phantom DICOMs."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+pytest.importorskip("fastai")
+pytest.importorskip("lightly")
+pytest.importorskip("pytorch_grad_cam")
+
+from radiology.cli import USAGE_ERROR, main  # noqa: E402
+from radiology.synthetic import write_findings_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fewlabels")
+    labeled = write_findings_dataset(root / "labeled", 24, size=(72, 64), seed=3)
+    write_findings_dataset(root / "unlabeled", 24, size=(72, 64), seed=4)
+    return labeled, root / "unlabeled" / "images", root
+
+
+@pytest.fixture(scope="module")
+def backbone(folders):
+    _, unlabeled, root = folders
+    out = root / "simclr.pt"
+    code = main(["pretrain", "--root", str(unlabeled), "--out", str(out), "--arch", "resnet18", "--pretrained",
+                 "none", "--epochs", "1", "--size", "48", "--batch-size", "8", "--cache", "none", "-q"])
+    assert code == 0
+    return out
+
+
+def test_pretrain_writes_a_loadable_backbone(backbone, capsys):
+    saved = torch.load(backbone, weights_only=True)
+    assert saved["radiology"]["method"] == "simclr" and saved["radiology"]["images"] == 24
+    assert "conv1.weight" in saved["state_dict"]
+    history = json.loads(backbone.with_name(backbone.name + ".json").read_text())["history"]
+    assert len(history) == 1 and history[0]["train_loss"] > 0
+
+
+@pytest.mark.parametrize("method", ["fixmatch", "mixmatch"])
+def test_train_semi_supervised_from_a_pretrained_backbone_then_explain(folders, backbone, tmp_path, capsys, method):
+    labels, unlabeled, _ = folders
+    out = tmp_path / "bundle"
+    code = main(["train", "--csv", str(labels), "--image-col", "file", "--group-col", "patient", "--arch", "resnet18",
+                 "--pretrained", str(backbone), "--size", "48", "--epochs", "1", "--head-epochs", "1",
+                 "--batch-size", "4", "--unlabeled", str(unlabeled), "--semi", method, "--cache", "none",
+                 "--out", str(out), "-q"])
+    assert code == 0
+    info = json.loads((out / "train.json").read_text())
+    assert info["semi_supervised"] == {"method": method, "unlabeled": 24, "unreadable": 0,
+                                       "validation_files_left_out": 0}
+    assert info["settings"]["pretrained"] == str(backbone)
+    history = pd.read_csv(out / "history.csv")
+    assert "unsup_loss" in history.columns  # the callback ran in the fine-tuning stage
+
+    capsys.readouterr()
+    explained = tmp_path / "cams"
+    images = labels.parent / "images"
+    assert main(["explain", str(out), str(images), "--out", str(explained), "-q"]) == 0
+    table = pd.read_csv(explained / "explanations.csv", keep_default_na=False)
+    assert len(table) == 24 and set(table["method"]) == {"gradcam"}
+    assert all((explained / name).is_file() for name in table["overlay"])
+    assert "24 overlays, 0 failed" in capsys.readouterr().out
+
+
+def test_semi_supervised_usage_errors_exit_2_with_one_line(folders, tmp_path, capsys):
+    labels, unlabeled, _ = folders
+    base = ["train", "--csv", str(labels), "--image-col", "file", "--out", str(tmp_path / "b"), "-q"]
+    cases = [
+        (["--semi", "fixmatch"], "needs both an unlabeled folder and a method"),
+        (["--unlabeled", str(unlabeled)], "needs both an unlabeled folder and a method"),
+        (["--unlabeled", str(unlabeled), "--semi", "mixmatch", "--multi-label"], "single-label"),
+        (["--unlabeled", str(tmp_path / "nowhere"), "--semi", "fixmatch", "--arch", "resnet18", "--pretrained",
+          "none"], "nowhere"),
+    ]
+    for extra, message in cases:
+        assert main(base + extra) == USAGE_ERROR
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_pretrain_and_explain_usage_errors(folders, tmp_path, capsys):
+    _, unlabeled, _ = folders
+    assert main(["pretrain", "--root", str(tmp_path / "none"), "--out", str(tmp_path / "b.pt")]) == USAGE_ERROR
+    assert "no such folder" in capsys.readouterr().err
+    assert main(["pretrain", "--root", str(unlabeled), "--out", str(tmp_path)]) == USAGE_ERROR
+    assert "is a folder" in capsys.readouterr().err
+    assert main(["explain", str(tmp_path / "nope"), str(unlabeled), "--out", str(tmp_path / "e")]) == USAGE_ERROR
+    assert "no such bundle" in capsys.readouterr().err
