@@ -35,6 +35,25 @@ def _positive(text: str) -> int:
     return value
 
 
+def _max_pixels(text: str) -> int:
+    if text.lower() in ("none", "0"):
+        return 0  # no limit
+    value = int(float(text))  # accepts 1e8
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a positive number of pixels (or 0/none for no limit)")
+    return value
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be I/N, e.g. 0/4") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError("must be I/N with 0 <= I < N")
+    return index, count
+
+
 def _add_render_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("intensity")
     group.add_argument("--normalization", choices=("percentile", "histogram", "minmax", "voi"), default="percentile",
@@ -54,6 +73,8 @@ def _add_render_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pipeline", type=Path, metavar="FILE",
                        help="preprocessing pipeline (JSON/YAML): its decode settings and steps; the options above "
                             "override its decoding, and its normalizing first step replaces --normalization")
+    group.add_argument("--max-pixels", type=_max_pixels, metavar="N",
+                       help="fail files declaring more than N samples before decoding (default 1e8; 0 = no limit)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     convert = commands.add_parser("convert", help="convert a folder or files of DICOMs to images")
-    convert.add_argument("sources", nargs="+", type=Path, metavar="SRC", help="folder (recursive) or files")
-    convert.add_argument("dst", type=Path, metavar="DST", help="output folder")
+    convert.add_argument("sources", nargs="+", metavar="SRC",
+                         help="folders (recursive) or files; or one fsspec URL (memory://, s3:// ...)")
+    convert.add_argument("dst", metavar="DST", help="output folder, or an fsspec URL")
     _add_render_options(convert)
     output = convert.add_argument_group("output")
     output.add_argument("--format", dest="fmt", choices=("png", "jpeg", "npy"), default="png")
@@ -77,12 +99,26 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--naming", choices=("path", "uid"), default="path",
                         help="name outputs by relative path (default) or sanitized SOP Instance UID")
     output.add_argument("--png-compression", type=int, choices=range(10), default=1, metavar="0-9")
+    output.add_argument("--source-names", choices=("relative", "hashed"), default="relative",
+                        help="report sources and name outputs by path relative to SRC (default) or with every path "
+                             "component hashed, keeping folder names such as patient names out of every output")
     run = convert.add_argument_group("run")
     run.add_argument("--workers", type=_workers, default=1, help="processes (0 = all cores; default 1)")
     run.add_argument("--skip-existing", action="store_true", help="resume: skip inputs whose output exists")
     run.add_argument("--strict", action="store_true", help="exit 1 if any input failed")
     run.add_argument("--glob", default="*", help="file-name pattern inside folders (default: every file)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="run on a Dask distributed cluster (pip install 'radiology[scale]'); SRC must be readable "
+                          "by its workers")
+    run.add_argument("--shard", type=_shard, metavar="I/N",
+                     help="convert only shard I of N (0-based, stable by path) for array jobs; join the shard reports "
+                          "with `radiology report merge DST`")
+
+    report = commands.add_parser("report", help="conversion report tools")
+    report_commands = report.add_subparsers(dest="report_command", required=True, metavar="ACTION")
+    merge = report_commands.add_parser("merge", help="join shard reports into DST/conversion_report.csv")
+    merge.add_argument("dst", type=Path, metavar="DST")
 
     fit = commands.add_parser("fit-bins", help="fit equal-frequency histogram bins on a sample of a dataset")
     fit.add_argument("source", type=Path, metavar="SRC", help="folder of DICOMs")
@@ -106,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     metadata.add_argument("-o", "--output", type=Path, help="CSV file (default: print)")
     metadata.add_argument("--include-phi", action="store_true",
                           help="also write patient name, ID, birth date and accession number")
+    metadata.add_argument("--source-names", choices=("relative", "hashed"), default="relative",
+                          help="source column: relative path (default) or hashed path components")
 
     train = commands.add_parser("train", help="train a classifier on DICOMs or images and write a bundle")
     source = train.add_argument_group("data")
@@ -231,7 +269,9 @@ def _render_options(args: argparse.Namespace, **output):
     pipeline = _load_pipeline(args.pipeline)
     # Decoding: the pipeline file's settings unless a flag overrides them.
     decode = pipeline.decode if pipeline is not None else Decode()
+    given = getattr(args, "max_pixels", None)  # None: the pipeline's (or library) default; 0: no limit
     return ConvertOptions(
+        max_pixels=decode.max_pixels if given is None else (given or None),
         normalization="histogram" if bins is not None else args.normalization,
         low=args.low, high=args.high, n_bins=args.n_bins, bins=bins, voi_index=args.voi_index,
         bits=decode.bits,
@@ -249,12 +289,37 @@ def _convert(args: argparse.Namespace) -> int:
     options = _render_options(
         args, width=args.width, longest=args.longest, pad_square=args.pad_square, fmt=args.fmt,
         bit_depth=args.bit_depth, naming=args.naming, png_compression=args.png_compression,
+        source_names=args.source_names,
     )
+    if "://" not in args.dst and Path(args.dst).exists() and not Path(args.dst).is_dir():
+        raise NotADirectoryError(f"{args.dst}: DST exists and is not a folder")
     source = args.sources[0] if len(args.sources) == 1 else args.sources
-    report = convert_folder(source, args.dst, options, workers=args.workers, skip_existing=args.skip_existing,
-                            pattern=args.glob, progress=not args.quiet)
+    run = dict(workers=args.workers, skip_existing=args.skip_existing, pattern=args.glob, progress=not args.quiet,
+               shard=args.shard)
+    if args.scheduler:
+        try:
+            from dask.distributed import Client
+        except ImportError as error:
+            raise ValueError("--scheduler needs dask.distributed: pip install 'radiology[scale]'") from error
+        with Client(args.scheduler) as client:
+            report = convert_folder(source, args.dst, options, executor=client.get_executor(), **run)
+    else:
+        report = convert_folder(source, args.dst, options, **run)
     print(f"{report.summary} (report: {report.path})")
+    if not report.count("ok") and not report.count("skipped"):
+        where = ", ".join(str(s) for s in args.sources)
+        print(f"radiology convert: no DICOM image found in {where} ({len(report)} files looked at; "
+              f"see {report.path})", file=sys.stderr)
+        return 1
     return 1 if args.strict and report.count("failed") else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from radiology.convert import merge_reports
+
+    report = merge_reports(args.dst)
+    print(f"{report.summary} (report: {report.path})")
+    return 0
 
 
 def _fit_bins(args: argparse.Namespace) -> int:
@@ -303,7 +368,8 @@ def _metadata(args: argparse.Namespace) -> int:
 
     if not args.source.exists():
         raise FileNotFoundError(f"{args.source}: no such file or folder")
-    table = metadata_table(args.source, include_phi=args.include_phi, progress=args.output is not None)
+    table = metadata_table(args.source, include_phi=args.include_phi, progress=args.output is not None,
+                           source_names=args.source_names)
     if args.output is None:
         print(table.to_csv(index=False), end="")
     else:
@@ -446,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("pydicom").setLevel(logging.CRITICAL)
     handlers = {"convert": _convert, "preview": _preview, "fit-bins": _fit_bins, "metadata": _metadata,
                 "demo": _demo, "train": _train, "predict": _predict, "evaluate": _evaluate,
-                "pretrain": _pretrain, "explain": _explain}
+                "pretrain": _pretrain, "explain": _explain, "report": _report}
     from radiology.errors import RadiologyError
 
     try:

@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from radiology.dicom import DicomError, DicomImage, apply_voi, has_voi, read_dicom
+from radiology.dicom import DEFAULT_MAX_PIXELS, DicomError, DicomImage, apply_voi, has_voi, read_dicom
 from radiology.errors import RadiologyError
 from radiology.geometry import pad_to_square, resize
 from radiology.geometry.affine import resize_matrix, translation_matrix
@@ -523,6 +523,10 @@ class Decode:
         Show bone bright (invert MONOCHROME1 / Presentation LUT ``INVERSE``).
     color : {"gray", "keep"}
         Colour images (DICOM or image files) to BT.601 luma, or kept ``(H, W, 3)`` RGB.
+    max_pixels : int or None
+        Refuse DICOMs larger than this many samples before decoding
+        (:data:`radiology.dicom.DEFAULT_MAX_PIXELS`; ``None``: no limit). A resource
+        limit, not preprocessing: written to pipeline files only when not the default.
 
     Examples
     --------
@@ -537,9 +541,11 @@ class Decode:
     modality_lut: bool = True
     polarity: bool = True
     color: str = "gray"
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     def __post_init__(self):
         object.__setattr__(self, "frame", _integer("decode", "frame", self.frame))
+        object.__setattr__(self, "max_pixels", _integer("decode", "max_pixels", self.max_pixels, optional=True, ge=1))
         for param in ("bits", "modality_lut", "polarity"):
             object.__setattr__(self, param, _flag("decode", param, getattr(self, param)))
         if self.color not in ("gray", "keep"):
@@ -548,7 +554,14 @@ class Decode:
     def read(self, source) -> DicomImage:
         """Decode one DICOM (path, bytes or binary file-like) with these settings."""
         return read_dicom(source, frame=self.frame, bits=self.bits, modality_lut=self.modality_lut,
-                          color=self.color)
+                          color=self.color, max_pixels=self.max_pixels)
+
+    def params(self) -> dict[str, Any]:
+        """Parameters as JSON-ready values (``max_pixels`` only when not the default)."""
+        out = asdict(self)
+        if out["max_pixels"] == DEFAULT_MAX_PIXELS:
+            del out["max_pixels"]
+        return out
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -811,7 +824,7 @@ class Pipeline:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (what JSON/YAML files hold), format version 2."""
-        return {"format": FORMAT, "version": VERSION, "decode": asdict(self.decode),
+        return {"format": FORMAT, "version": VERSION, "decode": self.decode.params(),
                 "steps": [{"name": step.name, **step.params()} for step in self.steps]}
 
     @classmethod

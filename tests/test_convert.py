@@ -113,7 +113,11 @@ def test_collisions_are_reported_not_overwritten(tmp_path):
     report = convert_folder(src, tmp_path / "dst", progress=False)
     table = report.table.set_index("source")
     assert table.loc["a.DICOM", "status"] == "ok" and table.loc["a.DICOM", "output"] == "a.png"
-    assert table.loc["a.dcm", "status"] == "failed" and "collides with a.DICOM" in table.loc["a.dcm", "reason"]
+    # The later input is not lost: it gets a suffix, and the report says why.
+    assert table.loc["a.dcm", "status"] == "ok" and table.loc["a.dcm", "output"] == "a_2.png"
+    assert "collides with a.DICOM" in table.loc["a.dcm", "reason"]
+    dst = tmp_path / "dst"
+    assert correlation(read_image(dst / "a.png"), read_image(dst / "a_2.png")) < 0.999
 
 
 def test_uid_naming_stays_inside_dst_and_detects_duplicates(tmp_path):

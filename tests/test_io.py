@@ -53,3 +53,23 @@ def test_failed_write_keeps_old_content(tmp_path, monkeypatch):
         atomic_write(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (37, 53, 3)])
+@pytest.mark.parametrize("bit_depth", [8, 16])
+def test_fast_png_is_lossless_and_readable_by_other_decoders(tmp_path, shape, bit_depth):
+    from PIL import Image
+
+    image = np.random.default_rng(1).random(shape).astype(np.float32)
+    fast = encode_image(image, "png", bit_depth, png_compression=1)
+    zlib9 = encode_image(image, "png", bit_depth, png_compression=9)  # OpenCV's encoder
+    (tmp_path / "f.png").write_bytes(fast)
+    expected = to_uint(image, bit_depth)
+    assert np.array_equal(to_uint(read_image(tmp_path / "f.png"), bit_depth), expected)
+    (tmp_path / "z.png").write_bytes(zlib9)
+    assert np.array_equal(to_uint(read_image(tmp_path / "z.png"), bit_depth), expected)
+    with Image.open(tmp_path / "f.png") as pil:
+        pil.load()
+        assert pil.size == (shape[1], shape[0])
+    if bit_depth == 8:
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "f.png")), expected)

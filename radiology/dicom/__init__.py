@@ -8,6 +8,8 @@ until normalization by :mod:`radiology.intensity` or :func:`apply_voi`, which ma
 from radiology.dicom.errors import (
     CorruptPixelDataError,
     DicomError,
+    DicomWarning,
+    ImageTooLargeError,
     InconsistentAttributesError,
     NoPixelDataError,
     NotDicomError,
@@ -16,8 +18,8 @@ from radiology.dicom.errors import (
     UnsupportedEncodingError,
 )
 from radiology.dicom.lut import apply_modality_lut, apply_voi, has_voi, mask_bits, to_grayscale
-from radiology.dicom.metadata import PHI_KEYWORDS, DicomMetadata, metadata_from_dataset, metadata_table
-from radiology.dicom.read import DicomImage, find_files, read_dataset, read_dicom
+from radiology.dicom.metadata import PHI_KEYWORDS, DicomMetadata, hashed_name, metadata_from_dataset, metadata_table
+from radiology.dicom.read import DEFAULT_MAX_PIXELS, DicomImage, find_files, read_dataset, read_dicom
 
 __all__ = [
     "read_dicom",
@@ -27,6 +29,7 @@ __all__ = [
     "DicomMetadata",
     "metadata_from_dataset",
     "metadata_table",
+    "hashed_name",
     "PHI_KEYWORDS",
     "mask_bits",
     "apply_modality_lut",
@@ -41,4 +44,7 @@ __all__ = [
     "CorruptPixelDataError",
     "TruncatedPixelDataError",
     "InconsistentAttributesError",
+    "ImageTooLargeError",
+    "DicomWarning",
+    "DEFAULT_MAX_PIXELS",
 ]

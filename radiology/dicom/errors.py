@@ -17,6 +17,8 @@ __all__ = [
     "CorruptPixelDataError",
     "TruncatedPixelDataError",
     "InconsistentAttributesError",
+    "ImageTooLargeError",
+    "DicomWarning",
 ]
 
 
@@ -50,3 +52,16 @@ class TruncatedPixelDataError(PixelDecodeError):
 
 class InconsistentAttributesError(DicomError):
     """Image attributes (rows, bits, photometric ...) are missing or contradict each other."""
+
+
+class ImageTooLargeError(DicomError):
+    """The image would decode to more pixels than the caller's limit (``max_pixels``)."""
+
+
+class DicomWarning(UserWarning):
+    """A recoverable defect of a file (e.g. an empty optional LUT item) that was ignored.
+
+    :func:`radiology.dicom.read_dicom` issues it and also lists it in
+    :attr:`DicomImage.warnings <radiology.dicom.DicomImage>`; batch tools copy it into
+    their report's ``warnings`` column.
+    """

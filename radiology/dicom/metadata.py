@@ -2,23 +2,53 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from pydicom.dataset import Dataset
 
 from radiology.dicom.errors import DicomError
 
-__all__ = ["DicomMetadata", "metadata_from_dataset", "metadata_table", "PHI_KEYWORDS", "TABLE_COLUMNS"]
+__all__ = ["DicomMetadata", "metadata_from_dataset", "metadata_table", "hashed_name", "PHI_KEYWORDS", "TABLE_COLUMNS"]
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
 #: Attributes that identify a patient; written only when a caller asks for them.
 PHI_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "AccessionNumber")
+
+
+_KEPT_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima"}
+
+
+def hashed_name(relative: str | os.PathLike) -> str:
+    """The relative path with every component replaced by a 16-hex SHA-256 digest.
+
+    A known DICOM extension is kept. Used by ``source_names="hashed"`` so that folder
+    and file names (often patient names or IDs) never reach an output; the same input
+    always gets the same name (resume works). Unsalted: short guessable names can be
+    recovered by trying candidates, so treat the result as pseudonymous, not anonymous.
+
+    Examples
+    --------
+    >>> hashed_name("Doe^Jane/IM0001.dcm")
+    'ff37cfdaa95116a3/c3131772ca5d3664.dcm'
+    """
+    parts = [p for p in Path(relative).parts if p not in ("", "/")]
+    out = []
+    for index, part in enumerate(parts):
+        suffix = Path(part).suffix if index == len(parts) - 1 else ""
+        suffix = suffix if suffix.lower() in _KEPT_SUFFIXES else ""
+        stem = part[: len(part) - len(suffix)] if suffix else part
+        out.append(hashlib.sha256(stem.encode("utf-8", "surrogateescape")).hexdigest()[:16] + suffix)
+    return "/".join(out)
 
 
 @dataclass(frozen=True)
@@ -185,10 +215,12 @@ TABLE_COLUMNS = (
 )
 
 
-def _table_row(path: Path, root: Path | None, include_phi: bool) -> dict:
+def _table_row(path: Path, root: Path | None, include_phi: bool, source_names: str = "relative") -> dict:
     from radiology.dicom.read import read_dataset
 
     source = os.path.relpath(path, root) if root is not None else str(path)
+    if source_names == "hashed":
+        source = hashed_name(source if root is not None else path.name)
     row = {name: None for name in TABLE_COLUMNS}
     row["source"] = source
     try:
@@ -214,6 +246,7 @@ def metadata_table(
     *,
     include_phi: bool = False,
     progress: bool = False,
+    source_names: str = "relative",
 ) -> pd.DataFrame:
     """Tabulate the non-PHI header fields of a folder (recursively) or a list of DICOM files.
 
@@ -229,6 +262,10 @@ def metadata_table(
         written unless asked for.
     progress : bool, optional
         Show a progress bar.
+    source_names : {"relative", "hashed"}, optional
+        ``source`` column: the path (relative to a folder source), or :func:`hashed_name`
+        of it (of the file name for explicit files), keeping identifying folder and file
+        names out of the table.
 
     Returns
     -------
@@ -243,16 +280,19 @@ def metadata_table(
     >>> table.loc[0, "modality"], int(table.loc[0, "rows"]), table.loc[0, "photometric"]
     ('CT', 128, 'MONOCHROME2')
     """
+    import pandas as pd  # here: `import radiology.dicom` stays light
     from tqdm.auto import tqdm
 
     from radiology.dicom.read import find_files
 
+    if source_names not in ("relative", "hashed"):
+        raise ValueError(f"source_names must be 'relative' or 'hashed', not {source_names!r}")
     if isinstance(sources, (str, os.PathLike)) and Path(sources).is_dir():
         root: Path | None = Path(sources)
         paths = find_files(root)
     else:
         root = None
         paths = [Path(sources)] if isinstance(sources, (str, os.PathLike)) else [Path(p) for p in sources]
-    rows = [_table_row(p, root, include_phi) for p in tqdm(paths, disable=not progress, unit="file")]
+    rows = [_table_row(p, root, include_phi, source_names) for p in tqdm(paths, disable=not progress, unit="file")]
     columns = list(TABLE_COLUMNS) + (list(PHI_KEYWORDS) if include_phi else [])
     return pd.DataFrame(rows, columns=columns)

@@ -12,7 +12,7 @@ import io
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -27,6 +27,8 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 from radiology.dicom.errors import (
     CorruptPixelDataError,
     DicomError,
+    DicomWarning,
+    ImageTooLargeError,
     InconsistentAttributesError,
     NoPixelDataError,
     NotDicomError,
@@ -36,12 +38,19 @@ from radiology.dicom.errors import (
 from radiology.dicom.lut import apply_modality_lut, mask_bits, to_grayscale
 from radiology.dicom.metadata import DicomMetadata, metadata_from_dataset
 
-__all__ = ["DicomImage", "read_dataset", "read_dicom", "find_files", "PIXEL_DATA_KEYWORDS"]
+__all__ = ["DicomImage", "read_dataset", "read_dicom", "find_files", "PIXEL_DATA_KEYWORDS", "DEFAULT_MAX_PIXELS"]
 
 logger = logging.getLogger(__name__)
 
 #: The three elements that can hold an image.
 PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+#: Largest image :func:`read_dicom` decodes by default, in samples (rows × columns × samples
+#: per pixel × decoded frames): 100 million, above full-field mammograms (~30 MPixel) and
+#: stitched long-leg / full-spine radiographs (~40 MPixel). Peak memory of one decode is
+#: about 16 bytes per sample (raw + float32 copies), so ~1.6 GB at the limit.
+DEFAULT_MAX_PIXELS = 100_000_000
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
 
 Source = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
@@ -63,12 +72,16 @@ class DicomImage:
         File name used in error messages.
     dataset : pydicom.dataset.Dataset
         The parsed dataset, for callers that need more than the record (e.g. VOI LUTs).
+    warnings : list of str
+        Recoverable defects that were ignored while reading (also issued as
+        :class:`~radiology.dicom.DicomWarning`), e.g. an empty Modality LUT Sequence item.
     """
 
     pixels: np.ndarray
     metadata: DicomMetadata
     source: str
     dataset: Dataset = field(repr=False)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _source_name(source: Source) -> str:
@@ -94,7 +107,7 @@ def _looks_like_dicom(ds: Dataset) -> bool:
     return bool(groups & {0x0008, 0x0010, 0x0020, 0x0028, 0x7FE0})
 
 
-def read_dataset(source: Source, *, stop_before_pixels: bool = False) -> Dataset:
+def read_dataset(source: Source, *, stop_before_pixels: bool = False, max_bytes: int | None = None) -> Dataset:
     """Parse a DICOM file, with or without preamble and file meta information.
 
     Parameters
@@ -103,6 +116,10 @@ def read_dataset(source: Source, *, stop_before_pixels: bool = False) -> Dataset
         The file; the extension does not matter.
     stop_before_pixels : bool, optional
         Skip the pixel data (fast header-only read).
+    max_bytes : int, optional
+        Refuse a *deflated* file whose data inflates to more than this many bytes
+        (pydicom inflates the whole file before reading any element, so a small file
+        could otherwise claim gigabytes of memory).
 
     Returns
     -------
@@ -116,6 +133,8 @@ def read_dataset(source: Source, *, stop_before_pixels: bool = False) -> Dataset
         The bytes are not DICOM.
     InconsistentAttributesError
         The file is DICOM but its structure cannot be parsed.
+    ImageTooLargeError
+        A deflated file inflates beyond ``max_bytes``.
 
     Examples
     --------
@@ -129,6 +148,8 @@ def read_dataset(source: Source, *, stop_before_pixels: bool = False) -> Dataset
     handle = _open(source)
     if isinstance(source, (str, os.PathLike)) and not os.path.isfile(handle):
         raise NotDicomError(f"{name}: not a file")
+    if max_bytes is not None:
+        _check_inflated_size(handle, name, max_bytes)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -149,6 +170,99 @@ def read_dataset(source: Source, *, stop_before_pixels: bool = False) -> Dataset
     ds.radiology_truncated = any("End of file reached" in str(w.message) for w in caught)
     _ensure_transfer_syntax(ds)
     return ds
+
+
+def _check_inflated_size(handle, name: str, max_bytes: int) -> None:
+    """Inflate a deflated file's body in bounded chunks, counting bytes, before pydicom inflates it whole."""
+    import zlib
+
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    opened = isinstance(handle, str)
+    stream = open(handle, "rb") if opened else handle
+    start = stream.tell()
+    try:
+        try:
+            read_preamble(stream, True)
+            meta = _read_file_meta_info(stream)
+        except Exception:  # noqa: BLE001 - not a well-formed Part 10 file: pydicom's parse reports it
+            return
+        if meta.get("TransferSyntaxUID") != _DEFLATED:
+            return
+        inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        while chunk := stream.read(1 << 20):
+            data = inflater.decompress(chunk, max_bytes + 1 - total)
+            while data:
+                total += len(data)
+                if total > max_bytes:
+                    raise ImageTooLargeError(f"{name}: deflated data inflates to more than {max_bytes:,} bytes")
+                data = inflater.decompress(inflater.unconsumed_tail, max_bytes + 1 - total)
+    except zlib.error:
+        return  # corrupt stream: pydicom's own parse gives the reason
+    finally:
+        if opened:
+            stream.close()
+        else:
+            stream.seek(start)
+
+
+def _check_size(meta: DicomMetadata, frame: int | None, name: str, max_pixels: int | None) -> None:
+    if max_pixels is None:
+        return
+    frames = meta.frames if frame is None else 1
+    samples = meta.rows * meta.columns * max(1, meta.samples_per_pixel) * frames
+    if samples > max_pixels:
+        raise ImageTooLargeError(
+            f"{name}: image too large: {meta.rows} x {meta.columns} x {max(1, meta.samples_per_pixel)} samples"
+            f" x {frames} frame(s) = {samples:,} exceeds max_pixels {max_pixels:,}"
+        )
+
+
+_LUT_SEQUENCES = ("ModalityLUTSequence", "VOILUTSequence")
+
+
+def _drop_invalid_luts(ds: Dataset, name: str) -> list[str]:
+    """Remove empty or incomplete optional LUT sequences (as DCMTK ignores them), returning why."""
+    found = []
+    for keyword in _LUT_SEQUENCES:
+        if keyword not in ds:
+            continue
+        items = ds[keyword].value or []
+        bad = not items or any(
+            "LUTDescriptor" not in item or "LUTData" not in item or len(item.LUTDescriptor or ()) != 3
+            or not item.LUTData for item in items
+        )
+        if bad:
+            del ds[keyword]
+            text = f"{keyword} empty or incomplete: ignored"
+            warnings.warn(DicomWarning(f"{name}: {text}"), stacklevel=3)
+            found.append(text)
+    return found
+
+
+def _gdcm_pixels(path: str, meta: DicomMetadata, frame: int | None) -> np.ndarray:
+    """Decode with GDCM directly (pydicom's GDCM plugin refuses 12-bit lossy JPEG that GDCM reads)."""
+    import gdcm
+
+    reader = gdcm.ImageReader()
+    reader.SetFileName(path)
+    if not reader.Read():
+        raise RuntimeError("GDCM could not read the file")
+    image = reader.GetImage()
+    kinds = {"UINT8": np.uint8, "INT8": np.int8, "UINT16": np.uint16, "INT16": np.int16,
+             "UINT32": np.uint32, "INT32": np.int32}
+    kind = image.GetPixelFormat().GetScalarTypeAsString()
+    if kind not in kinds:
+        raise RuntimeError(f"GDCM pixel type {kind} not handled")
+    data = np.frombuffer(image.GetBuffer().encode("utf-8", "surrogateescape"), dtype=kinds[kind])
+    samples = max(1, meta.samples_per_pixel)
+    shape = (meta.frames, meta.rows, meta.columns) + ((samples,) if samples > 1 else ())
+    if data.size != int(np.prod(shape)):
+        raise RuntimeError(f"GDCM returned {data.size} values for shape {shape}")
+    pixels = data.reshape(shape)
+    if frame is None:
+        return pixels if meta.frames > 1 else pixels[0]
+    return pixels[frame % meta.frames]
 
 
 def _ensure_transfer_syntax(ds: Dataset) -> None:
@@ -182,7 +296,8 @@ def _decode_error(name: str, error: BaseException) -> DicomError:
     return CorruptPixelDataError(f"{name}: corrupt pixel data: {text}")
 
 
-def _decode(ds: Dataset, meta: DicomMetadata, frame: int | None, name: str, bits: bool) -> np.ndarray:
+def _decode(ds: Dataset, meta: DicomMetadata, frame: int | None, name: str, bits: bool,
+            path: str | None = None) -> np.ndarray:
     if not any(keyword in ds for keyword in PIXEL_DATA_KEYWORDS):
         if getattr(ds, "radiology_truncated", False):
             raise TruncatedPixelDataError(f"{name}: file ends before the pixel data is complete")
@@ -199,7 +314,13 @@ def _decode(ds: Dataset, meta: DicomMetadata, frame: int | None, name: str, bits
             # bits=False really returns the stored values (mask_bits covers the codecs).
             pixels = pydicom.pixels.pixel_array(ds, index=index, correct_unused_bits=bits)
         except Exception as error:  # noqa: BLE001 - codecs raise anything on bad data
-            raise _decode_error(name, error) from error
+            syntax = ds.file_meta.get("TransferSyntaxUID")
+            if path is None or syntax != _JPEG_EXTENDED:
+                raise _decode_error(name, error) from error
+            try:  # 12-bit lossy JPEG: GDCM decodes what pylibjpeg and pydicom's GDCM plugin refuse
+                pixels = _gdcm_pixels(path, meta, index)
+            except Exception:  # noqa: BLE001 - report the first decoder's reason
+                raise _decode_error(name, error) from error
     if frame is None and meta.frames == 1:
         pixels = pixels[np.newaxis]
     return pixels
@@ -212,6 +333,7 @@ def read_dicom(
     bits: bool = True,
     modality_lut: bool = True,
     color: Literal["gray", "keep"] = "gray",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> DicomImage:
     """Read a DICOM file into pixels in the Modality LUT output space.
 
@@ -237,6 +359,10 @@ def read_dicom(
     color : {"gray", "keep"}, optional
         ``"gray"`` turns RGB/YBR/PALETTE COLOR into float32 luma (ITU-R BT.601);
         ``"keep"`` returns ``(H, W, 3)`` RGB. YBR is always converted to RGB first.
+    max_pixels : int or None, optional
+        Refuse, before decoding, an image of more than this many samples (rows × columns ×
+        samples per pixel × decoded frames; default :data:`DEFAULT_MAX_PIXELS`), and a
+        deflated file that inflates beyond 8 bytes per allowed sample. ``None``: no limit.
 
     Returns
     -------
@@ -245,8 +371,15 @@ def read_dicom(
     Raises
     ------
     NotDicomError, NoPixelDataError, UnsupportedEncodingError, CorruptPixelDataError,
-    TruncatedPixelDataError, InconsistentAttributesError
+    TruncatedPixelDataError, InconsistentAttributesError, ImageTooLargeError
         All subclasses of :class:`radiology.dicom.DicomError`, with a one-line reason.
+
+    Notes
+    -----
+    Empty or incomplete Modality / VOI LUT Sequences are ignored (as DCMTK does) with a
+    :class:`~radiology.dicom.DicomWarning`, listed in :attr:`DicomImage.warnings`. Lossy
+    12-bit JPEG (Extended, process 2/4) that the pydicom plugins refuse is decoded with
+    GDCM directly (path sources only).
 
     Examples
     --------
@@ -257,12 +390,18 @@ def read_dicom(
     """
     if color not in ("gray", "keep"):
         raise ValueError(f"color must be 'gray' or 'keep', not {color!r}")
+    if max_pixels is not None and (isinstance(max_pixels, bool) or int(max_pixels) < 1):
+        raise ValueError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
     name = _source_name(source)
-    ds = read_dataset(source)
+    ds = read_dataset(source, max_bytes=None if max_pixels is None else 8 * int(max_pixels))
+    found = _drop_invalid_luts(ds, name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # malformed optional values read as absent
         meta = metadata_from_dataset(ds)
-    pixels = _decode(ds, meta, frame, name, bits)
+    if any(keyword in ds for keyword in PIXEL_DATA_KEYWORDS):
+        _check_size(meta, frame, name, max_pixels)
+    path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+    pixels = _decode(ds, meta, frame, name, bits, path)
     photometric = meta.photometric
     try:
         if photometric == "PALETTE COLOR":
@@ -278,11 +417,18 @@ def read_dicom(
         raise InconsistentAttributesError(f"{name}: cannot apply LUT: {_one_line(error)}") from error
     if meta.is_color and color == "gray":
         pixels = to_grayscale(pixels)
-    return DicomImage(pixels=pixels, metadata=meta, source=name, dataset=ds)
+    return DicomImage(pixels=pixels, metadata=meta, source=name, dataset=ds, warnings=found)
 
 
-def find_files(root: str | os.PathLike, pattern: str = "*", exclude: str | os.PathLike | None = None) -> list[Path]:
-    """List candidate DICOM files below a folder, sorted, skipping hidden files and folders.
+def find_files(
+    root: str | os.PathLike,
+    pattern: str = "*",
+    exclude: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
+    *,
+    hidden: bool = False,
+    follow_links: bool = False,
+) -> list[Path]:
+    """List candidate DICOM files below a folder, sorted.
 
     Every regular file matching ``pattern`` is a candidate, whatever its extension:
     archives hold DICOM files named by UID with no extension. Non-DICOM files among them
@@ -294,8 +440,14 @@ def find_files(root: str | os.PathLike, pattern: str = "*", exclude: str | os.Pa
         Folder searched recursively.
     pattern : str, optional
         Glob on file names (e.g. ``"*.dcm"``).
-    exclude : path, optional
-        A folder inside ``root`` to leave out (e.g. the output folder of a conversion).
+    exclude : path or paths, optional
+        Folders inside ``root`` to leave out (e.g. the output folder of a conversion),
+        compared after resolving symbolic links.
+    hidden : bool, optional
+        Include files and folders whose name starts with a dot (skipped by default).
+    follow_links : bool, optional
+        Descend into symbolically linked folders; each real folder is visited once, so
+        link loops terminate. Linked files are always listed.
 
     Returns
     -------
@@ -311,16 +463,29 @@ def find_files(root: str | os.PathLike, pattern: str = "*", exclude: str | os.Pa
     root = Path(root)
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a folder")
-    excluded = Path(exclude).resolve() if exclude is not None else None
-    return sorted(_walk(root, pattern, excluded))
+    if exclude is None:
+        excluded: set[str] = set()
+    elif isinstance(exclude, (str, os.PathLike)):
+        excluded = {os.path.realpath(exclude)}
+    else:
+        excluded = {os.path.realpath(p) for p in exclude}
+    return sorted(_walk(root, pattern, excluded, hidden, follow_links))
 
 
-def _walk(root: Path, pattern: str, excluded: Path | None) -> Iterator[Path]:
-    for folder, subfolders, files in os.walk(root):
+def _walk(root: Path, pattern: str, excluded: set[str], hidden: bool, follow_links: bool) -> Iterator[Path]:
+    seen = {os.path.realpath(root)}
+    for folder, subfolders, files in os.walk(root, followlinks=follow_links):
         here = Path(folder)
-        subfolders[:] = sorted(
-            d for d in subfolders if not d.startswith(".") and (excluded is None or (here / d).resolve() != excluded)
-        )
+        keep = []
+        for name in sorted(subfolders):
+            if name.startswith(".") and not hidden:
+                continue
+            real = os.path.realpath(here / name)
+            if real in excluded or (follow_links and real in seen):
+                continue  # the output folder, or a folder already visited through another link
+            seen.add(real)
+            keep.append(name)
+        subfolders[:] = keep
         for name in files:
-            if not name.startswith(".") and Path(name).match(pattern):
+            if (hidden or not name.startswith(".")) and Path(name).match(pattern):
                 yield here / name
