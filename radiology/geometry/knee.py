@@ -22,7 +22,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from scipy import optimize
 
 from radiology.geometry.fov import Box
 
@@ -309,6 +308,7 @@ class KneeLocalizer:
             slope = -2.0 * c * margin * y_train
             return value, np.concatenate([w + x_train.T @ slope, [slope.sum()]])
 
+        from scipy import optimize  # only fitting needs it: keeps scipy out of conversion start-up
         result = optimize.minimize(loss, np.zeros(N_FEATURES + 1), jac=True, method="L-BFGS-B",
                                    options={"maxiter": 2000})
         return cls(result.x[:-1], float(result.x[-1]), **kwargs)
