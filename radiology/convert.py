@@ -605,8 +605,20 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def _quiet_native_stderr() -> None:
+    # Codecs written in C (libjpeg, OpenJPEG, GDCM) print to file descriptor 2 and would scatter
+    # their messages over the progress bar; each file's failure reason is in the report instead.
+    # Debug logging (radiology -v) keeps them.
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
+
 def _worker_main(conn, ctx: _Context, parent: int) -> None:
     _die_with_parent(parent)
+    _quiet_native_stderr()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
     while True:
         try:

@@ -244,6 +244,22 @@ def test_b_several_source_folders(tmp_path, capsys):
     assert list(table.index) == ["s1/a.dcm", "s2/a.dcm"] and list(table.output) == ["s1/a.png", "s2/a.png"]
 
 
+def test_codec_messages_stay_off_the_terminal(tmp_path):
+    # OpenJPEG prints to file descriptor 2 on this broken file; the report holds the reason instead.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("JPEG2000-embedded-sequence-delimiter.dcm", "CT_small.dcm"):
+        (src / name).write_bytes(Path(pydicom.data.get_testdata_file(name)).read_bytes())
+    command = [sys.executable, "-m", "radiology.cli", "convert", str(src), str(tmp_path / "dst"), "-q"]
+    quiet = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0 and quiet.stderr.strip() == "", quiet.stderr
+    report = pd.read_csv(tmp_path / "dst" / REPORT_NAME, keep_default_na=False)
+    assert sorted(report["status"]) == ["failed", "ok"]
+    verbose = subprocess.run(command[:3] + ["-v"] + command[3:] + ["--skip-existing"], capture_output=True,
+                             text=True, timeout=120)
+    assert "tiles" in verbose.stderr  # with -v the codec's own words stay visible
+
+
 def test_b_no_dicom_found_exits_non_zero(tmp_path, capsys):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "notes.txt").write_text("hello")
