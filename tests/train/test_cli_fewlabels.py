@@ -90,3 +90,17 @@ def test_pretrain_and_explain_usage_errors(folders, tmp_path, capsys):
     assert "is a folder" in capsys.readouterr().err
     assert main(["explain", str(tmp_path / "nope"), str(unlabeled), "--out", str(tmp_path / "e")]) == USAGE_ERROR
     assert "no such bundle" in capsys.readouterr().err
+
+
+def test_validation_images_are_left_out_of_the_unlabeled_set(folders, tmp_path):
+    from radiology.train import TrainConfig, train
+
+    labels, _, _ = folders
+    images = labels.parent / "images"  # the labeled images themselves as the unlabeled folder
+    result = train(TrainConfig(csv=labels, image_cols="file", group_col="patient", arch="resnet18", pretrained=None,
+                               size=32, epochs=1, head_epochs=0, batch_size=4, cache="none", out=tmp_path / "b",
+                               unlabeled=images, semi="fixmatch"), progress=False)
+    info = json.loads((result.bundle / "train.json").read_text())
+    left_out = info["semi_supervised"]["validation_files_left_out"]
+    assert left_out == info["data"]["valid"]["samples"] > 0
+    assert info["semi_supervised"]["unlabeled"] == 24 - left_out
