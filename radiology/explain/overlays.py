@@ -179,7 +179,6 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
 
     from radiology.io import atomic_write, write_image
     from radiology.models import Bundle, load_bundle
-    from radiology.models.bundle import _to_channels
     from radiology.train.inference import PredictionInputs, prediction_inputs
 
     if method not in METHODS:
@@ -247,10 +246,7 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
                     name, image, matrix = stages[-1]
                     if matrix is None:
                         raise ValueError(f"step {name!r} does not report its geometry")
-                    sample = _to_channels(image, bundle.channels, str(path))
-                    if sample.shape[1:] != tuple(bundle.size):
-                        raise ValueError(f"pipeline produced {sample.shape[1:]} images, the model takes "
-                                         f"{tuple(bundle.size)}")
+                    sample = bundle.model_input(image, str(path))
                     originals.append((original_view(stages), matrix))
                     samples.append(sample)
                 loaded.append((index, originals, samples[0] if views == 1 else np.stack(samples)))

@@ -379,13 +379,31 @@ class Bundle:
         if len(paths) != len(self.views):
             raise ValueError(f"{source!r}: {len(paths)} images, the model takes {len(self.views)} views "
                              f"{list(self.views)}")
-        images = []
-        for path in paths:
-            image = _to_channels(self.pipeline.read(path), self.channels, str(path))
-            if image.shape[1:] != self.size:
-                raise ValueError(f"{path}: pipeline produced {image.shape[1:]} images, the model takes {self.size}")
-            images.append(image)
+        images = [self.model_input(self.pipeline.read(path), str(path)) for path in paths]
         return images[0] if len(images) == 1 else np.stack(images)
+
+    def model_input(self, image: np.ndarray, name: str = "image") -> np.ndarray:
+        """One view of the pipeline's output as the model takes it: ``(C, H, W)`` float32.
+
+        Gray images are repeated to the model's channels, colour images made gray for a
+        1-channel model; the size must be the model's.
+
+        Parameters
+        ----------
+        image : numpy.ndarray
+            ``(H, W)`` or ``(H, W, 3)``, what ``pipeline.read`` returns.
+        name : str, optional
+            Names the input in errors.
+
+        Raises
+        ------
+        ValueError
+            Another shape or size than the model's.
+        """
+        sample = _to_channels(np.asarray(image), self.channels, name)
+        if sample.shape[1:] != tuple(self.size):
+            raise ValueError(f"{name}: pipeline produced {sample.shape[1:]} images, the model takes {tuple(self.size)}")
+        return sample
 
     def predict(self, sources, batch_size: int = 16) -> np.ndarray:
         """Probabilities for files: preprocess with the bundle's pipeline, then :meth:`predict_batch`.

@@ -129,6 +129,11 @@ def test_predict_on_one_path_and_load_sample(single):
     sample = bundle.load_sample(path)
     assert sample.shape == (1, SIZE, SIZE) and sample.dtype == np.float32
     np.testing.assert_allclose(sample, single["input"][3])
+    image = single["input"][3][0]
+    np.testing.assert_array_equal(bundle.model_input(image), sample)  # what load_sample does per view
+    np.testing.assert_allclose(bundle.model_input(np.dstack([image] * 3)), sample, atol=1e-6)  # colour made gray
+    with pytest.raises(ValueError, match="the model takes"):
+        bundle.model_input(image[:-1])
     probs = bundle.predict(path)
     assert probs.shape == (1, 3)
     np.testing.assert_allclose(probs[0], single["probs"][3], atol=1e-5)
