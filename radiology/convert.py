@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from radiology.dicom import DEFAULT_MAX_PIXELS, DicomImage, DicomWarning, InconsistentAttributesError, read_dataset
+from radiology.dicom import (
+    DEFAULT_MAX_PIXELS,
+    DICOM_SUFFIXES,
+    DicomImage,
+    DicomWarning,
+    InconsistentAttributesError,
+    read_dataset,
+)
 from radiology.dicom.metadata import hashed_name, metadata_from_dataset
 from radiology.errors import RadiologyError
 from radiology.intensity import NORMALIZATIONS, histogram_bins
@@ -69,7 +76,6 @@ REPORT_COLUMNS = (
 )
 #: File name of the report written into the destination folder.
 REPORT_NAME = "conversion_report.csv"
-_DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima"}
 _UNSAFE = re.compile(r"[^\w.\-+=@,()]")  # \w: letters and digits of any script, not surrogates
 _NAME_BYTES = 255  # longest file name of common file systems, in bytes
 _SCRATCH = ".radiology-tmp-"
@@ -432,7 +438,7 @@ def output_name(relative: str | os.PathLike, extension: str) -> str:
         raise ValueError(f"empty input path {relative!r}")
     stem = parts[-1]
     suffix = Path(stem).suffix
-    if suffix.lower() in _DICOM_SUFFIXES and len(stem) > len(suffix):
+    if suffix.lower() in DICOM_SUFFIXES and len(stem) > len(suffix):
         stem = stem[: -len(suffix)]
     parts[-1] = _fit(stem, keep=extension)
     return "/".join(parts)

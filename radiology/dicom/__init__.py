@@ -18,7 +18,14 @@ from radiology.dicom.errors import (
     UnsupportedEncodingError,
 )
 from radiology.dicom.lut import apply_modality_lut, apply_voi, has_voi, mask_bits, to_grayscale
-from radiology.dicom.metadata import PHI_KEYWORDS, DicomMetadata, hashed_name, metadata_from_dataset, metadata_table
+from radiology.dicom.metadata import (
+    DICOM_SUFFIXES,
+    PHI_KEYWORDS,
+    DicomMetadata,
+    hashed_name,
+    metadata_from_dataset,
+    metadata_table,
+)
 from radiology.dicom.read import DEFAULT_MAX_PIXELS, DicomImage, find_files, read_dataset, read_dicom
 
 __all__ = [
@@ -31,6 +38,7 @@ __all__ = [
     "metadata_table",
     "hashed_name",
     "PHI_KEYWORDS",
+    "DICOM_SUFFIXES",
     "mask_bits",
     "apply_modality_lut",
     "apply_voi",

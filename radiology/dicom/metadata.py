@@ -14,7 +14,10 @@ from pydicom.dataset import Dataset
 
 from radiology.dicom.errors import DicomError
 
-__all__ = ["DicomMetadata", "metadata_from_dataset", "metadata_table", "hashed_name", "PHI_KEYWORDS", "TABLE_COLUMNS"]
+__all__ = [
+    "DicomMetadata", "metadata_from_dataset", "metadata_table", "hashed_name", "PHI_KEYWORDS", "TABLE_COLUMNS",
+    "DICOM_SUFFIXES",
+]
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,7 +28,8 @@ logger = logging.getLogger(__name__)
 PHI_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "AccessionNumber")
 
 
-_KEPT_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima"}
+#: File-name suffixes that mark DICOM files (kept or replaced in output names; a DICOM needs none).
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic", ".ima"})
 
 
 def hashed_name(relative: str | os.PathLike) -> str:
@@ -45,7 +49,7 @@ def hashed_name(relative: str | os.PathLike) -> str:
     out = []
     for index, part in enumerate(parts):
         suffix = Path(part).suffix if index == len(parts) - 1 else ""
-        suffix = suffix if suffix.lower() in _KEPT_SUFFIXES else ""
+        suffix = suffix if suffix.lower() in DICOM_SUFFIXES else ""
         stem = part[: len(part) - len(suffix)] if suffix else part
         out.append(hashlib.sha256(stem.encode("utf-8", "surrogateescape")).hexdigest()[:16] + suffix)
     return "/".join(out)

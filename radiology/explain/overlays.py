@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from radiology.dicom import DICOM_SUFFIXES
 from radiology.explain.cam import METHODS, cam_peak, cam_to_original, compute_cam, find_target_layer, overlay
+from radiology.io import IMAGE_SUFFIXES
 
 __all__ = ["EXPLANATION_COLUMNS", "explain_inputs", "overlay_name", "original_view"]
 
 #: Columns of ``explanations.csv``.
 EXPLANATION_COLUMNS = ("image", "label", "method", "overlay", "peak_x", "peak_y", "error")
-_INPUT_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".npy", ".tif", ".tiff", ".bmp")
 
 
 def overlay_name(image_id: str, *parts: str) -> str:
@@ -36,7 +37,7 @@ def overlay_name(image_id: str, *parts: str) -> str:
     'x__a_b.png'
     """
     stem = str(image_id)
-    if stem.lower().endswith(_INPUT_SUFFIXES):
+    if stem.lower().endswith((*DICOM_SUFFIXES, *IMAGE_SUFFIXES)):
         stem = stem.rsplit(".", 1)[0]
     pieces = [stem, *parts]
     safe = [re.sub(r"[^A-Za-z0-9._-]+", "_", p.replace("\\", "/").replace("/", "_")).strip("._") or "x"
