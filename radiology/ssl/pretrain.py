@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 #: Pretraining methods of :func:`pretrain`.
 METHODS = ("simclr", "byol", "metadata")
 
-_DEFAULT_LR = {"simclr": 1e-3, "byol": 1e-3, "metadata": 1e-3}
+_DEFAULT_LR = 1e-3  # every method
 
 
 @dataclass
@@ -273,7 +273,7 @@ def pretrain(
         learn.logger = _silent
     if device.type == "cuda":
         learn.to_fp16()
-    learn.fit_one_cycle(epochs, lr if lr is not None else _DEFAULT_LR[method])
+    learn.fit_one_cycle(epochs, lr if lr is not None else _DEFAULT_LR)
 
     names = learn.recorder.metric_names[1:-1]  # epoch ... time
     history = [dict(zip(["epoch", *names], [i, *[float(v) for v in values]]))
