@@ -175,6 +175,8 @@ class TrainConfig:
                              "(--unlabeled DIR --semi fixmatch|mixmatch)")
         if self.semi is not None and self.multi_label:
             raise ValueError(f"{self.semi} is for single-label data; multi_label cannot be combined with semi")
+        if self.semi is not None and len(self.image_cols) > 1:
+            raise ValueError(f"{self.semi} is for single-view data; several image columns cannot be combined with semi")
         if self.semi is not None and self.epochs < 1:
             raise ValueError(f"{self.semi} runs in the fine-tuning stage: epochs must be >= 1")
         if not 0 <= self.label_smoothing < 1:

@@ -432,7 +432,7 @@ def train(config: TrainConfig, *, progress: bool = True):
 
     semi, semi_info = (None, None)
     if config.semi is not None:
-        semi, semi_info = _semisup_callback(config, items, valid_items, pipeline, cache, progress)
+        semi, semi_info = _semisup_callback(config, valid_items, pipeline, cache, progress)
 
     n_outputs = len(items.classes)
     model = create_model(config.arch, n_outputs, in_chans=config.channels, pretrained=config.pretrained,
@@ -498,13 +498,11 @@ def train(config: TrainConfig, *, progress: bool = True):
     return TrainResult(bundle=Path(bundle), metrics=metrics, learner=learn)
 
 
-def _semisup_callback(config: TrainConfig, items, valid_items, pipeline, cache, progress: bool):
+def _semisup_callback(config: TrainConfig, valid_items, pipeline, cache, progress: bool):
     """The FixMatch/MixMatch callback over ``config.unlabeled`` (validation files left out) and its summary."""
     from radiology.data import ImageDataset, drop_unreadable, from_unlabeled
     from radiology.semisup import semisup_callback
 
-    if items.multi_label or len(items.views) > 1:
-        raise ValueError(f"{config.semi} is for single-label, single-view data")
     unlabeled = from_unlabeled(config.unlabeled)
     # Images of the validation split must not be trained on, not even without their labels.
     held_out = {paths[0].resolve() for paths in valid_items.paths}

@@ -73,6 +73,7 @@ def test_semi_supervised_usage_errors_exit_2_with_one_line(folders, tmp_path, ca
         (["--semi", "fixmatch"], "needs both an unlabeled folder and a method"),
         (["--unlabeled", str(unlabeled)], "needs both an unlabeled folder and a method"),
         (["--unlabeled", str(unlabeled), "--semi", "mixmatch", "--multi-label"], "single-label"),
+        (["--unlabeled", str(unlabeled), "--semi", "fixmatch", "--image-col", "file,file"], "single-view"),
         (["--unlabeled", str(tmp_path / "nowhere"), "--semi", "fixmatch", "--arch", "resnet18", "--pretrained",
           "none"], "nowhere"),
     ]
