@@ -176,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--resume", action="store_true", default=None, help="continue an interrupted run in --out")
     semi = train.add_argument_group("semi-supervised (single-label)")
     semi.add_argument("--unlabeled", type=Path, help="folder of unlabeled DICOMs/images used while fine-tuning")
-    semi.add_argument("--semi", choices=("fixmatch", "mixmatch"), help="semi-supervised method (needs --unlabeled)")
+    semi.add_argument("--semi", choices=("fixmatch", "mixmatch"),
+                      help="semi-supervised method (needs --unlabeled); fixmatch holds 15 x --batch-size images per "
+                           "step: use --batch-size 8 on a CPU")
     train.add_argument("--config", type=Path, help="YAML/JSON file with the same keys; flags override it")
     train.add_argument("--pipeline", type=Path, help="preprocessing pipeline file (default: percentile, resize, pad)")
     train.add_argument("--out", type=Path, required=True, help="bundle directory to write")
