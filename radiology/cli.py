@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     semi.add_argument("--semi", choices=("fixmatch", "mixmatch"),
                       help="semi-supervised method (needs --unlabeled); fixmatch holds 15 x --batch-size images per "
                            "step: use --batch-size 8 on a CPU")
+    semi.add_argument("--semi-param", action="append", metavar="KEY=VALUE",
+                      help="a setting of the method instead of its paper's default, e.g. lambda_u=10 "
+                           "(repeat the flag for several; replaces the config file's semi_params)")
     train.add_argument("--config", type=Path, help="YAML/JSON file with the same keys; flags override it")
     train.add_argument("--pipeline", type=Path, help="preprocessing pipeline file (default: percentile, resize, pad)")
     train.add_argument("--out", type=Path, required=True, help="bundle directory to write")
@@ -398,10 +401,28 @@ def _headline(metrics: dict) -> str:
     return ", ".join(parts) or "no defined metric"
 
 
+def _key_values(items: list[str], flag: str) -> dict:
+    """``KEY=VALUE`` strings as a dict; values read as JSON (numbers, true/false), else kept as text."""
+    import json
+
+    values = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag} takes KEY=VALUE, got {item!r}")
+        try:
+            values[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            values[key.strip()] = text
+    return values
+
+
 def _train(args: argparse.Namespace) -> int:
     from radiology.train import TrainConfig, train
 
     flags = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
+    if args.semi_param:
+        flags["semi_params"] = _key_values(args.semi_param, "--semi-param")
     config = TrainConfig.load(args.config, **flags) if args.config else TrainConfig.from_dict(flags)
     result = train(config, progress=not args.quiet)
     if not result.metrics:  # another process of a multi-GPU run; rank 0 reports

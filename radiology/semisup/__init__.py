@@ -46,7 +46,7 @@ from radiology.semisup.augment import (
     strong_augmentation,
     weak_augmentation,
 )
-from radiology.semisup.callbacks import METHODS, FixMatch, MixMatch, semisup_callback
+from radiology.semisup.callbacks import METHODS, FixMatch, MixMatch, semisup_callback, validate_semisup_params
 from radiology.semisup.data import ImagesOnly, UnlabeledStream, unlabeled_loader
 from radiology.semisup.functional import (
     DistributionAlignment,
@@ -59,6 +59,7 @@ from radiology.semisup.functional import (
 
 __all__ = [
     "semisup_callback",
+    "validate_semisup_params",
     "METHODS",
     "FixMatch",
     "MixMatch",

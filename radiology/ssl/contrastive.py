@@ -73,9 +73,13 @@ def contrastive_augmentation(size: int | tuple[int, int], *, crop_scale: tuple[f
 
 
 def _feature_dim(encoder: nn.Module) -> int:
-    if hasattr(encoder, "forward_features") and hasattr(encoder, "config"):  # RadiographClassifier
-        return int(encoder.head.in_features)
-    raise TypeError("encoder must be a radiology.models.RadiographClassifier (create_model)")
+    """Size of the encoder's pooled features, which the self-supervised heads take; checks the encoder type."""
+    from radiology.models.classifier import RadiographClassifier
+
+    if not isinstance(encoder, RadiographClassifier):
+        raise TypeError("encoder must be a radiology.models.RadiographClassifier (create_model), "
+                        f"got {type(encoder).__name__}")
+    return int(encoder.head.in_features)
 
 
 class ContrastiveModel(nn.Module):

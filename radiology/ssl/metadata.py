@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from radiology.ssl.contrastive import _feature_dim
+
 __all__ = ["HEADER_FIELDS", "HeaderTargets", "header_targets", "MetadataModel", "HeaderLoss"]
 
 #: Header fields of :class:`radiology.dicom.DicomMetadata` the pretext task can predict.
@@ -150,7 +152,7 @@ class MetadataModel(nn.Module):
             raise ValueError(f"every field needs at least two classes, got {list(sizes)}")
         self.encoder = encoder
         self.sizes = [int(s) for s in sizes]
-        self.heads = nn.Linear(encoder.head.in_features, sum(self.sizes))
+        self.heads = nn.Linear(_feature_dim(encoder), sum(self.sizes))
 
     @property
     def backbone(self) -> nn.Module:

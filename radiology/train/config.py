@@ -103,6 +103,10 @@ class TrainConfig:
     semi : {"fixmatch", "mixmatch"}, optional
         Semi-supervised method added to the fine-tuning stage (:mod:`radiology.semisup`,
         the papers' defaults); single-label, single-view data only.
+    semi_params : dict, optional
+        Settings of the ``semi`` method that replace the papers' defaults, e.g.
+        ``{"lambda_u": 10, "rampup_epochs": 5}`` for MixMatch on two classes
+        (:func:`radiology.semisup.validate_semisup_params` lists and checks them).
     """
 
     out: str | os.PathLike = "bundle"
@@ -139,6 +143,7 @@ class TrainConfig:
     fusion: str = "concat"
     unlabeled: str | os.PathLike | None = None
     semi: str | None = None
+    semi_params: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -179,6 +184,12 @@ class TrainConfig:
             raise ValueError(f"{self.semi} is for single-view data; several image columns cannot be combined with semi")
         if self.semi is not None and self.epochs < 1:
             raise ValueError(f"{self.semi} runs in the fine-tuning stage: epochs must be >= 1")
+        if self.semi_params:
+            if self.semi is None:
+                raise ValueError("semi_params need a semi-supervised method (--semi fixmatch|mixmatch)")
+            from radiology.semisup import validate_semisup_params
+
+            object.__setattr__(self, "semi_params", validate_semisup_params(self.semi, self.semi_params))
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 

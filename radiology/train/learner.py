@@ -516,9 +516,9 @@ def _semisup_callback(config: TrainConfig, valid_items, pipeline, cache, progres
         logger.warning("%d unlabeled file(s) could not be read and are left out (first: %s: %s)",
                        len(skipped), *skipped[0])
     callback = semisup_callback(config.semi, dataset, config.batch_size, num_workers=config.workers,
-                                seed=config.seed)
-    return callback, {"method": config.semi, "unlabeled": len(dataset), "unreadable": len(skipped),
-                      "validation_files_left_out": excluded}
+                                seed=config.seed, **config.semi_params)
+    return callback, {"method": config.semi, "params": dict(config.semi_params), "unlabeled": len(dataset),
+                      "unreadable": len(skipped), "validation_files_left_out": excluded}
 
 
 def _resume_epoch(learn) -> int:

@@ -309,3 +309,27 @@ def test_mixed_precision_on_cuda(chest_images, method):
     _fit(learn, 4, cbs=[callback, probe])
     assert all(np.isfinite(list(epoch.values())).all() for epoch in callback.history)
     assert np.mean(probe.losses[-5:]) < np.mean(probe.losses[:5])
+
+
+def test_settings_from_files_or_flags_are_checked_by_the_callbacks_rules():
+    from radiology.semisup import validate_semisup_params
+
+    assert validate_semisup_params("MixMatch", {"lambda_u": 10, "rampup_epochs": 0, "k": 3}) == {
+        "lambda_u": 10, "rampup_epochs": 0, "k": 3}
+    assert validate_semisup_params("fixmatch", {}) == {}
+    cases = [
+        ("fixmatch", {"thresh": 0.9}, "unknown fixmatch setting 'thresh'; known: ['distribution_alignment', "
+                                      "'lambda_u', 'mu', 'temperature', 'threshold']"),
+        ("fixmatch", {"weak": None}, "unknown fixmatch setting 'weak'"),  # modules are not settings
+        ("fixmatch", {"threshold": 1.5}, "threshold must be in [0, 1]"),
+        ("fixmatch", {"mu": 2.5}, "mu=2.5: expected an integer"),
+        ("fixmatch", {"threshold": "0.9"}, "expected a number"),
+        ("mixmatch", {"distribution_alignment": 1}, "expected true or false"),
+        ("mixmatch", {"lambda_u": True}, "expected a number"),
+        ("mixmatch", {"temperature": 0}, "temperature must be positive"),
+        ("pseudolabel", {}, "method must be one of"),
+    ]
+    for method, params, message in cases:
+        with pytest.raises(ValueError) as error:
+            validate_semisup_params(method, params)
+        assert message in str(error.value)

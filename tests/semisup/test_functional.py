@@ -80,7 +80,9 @@ def test_distribution_alignment_rebalances_biased_pseudo_labels():
 def test_sharpen_known_answer():
     out = sharpen(torch.tensor([[0.6, 0.4], [0.5, 0.5]]), 0.5)
     torch.testing.assert_close(out, torch.tensor([[0.36 / 0.52, 0.16 / 0.52], [0.5, 0.5]]))
-    probs = torch.softmax(torch.randn(5, 4), dim=1)
+    # Clear winners (a logit gap of 0.3 or more), so that T = 0.01 gives one-hot rows to 1e-3.
+    probs = torch.softmax(torch.tensor([[2.0, 0.5, -1.0, 0.0], [0.1, 1.5, 0.4, -0.3], [0.0, 0.0, 1.0, 0.2],
+                                        [-1.0, 0.3, 0.2, 2.0], [1.2, 0.2, 0.9, 0.0]]), dim=1)
     torch.testing.assert_close(sharpen(probs, 1.0), probs)
     cold = sharpen(probs, 0.01)
     torch.testing.assert_close(cold, one_hot(probs.argmax(1), 4), atol=1e-3, rtol=0)

@@ -250,6 +250,7 @@ def test_metadata_model_and_contrastive_model_shapes():
     assert MetadataModel(encoder, [2, 4])(torch.rand(2, 1, 32, 32)).shape == (2, 6)
     with pytest.raises(ValueError):
         MetadataModel(encoder, [1])
-    with pytest.raises(TypeError):
-        ContrastiveModel(torch.nn.Linear(2, 2))
+    for model in (ContrastiveModel, BYOLModel, lambda encoder: MetadataModel(encoder, [2])):
+        with pytest.raises(TypeError, match="RadiographClassifier"):
+            model(torch.nn.Linear(2, 2))
     assert np.isfinite(float(NTXent()(ContrastiveModel(encoder, output_dim=8)(torch.rand(4, 1, 32, 32)))))

@@ -40,21 +40,27 @@ def test_pretrain_writes_a_loadable_backbone(backbone, capsys):
     assert len(history) == 1 and history[0]["train_loss"] > 0
 
 
-@pytest.mark.parametrize("method", ["fixmatch", "mixmatch"])
-def test_train_semi_supervised_from_a_pretrained_backbone_then_explain(folders, backbone, tmp_path, capsys, method):
+@pytest.mark.parametrize("method, params, column, value", [
+    ("fixmatch", {"threshold": 0}, "mask_rate", 1.0),  # every pseudo-label passes
+    ("mixmatch", {"lambda_u": 10, "rampup_epochs": 0}, "lambda_u", 10.0),  # the full weight from the start
+])
+def test_train_semi_supervised_from_a_pretrained_backbone_then_explain(folders, backbone, tmp_path, capsys, method,
+                                                                       params, column, value):
     labels, unlabeled, _ = folders
     out = tmp_path / "bundle"
+    settings = [arg for key, v in params.items() for arg in ("--semi-param", f"{key}={v}")]
     code = main(["train", "--csv", str(labels), "--image-col", "file", "--group-col", "patient", "--arch", "resnet18",
                  "--pretrained", str(backbone), "--size", "48", "--epochs", "1", "--head-epochs", "1",
-                 "--batch-size", "4", "--unlabeled", str(unlabeled), "--semi", method, "--cache", "none",
+                 "--batch-size", "4", "--unlabeled", str(unlabeled), "--semi", method, *settings, "--cache", "none",
                  "--out", str(out), "-q"])
     assert code == 0
     info = json.loads((out / "train.json").read_text())
-    assert info["semi_supervised"] == {"method": method, "unlabeled": 24, "unreadable": 0,
+    assert info["semi_supervised"] == {"method": method, "params": params, "unlabeled": 24, "unreadable": 0,
                                        "validation_files_left_out": 0}
-    assert info["settings"]["pretrained"] == str(backbone)
+    assert info["settings"]["pretrained"] == str(backbone) and info["settings"]["semi_params"] == params
     history = pd.read_csv(out / "history.csv")
-    assert "unsup_loss" in history.columns  # the callback ran in the fine-tuning stage
+    # The callback ran in the fine-tuning stage, with the given setting.
+    assert "unsup_loss" in history.columns and history[column].dropna().tolist() == [value]
 
     capsys.readouterr()
     explained = tmp_path / "cams"
@@ -76,6 +82,12 @@ def test_semi_supervised_usage_errors_exit_2_with_one_line(folders, tmp_path, ca
         (["--unlabeled", str(unlabeled), "--semi", "fixmatch", "--image-col", "file,file"], "single-view"),
         (["--unlabeled", str(tmp_path / "nowhere"), "--semi", "fixmatch", "--arch", "resnet18", "--pretrained",
           "none"], "nowhere"),
+        (["--unlabeled", str(unlabeled), "--semi", "fixmatch", "--semi-param", "thresh=0.9"],
+         "unknown fixmatch setting 'thresh'"),
+        (["--unlabeled", str(unlabeled), "--semi", "mixmatch", "--semi-param", "alpha=-1"],
+         "alpha must be positive"),
+        (["--unlabeled", str(unlabeled), "--semi", "fixmatch", "--semi-param", "mu"], "KEY=VALUE"),
+        (["--semi-param", "mu=2"], "need a semi-supervised method"),
     ]
     for extra, message in cases:
         assert main(base + extra) == USAGE_ERROR
