@@ -417,6 +417,12 @@ class MixMatch(_SemiSupervised):
         self._mixed_loss = self._targets = None
 
 
+#: The callbacks' module arguments: objects, which no settings file or flag can give.
+_MODULE_ARGS = ("weak", "strong", "augment")
+#: Keyword arguments that are not settings (the modules, the log columns).
+_NOT_SETTINGS = frozenset({*_MODULE_ARGS, "log_metrics"})
+
+
 def _method_class(method: str) -> type[FixMatch] | type[MixMatch]:
     name = str(method).lower()
     if name not in METHODS:
@@ -473,17 +479,12 @@ def validate_semisup_params(method: str, params: Mapping[str, Any]) -> dict[str,
                 or not isinstance(value, int if isinstance(default, int) else (int, float))):
             raise ValueError(f"{name} setting {key}={value!r}: expected {expected}")
         # The constructor's checks, without building its augmentation modules.
-        modules = {module: nn.Identity() for module in _NOT_SETTINGS - {"log_metrics"}
-                   if module in signature.parameters}
+        modules = {module: nn.Identity() for module in _MODULE_ARGS if module in signature.parameters}
         try:
             cls([torch.zeros(1, 1, 2, 2)], **modules, **{key: value})
         except ValueError as error:
             raise ValueError(f"{name} setting {key}={value!r}: {error}") from None
     return params
-
-
-#: Keyword arguments that are not plain settings (modules, logging).
-_NOT_SETTINGS = frozenset({"weak", "strong", "augment", "log_metrics"})
 
 
 def semisup_callback(method: str, unlabeled, batch_size: int, *, num_workers: int = 0, seed: int = 0,

@@ -104,8 +104,8 @@ class TrainConfig:
         Semi-supervised method added to the fine-tuning stage (:mod:`radiology.semisup`,
         the papers' defaults); single-label, single-view data only.
     semi_params : dict, optional
-        Settings of the ``semi`` method that replace the papers' defaults, e.g.
-        ``{"lambda_u": 10, "rampup_epochs": 5}`` for MixMatch on two classes
+        Settings of the ``semi`` method that replace the paper's defaults, e.g.
+        ``{"lambda_u": 10, "rampup_epochs": 5}`` for MixMatch
         (:func:`radiology.semisup.validate_semisup_params` lists and checks them).
     """
 

@@ -129,14 +129,3 @@ def guarded(callback):
         setattr(callback, event, run)
     return callback
 
-
-@pytest.fixture(autouse=True)
-def _seeded():
-    """The same random state for every test: fastai's loaders shuffle with Python's ``random``."""
-    import os
-    import random
-
-    seed = int(os.environ.get("RADIOLOGY_TEST_SEED", "0"))
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
