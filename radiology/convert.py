@@ -1004,10 +1004,9 @@ def _renamed(output: str, claims: _Claims) -> str | None:
     for n in range(2, 10_000):
         candidate = _fit(f"{stem}_{n}", keep=ext)
         candidate = f"{folder}/{candidate}" if folder else candidate
-        reason = claims.clash(candidate)
-        if reason is None:
+        if claims.clash(candidate) is None:
             return candidate
-        if "folder" in reason:
+        if candidate not in claims.files:  # a folder clash, which no further suffix avoids
             return None
     return None
 

@@ -279,3 +279,17 @@ def test_cli_takes_decoding_from_the_pipeline_file(tmp_path):
     options = _render_options(parse(["preview", "x", "s.png", "--pipeline", str(path), "--color", "gray"]))
     assert options.to_pipeline().decode == Decode(polarity=False)
     assert _render_options(parse(["preview", "x", "s.png"])).to_pipeline() == Pipeline()
+
+
+def test_a_third_collision_in_a_folder_named_folder_gets_the_next_suffix(tmp_path):
+    # Three inputs share the output a.png inside a folder whose name contains "folder": the
+    # third must become a_3.png (the clash's wording once decided whether to try further).
+    src = tmp_path / "src"
+    for n, name in enumerate(("a.DICOM", "a.Dcm", "a.dcm"), start=1):
+        write_phantom_dicom(src / "folder" / name, phantom_radiograph((64, 64), seed=n))
+    report = convert_folder(src, tmp_path / "dst", progress=False)
+    table = report.table.set_index("source")
+    assert table.loc["folder/a.DICOM", "output"] == "folder/a.png"
+    assert table.loc["folder/a.Dcm", "output"] == "folder/a_2.png"
+    assert table.loc["folder/a.dcm", "status"] == "ok" and table.loc["folder/a.dcm", "output"] == "folder/a_3.png"
+    assert "collides with folder/a.DICOM" in table.loc["folder/a.dcm", "reason"]
