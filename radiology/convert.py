@@ -43,7 +43,7 @@ from radiology.dicom import (
     read_dataset,
 )
 from radiology.dicom.metadata import hashed_name, metadata_from_dataset
-from radiology.errors import RadiologyError
+from radiology.errors import RadiologyError, one_line
 from radiology.intensity import NORMALIZATIONS, histogram_bins
 from radiology.io import FORMATS, IMAGE_SUFFIXES, atomic_write, encode_image
 from radiology.pipeline import VOI, Decode, Histogram, MinMax, PadSquare, Percentile, Pipeline, Resize, Step
@@ -512,7 +512,7 @@ def _meta_fields(meta) -> dict:
 
 
 def _reason(error: BaseException, name: str) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
+    text = one_line(error)
     for prefix in (name + ": ", "<bytes>: "):
         if text.startswith(prefix):
             text = text[len(prefix):]
@@ -733,7 +733,7 @@ def _run_executor(jobs: list[_Job], ctx: _Context, executor: Executor,
                 running[executor.submit(_convert_batch, batch, ctx)] = batch
             except Exception as error:  # noqa: BLE001 - e.g. a broken pool refuses new work
                 for job in batch:
-                    yield job, _row(job.label, "failed", f"executor refused the task: {_one_line(error)}"), None
+                    yield job, _row(job.label, "failed", f"executor refused the task: {one_line(error)}"), None
         if not running:
             continue
         done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -750,10 +750,6 @@ def _run_executor(jobs: list[_Job], ctx: _Context, executor: Executor,
                 results = [(_row(batch[0].label, "failed", f"worker task failed: {_reason(error, '')}"), None)]
             for job, (row, data) in zip(batch, results):
                 yield job, row, data
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 # --------------------------------------------------------------------------- discovery and planning
@@ -921,7 +917,7 @@ def _options_fingerprint(options: ConvertOptions) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _previous_rows(store, names: Sequence[str]) -> dict[str, dict]:
+def _previous_rows(store, names: Iterable[str]) -> dict[str, dict]:
     """Rows of earlier reports in DST by output, for resuming."""
     import csv
 
@@ -1154,7 +1150,8 @@ def _convert_all(paths, root, store, options, pipeline, *, workers, skip_existin
 
     fingerprint = _options_fingerprint(options)
     report_name = _report_name(shard)
-    previous = _previous_rows(store, [REPORT_NAME, report_name]) if skip_existing else {}
+    # The shard's own report and the merged one; without shards they are the same file, read once.
+    previous = _previous_rows(store, dict.fromkeys([REPORT_NAME, report_name])) if skip_existing else {}
     real_sources = set(paths) if _is_url(root) else {os.path.realpath(p) for p in paths}
     rows: dict[int, dict] = {}
     claims = _Claims()

@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from radiology.dicom import DEFAULT_MAX_PIXELS, DicomError, DicomImage, apply_voi, has_voi, read_dicom
-from radiology.errors import RadiologyError
+from radiology.errors import RadiologyError, one_line
 from radiology.geometry import pad_to_square, resize
 from radiology.geometry.affine import resize_matrix, translation_matrix
 from radiology.geometry.background import clean_background
@@ -584,10 +584,6 @@ def _compose(step: np.ndarray | None, before: np.ndarray | None) -> np.ndarray |
     return None if step is None or before is None else step @ before
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
 class Pipeline:
     """Decoding plus an ordered, serializable sequence of :class:`Step`.
 
@@ -752,7 +748,7 @@ class Pipeline:
         except FileNotFoundError:
             raise
         except (ValueError, OSError) as error:
-            text = _one_line(error)
+            text = one_line(error)
             raise PipelineError(text if text.startswith(os.fspath(path)) else f"{path}: {text}") from error
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
             raise PipelineError(f"{path}: expected a gray or RGB image, got shape {image.shape}")
@@ -779,14 +775,14 @@ class Pipeline:
             except (DicomError, PipelineError):
                 raise
             except (ValueError, TypeError) as error:
-                raise PipelineError(f"{name}: {first.name}: {_one_line(error)}") from error
+                raise PipelineError(f"{name}: {first.name}: {one_line(error)}") from error
             geometry = np.eye(3) if out.shape[:2] == raw.shape[:2] else None
             stages = [("input", raw, np.eye(3)), (first.name, out, geometry)]
         for step in steps:
             try:
                 out, matrix = step.apply_with_geometry(out)
             except (ValueError, TypeError) as error:
-                raise PipelineError(f"{name}: {step.name}: {_one_line(error)}") from error
+                raise PipelineError(f"{name}: {step.name}: {one_line(error)}") from error
             stages.append((step.name, out, _compose(matrix, stages[-1][2])))
         return stages
 
@@ -892,13 +888,13 @@ class Pipeline:
             try:
                 steps.append(step_cls(**spec))
             except (ValueError, TypeError) as error:
-                text = _one_line(error)
+                text = one_line(error)
                 text = text[len(name) + 2:] if text.startswith(f"{name}: ") else text
                 raise ValueError(f"step {index} ({name}): {text}") from error
         try:
             return cls(steps, decode)
         except (ValueError, TypeError) as error:
-            raise ValueError(_one_line(error)) from error
+            raise ValueError(one_line(error)) from error
 
     def to_json(self) -> str:
         """JSON text."""
@@ -992,7 +988,7 @@ class Pipeline:
                 try:
                     data = yaml.safe_load(text)
                 except yaml.YAMLError as error:
-                    raise ValueError(f"not valid YAML: {_one_line(error)}") from error
+                    raise ValueError(f"not valid YAML: {one_line(error)}") from error
             else:
                 try:
                     data = json.loads(text)
@@ -1000,4 +996,4 @@ class Pipeline:
                     raise ValueError(f"not valid JSON: {error}") from error
             return cls.from_dict(data, root=path.parent)
         except (ValueError, TypeError) as error:
-            raise PipelineError(f"{path}: {_one_line(error)}") from error
+            raise PipelineError(f"{path}: {one_line(error)}") from error

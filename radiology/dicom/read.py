@@ -22,7 +22,13 @@ import pydicom
 import pydicom.pixels
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGExtended12Bit,
+)
 
 from radiology.dicom.errors import (
     CorruptPixelDataError,
@@ -37,6 +43,7 @@ from radiology.dicom.errors import (
 )
 from radiology.dicom.lut import apply_modality_lut, mask_bits, to_grayscale
 from radiology.dicom.metadata import DicomMetadata, metadata_from_dataset
+from radiology.errors import one_line
 
 __all__ = ["DicomImage", "read_dataset", "read_dicom", "find_files", "PIXEL_DATA_KEYWORDS", "DEFAULT_MAX_PIXELS"]
 
@@ -49,8 +56,6 @@ PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 #: stitched long-leg / full-spine radiographs (~40 MPixel). Peak memory of one decode is
 #: about 16 bytes per sample (raw + float32 copies), so ~1.6 GB at the limit.
 DEFAULT_MAX_PIXELS = 100_000_000
-_DEFLATED = "1.2.840.10008.1.2.1.99"
-_JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
 
 Source = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
@@ -187,7 +192,7 @@ def _check_inflated_size(handle, name: str, max_bytes: int) -> None:
             meta = _read_file_meta_info(stream)
         except Exception:  # noqa: BLE001 - not a well-formed Part 10 file: pydicom's parse reports it
             return
-        if meta.get("TransferSyntaxUID") != _DEFLATED:
+        if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
             return
         inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
         while chunk := stream.read(1 << 20):
@@ -278,8 +283,7 @@ def _ensure_transfer_syntax(ds: Dataset) -> None:
 
 
 def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return text[:300] if text else type(error).__name__
+    return one_line(error)[:300]  # a codec may put a whole buffer in its message
 
 
 def _decode_error(name: str, error: BaseException) -> DicomError:
@@ -315,7 +319,7 @@ def _decode(ds: Dataset, meta: DicomMetadata, frame: int | None, name: str, bits
             pixels = pydicom.pixels.pixel_array(ds, index=index, correct_unused_bits=bits)
         except Exception as error:  # noqa: BLE001 - codecs raise anything on bad data
             syntax = ds.file_meta.get("TransferSyntaxUID")
-            if path is None or syntax != _JPEG_EXTENDED:
+            if path is None or syntax != JPEGExtended12Bit:
                 raise _decode_error(name, error) from error
             try:  # 12-bit lossy JPEG: GDCM decodes what pylibjpeg and pydicom's GDCM plugin refuse
                 pixels = _gdcm_pixels(path, meta, index)
