@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -14,6 +15,18 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
+
+from radiology.io import atomic_write
+from radiology.ssl.contrastive import (
+    BYOLLoss,
+    BYOLModel,
+    ContrastiveModel,
+    MomentumUpdate,
+    NTXent,
+    TwoViews,
+    contrastive_augmentation,
+)
+from radiology.ssl.metadata import HEADER_FIELDS, HeaderLoss, MetadataModel, header_targets
 
 __all__ = ["METHODS", "PretrainResult", "pretrain", "save_backbone"]
 
@@ -84,12 +97,10 @@ def save_backbone(model: nn.Module, path: str | os.PathLike, info: dict[str, Any
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a folder; give the checkpoint file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save({"state_dict": state, "radiology": dict(info or {})}, temporary)
-    os.replace(temporary, path)
-    return path
+    buffer = io.BytesIO()
+    torch.save({"state_dict": state, "radiology": dict(info or {})}, buffer)
+    return atomic_write(path, buffer.getvalue())
 
 
 class _WithTargets(Dataset):
@@ -189,16 +200,6 @@ def pretrain(
 
     from radiology.data import ImageCache, ImageDataset, build_dataloaders, drop_unreadable, from_unlabeled
     from radiology.models import create_model
-    from radiology.ssl.contrastive import (
-        BYOLLoss,
-        BYOLModel,
-        ContrastiveModel,
-        MomentumUpdate,
-        NTXent,
-        TwoViews,
-        contrastive_augmentation,
-    )
-    from radiology.ssl.metadata import HEADER_FIELDS, HeaderLoss, MetadataModel, header_targets
     from radiology.train.learner import _silent, default_pipeline
 
     if method not in METHODS:
@@ -283,7 +284,7 @@ def pretrain(
         info["valid_accuracy"] = _header_accuracy(learn, found.sizes, found.fields)
     model.eval()
     checkpoint = save_backbone(model.cpu(), out, {k: v for k, v in info.items() if k != "history"})
-    Path(f"{out}.json").write_text(json.dumps(info, indent=2))
+    atomic_write(f"{out}.json", json.dumps(info, indent=2).encode())
     return PretrainResult(checkpoint=checkpoint, history=history, images=int(info["images"]), skipped=skipped,
                           info=info)
 
