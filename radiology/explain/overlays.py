@@ -174,8 +174,6 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
     >>> table.columns.tolist()  # doctest: +SKIP
     ['image', 'label', 'method', 'overlay', 'peak_x', 'peak_y', 'error']
     """
-    import torch
-    from scipy.special import expit
     from tqdm.auto import tqdm
 
     from radiology.io import atomic_write, write_image
@@ -211,7 +209,6 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
     out.mkdir(parents=True, exist_ok=True)
     model = bundle.model
     layer = find_target_layer(model, target_layer)
-    thresholds = np.asarray(bundle.thresholds if bundle.thresholds is not None else [0.5] * len(bundle.classes))
     rows: list[dict] = []
     used: set[str] = set()
 
@@ -255,18 +252,17 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
                 failed(index, str(error) or type(error).__name__)
         if loaded:
             batch = np.stack([sample for _, _, sample in loaded]).astype(np.float32)
-            parameter = next(model.parameters())
-            with torch.no_grad():
-                logits = model(torch.from_numpy(batch).to(parameter.device)).float().cpu().numpy()
+            # The bundle's own decisions (argmax, or each label over its threshold), unless a label is given.
+            decisions = None if label is not None else bundle.decide(bundle.predict_batch(batch))
             # (sample, class) pairs to explain, then one CAM pass per chunk of pairs.
             pairs: list[tuple[int, int]] = []
             for position in range(len(loaded)):
-                if label is not None:
+                if decisions is None:
                     chosen = [bundle.classes.index(label)]
                 elif bundle.multi_label:
-                    chosen = [int(c) for c in np.flatnonzero(expit(logits[position]) > thresholds)]
+                    chosen = [int(c) for c in np.flatnonzero(decisions[position])]
                 else:
-                    chosen = [int(np.argmax(logits[position]))]
+                    chosen = [int(decisions[position])]
                 if not chosen:
                     add(loaded[position][0], inputs.ids[loaded[position][0]])
                 pairs.extend((position, c) for c in chosen)
