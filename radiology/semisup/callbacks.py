@@ -468,6 +468,8 @@ def validate_semisup_params(method: str, params: Mapping[str, Any]) -> dict[str,
     signature = inspect.signature(cls.__init__)
     known = sorted(p.name for p in signature.parameters.values()
                    if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _NOT_SETTINGS)
+    # The constructor's checks run without building its augmentation modules.
+    modules = {module: nn.Identity() for module in _MODULE_ARGS if module in signature.parameters}
     params = dict(params)
     for key, value in params.items():
         if key not in known:
@@ -478,8 +480,6 @@ def validate_semisup_params(method: str, params: Mapping[str, Any]) -> dict[str,
         if (isinstance(value, bool) != isinstance(default, bool)
                 or not isinstance(value, int if isinstance(default, int) else (int, float))):
             raise ValueError(f"{name} setting {key}={value!r}: expected {expected}")
-        # The constructor's checks, without building its augmentation modules.
-        modules = {module: nn.Identity() for module in _MODULE_ARGS if module in signature.parameters}
         try:
             cls([torch.zeros(1, 1, 2, 2)], **modules, **{key: value})
         except ValueError as error:
@@ -531,6 +531,9 @@ def semisup_callback(method: str, unlabeled, batch_size: int, *, num_workers: in
     cls = _method_class(method)
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    per_step = int(batch_size) * (int(params.get("mu", 7)) if cls is FixMatch else 1)
-    loader = unlabeled_loader(unlabeled, max(per_step, 1), num_workers=num_workers, seed=seed + rank_distrib())
+    # FixMatch takes mu images per labeled one (its own default unless given), MixMatch one. A bad
+    # mu is left to FixMatch's own check, not to the loader's.
+    mu = params.get("mu", inspect.signature(FixMatch).parameters["mu"].default) if cls is FixMatch else 1
+    loader = unlabeled_loader(unlabeled, max(int(batch_size) * int(mu), 1), num_workers=num_workers,
+                              seed=seed + rank_distrib())
     return cls(loader, **params)
