@@ -455,9 +455,9 @@ class ConversionReport:
         Where the report was written (a URL string when DST is an fsspec URL).
     """
 
-    def __init__(self, table, path):
-        self._rows = table if isinstance(table, list) else None
-        self._table = None if isinstance(table, list) else table
+    def __init__(self, rows: list[dict], path):
+        self._rows = rows
+        self._table = None
         self.path = path
 
     @property
@@ -470,12 +470,10 @@ class ConversionReport:
 
     def count(self, status: str) -> int:
         """Number of inputs with this status (``ok``, ``failed`` or ``skipped``)."""
-        if self._rows is not None:
-            return sum(row["status"] == status for row in self._rows)
-        return int((self.table["status"] == status).sum())
+        return sum(row["status"] == status for row in self._rows)
 
     def __len__(self) -> int:
-        return len(self._rows) if self._rows is not None else len(self.table)
+        return len(self._rows)
 
     @property
     def summary(self) -> str:
@@ -1271,7 +1269,7 @@ def merge_reports(dst: str | os.PathLike) -> ConversionReport:
     >>> merge_reports(out).summary
     '2 converted, 0 failed, 0 skipped'
     """
-    import pandas as pd
+    import csv
 
     dst = Path(dst)
     found: dict[int, dict[int, Path]] = {}
@@ -1287,8 +1285,9 @@ def merge_reports(dst: str | os.PathLike) -> ConversionReport:
     missing = sorted(set(range(count)) - set(shards))
     if missing:
         raise FileNotFoundError(f"{dst}: shard reports missing for shards {missing} of {count}")
-    tables = [pd.read_csv(shards[i], dtype=str, keep_default_na=False) for i in range(count)]
-    table = pd.concat(tables, ignore_index=True).reindex(columns=list(REPORT_COLUMNS), fill_value="")
-    table = table.sort_values("source", kind="stable").reset_index(drop=True)
-    path = atomic_write(dst / REPORT_NAME, table.to_csv(index=False).encode())
-    return ConversionReport(table=table, path=path)
+    rows = []
+    for i in range(count):
+        with open(shards[i], newline="", encoding="utf-8") as file:
+            rows.extend({column: row.get(column) or "" for column in REPORT_COLUMNS} for row in csv.DictReader(file))
+    rows.sort(key=lambda row: row["source"])  # stable: a source's order within its shard is kept
+    return ConversionReport(rows, atomic_write(dst / REPORT_NAME, _csv(rows)))
