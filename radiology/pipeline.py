@@ -368,6 +368,12 @@ class PadSquare(Step):
         return out, translation_matrix((out.shape[1] - cols) // 2, (out.shape[0] - rows) // 2)
 
 
+def _cropped(result: tuple[np.ndarray, tuple[int, int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """A crop's ``(image, (x, y, width, height))`` as the ``(image, matrix)`` of ``apply_with_geometry``."""
+    image, (x, y, _, _) = result
+    return image, translation_matrix(-x, -y)
+
+
 @dataclass(frozen=True)
 class FOVCrop(Step):
     """Crop to the field of view (:func:`radiology.geometry.fov.crop_to_fov`)."""
@@ -382,8 +388,7 @@ class FOVCrop(Step):
         return crop_to_fov(image, self.threshold)
 
     def apply_with_geometry(self, image):
-        out, (x, y, _, _) = crop_to_fov(image, self.threshold, return_box=True)
-        return out, translation_matrix(-x, -y)
+        return _cropped(crop_to_fov(image, self.threshold, return_box=True))
 
 
 @dataclass(frozen=True)
@@ -400,8 +405,7 @@ class CircleCrop(Step):
         return circle_crop(image, self.threshold)
 
     def apply_with_geometry(self, image):
-        out, (x, y, _, _) = circle_crop(image, self.threshold, return_box=True)
-        return out, translation_matrix(-x, -y)
+        return _cropped(circle_crop(image, self.threshold, return_box=True))
 
 
 @dataclass(frozen=True)
@@ -418,8 +422,7 @@ class FundusCrop(Step):
         return fundus_crop(image, self.threshold)
 
     def apply_with_geometry(self, image):
-        out, (x, y, _, _) = fundus_crop(image, self.threshold, return_box=True)
-        return out, translation_matrix(-x, -y)
+        return _cropped(fundus_crop(image, self.threshold, return_box=True))
 
 
 @dataclass(frozen=True)
@@ -440,9 +443,8 @@ class CleanBackground(Step):
         return self.apply_with_geometry(image)[0]
 
     def apply_with_geometry(self, image):
-        out, (x, y, _, _) = clean_background(to_gray(image), fill=self.fill, crop_collimation=self.crop_collimation,
-                                             min_fraction=self.min_fraction, return_box=True)
-        return out, translation_matrix(-x, -y)
+        return _cropped(clean_background(to_gray(image), fill=self.fill, crop_collimation=self.crop_collimation,
+                                         min_fraction=self.min_fraction, return_box=True))
 
 
 @functools.lru_cache(maxsize=8)
@@ -491,9 +493,8 @@ class KneeCrop(Step):
             raise ValueError("knee_crop needs the path of SVM weights (weights=...)")
         found = _knee_localizer(str(self.weights)).detect(to_gray(image), knees=self.knees)
         center = found[min(self.knee, len(found) - 1)].center
-        out, (x, y, _, _) = crop_around(image, center, size_mm=self.size_mm, spacing_mm=self.spacing_mm,
-                                        size_px=self.size_px, return_box=True)
-        return out, translation_matrix(-x, -y)
+        return _cropped(crop_around(image, center, size_mm=self.size_mm, spacing_mm=self.spacing_mm,
+                                    size_px=self.size_px, return_box=True))
 
 
 #: Step classes by name.
