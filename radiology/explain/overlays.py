@@ -70,21 +70,6 @@ def original_view(stages: Sequence[tuple]) -> np.ndarray:
     return np.clip(np.asarray(chosen, dtype=np.float32), 0, 1)
 
 
-def _outside(inputs, out: Path):
-    # An output folder inside the input folder: a second run must not explain the first one's overlays.
-    from radiology.train.inference import PredictionInputs
-
-    out = os.path.abspath(out) + os.sep
-    keep = [i for i, paths in enumerate(inputs.sources)
-            if paths is None or not any(os.path.abspath(p).startswith(out) for p in paths)]
-    if len(keep) == len(inputs.ids):
-        return inputs
-    if not keep:
-        raise ValueError("no files to explain outside the output folder")
-    return PredictionInputs([inputs.ids[i] for i in keep], [inputs.sources[i] for i in keep],
-                            [inputs.errors[i] for i in keep])
-
-
 def _common_folder(inputs) -> Path | None:
     folders = [os.path.dirname(os.path.abspath(p)) for paths in inputs.sources if paths for p in paths]
     return Path(os.path.commonpath(folders)) if folders else None
@@ -201,10 +186,10 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
         csv = source.is_file() and source.suffix.lower() == ".csv"
         if image_cols is None and csv and views > 1:
             image_cols = list(bundle.views)
-        inputs = prediction_inputs(source, root=root, image_cols=image_cols, progress=progress)
+        # An output folder inside the input folder: a second run must not explain the first one's overlays.
+        inputs = prediction_inputs(source, root=root, image_cols=image_cols, progress=progress,
+                                   exclude=out if source.is_dir() else None)
         names_root = source if source.is_dir() else Path(root) if csv and root is not None else source.parent
-        if source.is_dir():
-            inputs = _outside(inputs, Path(out))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = bundle.model

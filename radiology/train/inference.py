@@ -102,7 +102,7 @@ class PredictionInputs:
 
 def prediction_inputs(
     source: str | os.PathLike, *, root: str | os.PathLike | None = None, image_cols: Sequence[str] | str | None = None,
-    progress: bool = True,
+    exclude: str | os.PathLike | None = None, progress: bool = True,
 ) -> PredictionInputs:
     """Resolve a folder (recursive), a single file, or a CSV into prediction inputs.
 
@@ -110,6 +110,8 @@ def prediction_inputs(
     ``root`` (default: the CSV's folder) or SOP Instance UIDs found by reading the headers
     under ``root``; one entry per CSV row, in order. Rows whose image cannot be found get
     an error instead of stopping the run. ``progress`` shows a bar while UIDs are indexed.
+    ``exclude`` names a folder inside a folder ``source`` whose files are not inputs (the
+    output folder of a command that writes next to its inputs).
 
     Examples
     --------
@@ -119,6 +121,10 @@ def prediction_inputs(
     0
     >>> prediction_inputs(folder).ids
     ['a.png']
+    >>> (folder / "out").mkdir(); (folder / "out" / "b.png").write_bytes(b"")
+    0
+    >>> prediction_inputs(folder).ids, prediction_inputs(folder, exclude=folder / "out").ids
+    (['a.png', 'out/b.png'], ['a.png'])
     """
     from radiology.data import resolve_images
 
@@ -149,7 +155,8 @@ def prediction_inputs(
     from radiology.dicom import find_files
 
     # A converted folder holds its report(s) (conversion_report.csv, per-shard reports): not inputs.
-    files = [p for p in find_files(source) if not (p.name.startswith("conversion_report") and p.suffix == ".csv")]
+    files = [p for p in find_files(source, exclude=exclude)
+             if not (p.name.startswith("conversion_report") and p.suffix == ".csv")]
     if not files:
         raise ValueError(f"{source}: no files to predict")
     ids = [p.relative_to(source).as_posix() for p in files]
