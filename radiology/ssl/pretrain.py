@@ -200,7 +200,7 @@ def pretrain(
 
     from radiology.data import ImageCache, ImageDataset, build_dataloaders, drop_unreadable, from_unlabeled
     from radiology.models import create_model
-    from radiology.train.learner import _silent, default_pipeline
+    from radiology.train.learner import _check_model_settings, _run_settings, default_pipeline
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -208,10 +208,7 @@ def pretrain(
         raise ValueError(f"need epochs >= 1 and batch_size >= 2, got {epochs} and {batch_size}")
     if not 0 < valid_fraction < 0.5:
         raise ValueError(f"valid_fraction must be in (0, 0.5), got {valid_fraction}")
-    import timm
-
-    if not timm.is_model(arch):
-        raise ValueError(f"unknown backbone {arch!r} (see timm.list_models())")
+    _check_model_settings(arch, pretrained)
     root, out = Path(root), Path(out)
     if not root.exists():
         raise FileNotFoundError(f"{root}: no such folder")
@@ -269,11 +266,7 @@ def pretrain(
                             device=device, seed=seed)
     learn = Learner(dls, model.to(device), loss_func=loss, path=out.parent, cbs=cbs,
                     wd=1e-4 if method != "metadata" else 1e-2)
-    if not progress:
-        learn.remove_cb(learn.progress)
-        learn.logger = _silent
-    if device.type == "cuda":
-        learn.to_fp16()
+    _run_settings(learn, progress, device)
     learn.fit_one_cycle(epochs, lr if lr is not None else _DEFAULT_LR)
 
     names = learn.recorder.metric_names[1:-1]  # epoch ... time

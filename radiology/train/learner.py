@@ -179,6 +179,15 @@ def fit_head(learn, epochs: int, lr: float = 3e-3, *, wd: float = 1e-2, batch_si
             head_learner.fit_one_cycle(epochs, lr)
 
 
+def _run_settings(learn, progress: bool, device: torch.device) -> None:
+    """No progress bar or log lines unless ``progress``; mixed precision on a GPU."""
+    if not progress:
+        learn.remove_cb(learn.progress)  # type: ignore[attr-defined]
+        learn.logger = _silent
+    if device.type == "cuda":
+        learn.to_fp16()
+
+
 def _silent(*args, **kwargs) -> None:
     return None
 
@@ -330,15 +339,14 @@ def _check_items(items) -> None:
         raise ValueError(f"need at least two classes to train, found one ({only})")
 
 
-def _check_model_settings(config: TrainConfig) -> None:
-    """Fail before any image is read when the backbone or weights cannot be had."""
+def _check_model_settings(arch: str, source) -> None:
+    """Fail before any image is read when the backbone ``arch`` or its weights ``source`` cannot be had."""
     import timm
 
     from radiology.models.pretrained import _is_checkpoint_path
 
-    if not timm.is_model(config.arch):
-        raise ValueError(f"unknown backbone {config.arch!r} (see timm.list_models())")
-    source = config.pretrained
+    if not timm.is_model(arch):
+        raise ValueError(f"unknown backbone {arch!r} (see timm.list_models())")
     if source is None or str(source).lower() in ("none", "imagenet"):
         return
     if _is_checkpoint_path(str(source)) and not Path(str(source)).is_file():
@@ -410,7 +418,7 @@ def train(config: TrainConfig, *, progress: bool = True):
     from radiology.train.plots import plot_confusion_matrix, plot_roc
 
     started = time.time()
-    _check_model_settings(config)
+    _check_model_settings(config.arch, config.pretrained)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(config.seed, reproducible=True)
@@ -447,11 +455,7 @@ def train(config: TrainConfig, *, progress: bool = True):
                      class_weights=weights, pos_weight=pos_weight, label_smoothing=config.label_smoothing)
     learn = make_learner(dls, model, loss.to(device), metrics=fastai_metrics(n_outputs, items.multi_label),
                          path=out)
-    if not progress:
-        learn.remove_cb(learn.progress)  # type: ignore[attr-defined]
-        learn.logger = _silent
-    if device.type == "cuda":
-        learn.to_fp16()
+    _run_settings(learn, progress, device)
 
     start_epoch = _resume_epoch(learn) if config.resume else 0
     if config.lr_find:

@@ -226,6 +226,9 @@ def test_pretrain_usage_errors(tmp_path):
         pretrain(folder, tmp_path, arch="resnet18")
     with pytest.raises(ValueError, match="unknown backbone"):
         pretrain(folder, tmp_path / "x.pt", arch="no_such_net")
+    # Missing weights are found before the archive is read (which can take hours), not after.
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        pretrain(tmp_path / "unread", tmp_path / "x.pt", arch="resnet18", pretrained=str(tmp_path / "gone.pt"))
     images_only = _write_images(tmp_path / "pngs", 10)
     with pytest.raises(ValueError, match="no header field"):
         pretrain(images_only, tmp_path / "m.pt", method="metadata", arch="resnet18", pretrained=None, size=32,
