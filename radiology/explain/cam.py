@@ -226,10 +226,7 @@ def _probe(model: nn.Module, x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
     return logits
 
 
-def _targets(logits: torch.Tensor, targets) -> list[int]:
-    batch, n_outputs = logits.shape
-    if targets is None:
-        return logits.argmax(1).tolist()
+def _targets(targets, batch: int, n_outputs: int) -> list[int]:
     values = [targets] * batch if isinstance(targets, (int, np.integer)) else list(targets)
     if len(values) != batch or not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool)
                                        for t in values):
@@ -311,7 +308,9 @@ def compute_cam(model: nn.Module, x, *, method: str = "gradcam", targets: int | 
     training = model.training
     try:
         model.eval()
-        classes = _targets(_probe(model, x, layer), targets)
+        # Given targets need no prediction: one sample checks the layer and the number of outputs.
+        logits = _probe(model, x if targets is None else x[:1], layer)
+        classes = logits.argmax(1).tolist() if targets is None else _targets(targets, x.shape[0], logits.shape[1])
         if x.ndim == 4:
             return _run(cam_class, model, x, layer, classes, None).astype(np.float32)
         maps = []
