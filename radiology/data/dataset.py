@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 
 from radiology.data.cache import ImageCache, _read
 from radiology.data.labels import LabeledImages
+from radiology.errors import one_line
 from radiology.geometry.resize import target_size
 from radiology.intensity import to_gray
 
@@ -189,8 +190,7 @@ def drop_unreadable(dataset: ImageDataset, *, progress: bool = True) -> tuple[Im
             for path in dataset.items.paths[index]:
                 dataset.read(path)
         except Exception as error:  # noqa: BLE001 - any unreadable file is dropped with its reason
-            first_line = str(error).splitlines()[0] if str(error) else ""
-            failures.append((dataset.items.ids[index], f"{type(error).__name__}: {first_line}"))
+            failures.append((dataset.items.ids[index], f"{type(error).__name__}: {one_line(error)}"))
         else:
             keep.append(index)
     if not failures:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from radiology.errors import RadiologyError
+from radiology.errors import RadiologyError, one_line
 
 __all__ = ["PretrainedWeightsError", "imagenet_lite0_state_dict", "load_pretrained", "read_state_dict"]
 
@@ -125,7 +125,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling errors come in many types; report them as one
         raise PretrainedWeightsError(f"{path}: cannot read checkpoint ({type(error).__name__}: "
-                                     f"{str(error).splitlines()[0] if str(error) else ''})") from error
+                                     f"{one_line(error)})") from error
     while isinstance(state, dict):
         wrapper = next((key for key in _WRAPPER_KEYS if isinstance(state.get(key), dict)), None)
         if wrapper is None:
@@ -182,9 +182,8 @@ def _hub_state_dict(name: str, in_chans: int) -> dict[str, torch.Tensor]:
     try:
         hub_model = timm.create_model(name, pretrained=True, num_classes=0, in_chans=in_chans)
     except Exception as error:  # network, hub and cache errors have many types
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise PretrainedWeightsError(
-            f"cannot load pretrained weights {name!r} from the timm hub ({type(error).__name__}: {reason}); "
+            f"cannot load pretrained weights {name!r} from the timm hub ({type(error).__name__}: {one_line(error)}); "
             f"offline, use pretrained='imagenet' with {OFFLINE_ARCH}, a checkpoint path, or None") from error
     return hub_model.state_dict()
 

@@ -161,7 +161,8 @@ def pretrain(
     method : {"simclr", "byol", "metadata"}
         ``simclr``: NT-Xent on two augmented views (:mod:`radiology.ssl.contrastive`);
         ``byol``: BYOL with a momentum target; ``metadata``: predict DICOM header fields
-        (:mod:`radiology.ssl.metadata`; DICOMs only).
+        (:mod:`radiology.ssl.metadata`; files without a usable header value are left out
+        before their pixels are decoded and counted as ``without_header``).
     arch : str
         timm backbone.
     pretrained : str or path or None
@@ -219,6 +220,12 @@ def pretrain(
     items = from_unlabeled(root)
     pipeline = pipeline if pipeline is not None else default_pipeline(size, channels)
     image_cache = None if str(cache).lower() == "none" else ImageCache(cache)
+    found, header_row, listed = None, {}, len(items)
+    if method == "metadata":
+        # Headers are cheap and pixels are not: only files with a usable header value get decoded.
+        found = header_targets([p[0] for p in items.paths], tuple(fields or HEADER_FIELDS), progress=progress)
+        header_row = {sample_id: row for row, sample_id in enumerate(items.ids)}
+        items = items.subset(np.flatnonzero((found.targets >= 0).any(axis=1)))
     images, skipped = drop_unreadable(ImageDataset(items, pipeline, cache=image_cache, channels=channels),
                                       progress=progress)
     if skipped:
@@ -232,16 +239,11 @@ def pretrain(
                             "skipped": len(skipped)}
 
     dataset: Dataset = images
-    targets = None
-    if method == "metadata":
-        found = header_targets([p[0] for p in images.items.paths], tuple(fields or HEADER_FIELDS),
-                               progress=progress)
-        has_any = (found.targets >= 0).any(axis=1)
-        keep = np.flatnonzero(has_any)
-        images = ImageDataset(images.items.subset(keep), pipeline, cache=image_cache, channels=channels)
-        targets = found.targets[keep]
+    if found is not None:
+        targets = found.targets[[header_row[sample_id] for sample_id in images.items.ids]]
         dataset = _WithTargets(images, targets)
-        info.update(fields=found.fields, classes=found.classes, dropped_fields=found.dropped, images=len(keep))
+        info.update(fields=found.fields, classes=found.classes, dropped_fields=found.dropped,
+                    without_header=listed - len(items))
     train_idx, valid_idx = _split(len(dataset), valid_fraction, seed)
     train_ds, valid_ds = torch.utils.data.Subset(dataset, train_idx), torch.utils.data.Subset(dataset, valid_idx)
 

@@ -206,9 +206,13 @@ def test_metadata_pretext_learns_header_fields(tmp_path):
         if modality == "DX":
             image = np.pad(image[8:-8, 8:-8], 8, constant_values=float(image.max()))
         write_phantom_dicom(folder / f"{i:02d}.dcm", image, modality=modality)
+    # Files without a header are left out before any pixel is decoded: the broken PNG is never read.
+    _write_images(folder / "photos", 2)
+    (folder / "photos" / "broken.png").write_bytes(b"not a png")
     result = pretrain(folder, tmp_path / "meta.pt", method="metadata", arch="test_resnet", pretrained=None, size=32,
                       epochs=6, batch_size=8, lr=3e-3, cache="none", progress=False, valid_fraction=0.25)
     assert result.info["fields"] == ["modality"]
+    assert result.images == 24 and result.skipped == [] and result.info["without_header"] == 3
     assert result.info["classes"] == {"modality": ["CR", "DX"]}
     assert "body_part" in result.info["dropped_fields"]
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
