@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--group-col", help="patient column for the grouped split (default: DICOM PatientID)")
     model = train.add_argument_group("model")
     model.add_argument("--arch", help="timm backbone (default tf_efficientnet_lite0)")
-    model.add_argument("--pretrained", help="imagenet (offline, default) | none | PATH | timm hub name")
+    model.add_argument("--pretrained", help="imagenet (default; offline for tf_efficientnet_lite0, the timm hub "
+                       "for other archs) | none | PATH | timm hub name")
     model.add_argument("--size", type=_positive, help="input side in pixels (default 224)")
     model.add_argument("--channels", type=int, choices=(1, 3), help="1 gray (default) or 3 for colour photographs")
     fit = train.add_argument_group("training")
@@ -218,8 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--fields", help="metadata: comma-separated header fields to predict (default: all that "
                                            "vary): body_part, view_position, modality, manufacturer, photometric")
     pretrain.add_argument("--arch", default="tf_efficientnet_lite0", help="timm backbone (default: the train default)")
-    pretrain.add_argument("--pretrained", default="imagenet", help="starting weights: imagenet (offline, default) | "
-                                                                   "none | PATH")
+    pretrain.add_argument("--pretrained", default="imagenet", help="starting weights: imagenet (default; offline for "
+                          "tf_efficientnet_lite0, the timm hub for other archs) | none | PATH")
     pretrain.add_argument("--epochs", type=_positive, default=10, help="default 10")
     pretrain.add_argument("--size", type=_positive, default=224, help="input side in pixels (default 224)")
     pretrain.add_argument("--channels", type=int, choices=(1, 3), default=1)
@@ -457,13 +458,13 @@ def _explain(args: argparse.Namespace) -> int:
     from radiology.explain import explain_inputs
 
     if not args.bundle.is_dir():
-        raise FileNotFoundError(f"{args.bundle}: no such bundle folder")
+        raise FileNotFoundError(f"{args.bundle}: not a bundle folder")
     table = explain_inputs(args.bundle, args.input, args.out, method=args.method, label=args.label,
                            target_layer=args.target_layer, batch_size=args.batch_size, progress=not args.quiet,
                            root=args.root, image_cols=args.image_cols, device=args.device)
     written, failed = int((table["overlay"] != "").sum()), int((table["error"] != "").sum())
     print(f"{written} overlays, {failed} failed: {args.out / 'explanations.csv'}")
-    return 0
+    return 1 if failed and not written else 0  # nothing explained is not a success
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -540,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return handlers[args.command](args)
-    except (FileNotFoundError, NotADirectoryError, ValueError, TypeError, RadiologyError) as error:
+    except (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, TypeError, RadiologyError) as error:
         if args.verbose:
             raise
         print(f"radiology {args.command}: error: {error}", file=sys.stderr)

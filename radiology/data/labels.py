@@ -33,7 +33,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Suffixes never parsed as DICOM when indexing a folder (images, tables, notes).
-_NOT_DICOM = set(IMAGE_SUFFIXES) | {".csv", ".json", ".txt", ".md", ".yaml", ".yml", ".py", ".zip", ".gz", ".html"}
+# Tables, text and archives that lie beside images in exported folders: never images.
+_NOT_IMAGE = {".csv", ".json", ".txt", ".md", ".yaml", ".yml", ".py", ".zip", ".gz", ".html"}
+_NOT_DICOM = set(IMAGE_SUFFIXES) | _NOT_IMAGE
 _INTEGER = re.compile(r"^[+-]?\d+$")
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from radiology.dicom import DICOM_SUFFIXES
+from radiology.errors import one_line
 from radiology.explain.cam import METHODS, cam_peak, cam_to_original, compute_cam, find_target_layer, overlay
 from radiology.io import IMAGE_SUFFIXES
 
@@ -108,7 +109,8 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
         A folder (recursive), a file or a CSV, as :func:`radiology.train.prediction_inputs`
         takes them, or its result.
     out : path
-        Output folder (created).
+        Output folder (created). A run into a folder that already holds explanations
+        adds to them: see Notes.
     method : str, optional
         A CAM method of :data:`radiology.explain.METHODS`.
     label : str, optional
@@ -132,11 +134,12 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
     Returns
     -------
     pandas.DataFrame
-        The table written to ``out/explanations.csv``, columns :data:`EXPLANATION_COLUMNS`:
+        This run's rows of ``out/explanations.csv``, columns :data:`EXPLANATION_COLUMNS`:
         one row per input and explained label (and per view of multi-view models):
         ``image`` (the input as given; a view's own file for multi-view inputs), ``label``,
-        ``method``, ``overlay`` (file name in ``out``), ``peak_x``/``peak_y`` (the map's
-        maximum in pixels of the original image; empty for an all-zero map) and ``error``.
+        ``method``, ``overlay`` (file name in ``out``, from input, label and method),
+        ``peak_x``/``peak_y`` (the map's maximum in pixels of the original image; empty for
+        an all-zero map) and ``error``.
         An input that cannot be read gets one row with its error and the run goes on; a
         multi-label input with no label above its threshold gets one row with an empty label.
 
@@ -149,6 +152,12 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
     original image, normalized. Overlay names come from each file's path relative to the
     input folder (a CSV's folder or ``root``), never from header fields, even when a CSV
     refers to images by SOP Instance UID: see :func:`overlay_name`.
+
+    Nothing in ``out`` is lost to a later run: ``explanations.csv`` keeps the rows of
+    earlier runs (another method, label or input) and only rows of the same input, method
+    and label are replaced, with their overlay; a new overlay never overwrites any other
+    file (it gets a ``-1`` suffix). An ``explanations.csv`` that is not such a table stops
+    the run before anything is written.
 
     Examples
     --------
@@ -191,11 +200,17 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
                                    exclude=out if source.is_dir() else None)
         names_root = source if source.is_dir() else Path(root) if csv and root is not None else source.parent
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: is a file; the output is a folder")
+    previous = _previous_explanations(out / "explanations.csv")
     model = bundle.model
     layer = find_target_layer(model, target_layer)
+    out.mkdir(parents=True, exist_ok=True)
+    # Overlays of earlier rows for these inputs and this method may be redrawn; every other file stays.
+    this_run = {*inputs.ids, *(view_id for i in inputs.ids for view_id in _view_ids(i, views))}
+    redrawn = previous["image"].isin(this_run) & (previous["method"] == method)
+    used = {entry.name for entry in out.iterdir()} - set(previous.loc[redrawn, "overlay"])
     rows: list[dict] = []
-    used: set[str] = set()
 
     def unique(name: str) -> str:
         stem, n = name[:-4], 1
@@ -264,7 +279,7 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
                         back = cam_to_original(cam, matrix, image.shape)
                         parts = [bundle.classes[target]] if views == 1 else [bundle.views[view], bundle.classes[target]]
                         file = _relative_name(inputs.sources[index][view], names_root)
-                        name = unique(overlay_name(file, *parts))
+                        name = unique(overlay_name(file, *parts, method))
                         write_image(out / name, overlay(image, back).astype(np.float32) / 255)
                         add(index, ids[view], bundle.classes[target], name, cam_peak(back))
         bar.update(min(len(inputs.ids), start + batch_size) - start)
@@ -274,5 +289,29 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
     table = pd.DataFrame(rows, columns=list(EXPLANATION_COLUMNS))
     for column in ("peak_x", "peak_y"):
         table[column] = table[column].astype("Int64")
-    atomic_write(out / "explanations.csv", table.to_csv(index=False).encode())
+    # Earlier rows stay unless this run explained the same (input, method, label), or they
+    # recorded no overlay for an input explained again, or their file name was reused.
+    same = pd.MultiIndex.from_frame(previous[["image", "method", "label"]]).isin(
+        pd.MultiIndex.from_frame(table[["image", "method", "label"]]))
+    reused = previous["overlay"].isin(set(table["overlay"]) - {""})
+    replaced = (redrawn & (same | (previous["overlay"] == ""))) | reused
+    merged = pd.concat([previous[~replaced], table], ignore_index=True) if len(previous) else table
+    atomic_write(out / "explanations.csv", merged.to_csv(index=False).encode())
+    return table
+
+
+def _previous_explanations(path: Path) -> pd.DataFrame:
+    """The rows of an earlier run's ``explanations.csv`` (none when there is none)."""
+    columns = list(EXPLANATION_COLUMNS)
+    if not path.exists():
+        return pd.DataFrame({name: pd.Series(dtype="Int64" if name.startswith("peak_") else str) for name in columns})
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if list(table.columns) != columns:
+            raise ValueError(f"columns {list(table.columns)}")
+        for name in ("peak_x", "peak_y"):
+            table[name] = pd.to_numeric(table[name].mask(table[name] == "")).astype("Int64")
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not an explanations table of radiology explain ({one_line(error)}); "
+                         "choose another output folder") from error
     return table

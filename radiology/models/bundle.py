@@ -460,7 +460,7 @@ def load_bundle(folder: str | os.PathLike, backend: str = "eager", *, device: st
     Raises
     ------
     ValueError
-        Unknown backend.
+        Unknown backend, or a device that is not a torch device or not on this machine.
     FileNotFoundError
         A bundle file the backend needs is missing.
     """
@@ -468,6 +468,12 @@ def load_bundle(folder: str | os.PathLike, backend: str = "eager", *, device: st
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from error
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available on this machine")
     folder = Path(folder)
     needed = {"eager": ("weights.pt", "model.json"), "export": ("model.pt2",), "onnx": ("model.onnx",)}[backend]
     missing = [name for name in ("labels.json", "pipeline.json", *needed) if not (folder / name).is_file()]

@@ -184,8 +184,19 @@ def _hub_state_dict(name: str, in_chans: int) -> dict[str, torch.Tensor]:
     except Exception as error:  # network, hub and cache errors have many types
         raise PretrainedWeightsError(
             f"cannot load pretrained weights {name!r} from the timm hub ({type(error).__name__}: {one_line(error)}); "
-            f"offline, use pretrained='imagenet' with {OFFLINE_ARCH}, a checkpoint path, or None") from error
+            f"offline, use {OFFLINE_ARCH} with 'imagenet', a checkpoint path, or none "
+            f"(--arch {OFFLINE_ARCH}, --pretrained PATH, --pretrained none)") from error
     return hub_model.state_dict()
+
+
+def _recorded_arch(path: str | os.PathLike) -> str | None:
+    """The architecture a :func:`radiology.ssl.save_backbone` checkpoint records, if any."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - any other file records nothing
+        return None
+    info = saved.get("radiology") if isinstance(saved, dict) else None
+    return str(info["arch"]) if isinstance(info, dict) and info.get("arch") else None
 
 
 def _is_checkpoint_path(source: str | os.PathLike) -> bool:
@@ -261,7 +272,15 @@ def load_pretrained(model: torch.nn.Module, source: str | os.PathLike) -> torch.
     else:
         raise ValueError(f"pretrained must be 'imagenet', a checkpoint path, a timm hub name or None, got {source!r}")
 
-    model.backbone.load_state_dict(_match_backbone(model.backbone, state, origin), strict=False)
+    try:
+        matched = _match_backbone(model.backbone, state, origin)
+    except PretrainedWeightsError:
+        recorded = _recorded_arch(source) if origin == str(source) else None
+        if recorded is not None and recorded != arch:
+            raise PretrainedWeightsError(f"{origin} was pretrained with arch {recorded!r}, the model is {arch!r} "
+                                         f"(train with --arch {recorded})") from None
+        raise
+    model.backbone.load_state_dict(matched, strict=False)
     if head_state:
         wanted = model.head.state_dict()
         if {k: tuple(v.shape) for k, v in head_state.items()} == {k: tuple(v.shape) for k, v in wanted.items()}:

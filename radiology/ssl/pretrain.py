@@ -209,10 +209,16 @@ def pretrain(
         raise ValueError(f"need epochs >= 1 and batch_size >= 2, got {epochs} and {batch_size}")
     if not 0 < valid_fraction < 0.5:
         raise ValueError(f"valid_fraction must be in (0, 0.5), got {valid_fraction}")
+    if lr is not None and not 0 < float(lr) < float("inf"):
+        raise ValueError(f"lr must be positive, got {lr}")
+    if fields and method != "metadata":
+        raise ValueError(f"--fields applies to --method metadata, not {method}")
     _check_model_settings(arch, pretrained)
     root, out = Path(root), Path(out)
     if not root.exists():
         raise FileNotFoundError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise ValueError(f"{root}: not a folder")
     if out.is_dir():
         raise ValueError(f"{out}: is a folder; --out names the checkpoint file (e.g. backbone.pt)")
     started = time.time()

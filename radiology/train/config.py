@@ -161,6 +161,10 @@ class TrainConfig:
         for name in ("epochs", "head_epochs", "workers", "patience"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "head_lr", "lr_mult"):
+            value = getattr(self, name)
+            if value is not None and not 0 < float(value) < float("inf"):
+                raise ValueError(f"{name} must be positive, got {value}")
         if self.epochs + self.head_epochs == 0:
             raise ValueError("nothing to train: epochs and head_epochs are both 0")
         if self.channels not in (1, 3):

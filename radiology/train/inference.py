@@ -111,14 +111,15 @@ def prediction_inputs(
     under ``root``; one entry per CSV row, in order. Rows whose image cannot be found get
     an error instead of stopping the run. ``progress`` shows a bar while UIDs are indexed.
     ``exclude`` names a folder inside a folder ``source`` whose files are not inputs (the
-    output folder of a command that writes next to its inputs).
+    output folder of a command that writes next to its inputs). In a folder, files with a
+    table, text or archive suffix (``.csv``, ``.txt``, ``.json``, ...) are not inputs.
 
     Examples
     --------
     >>> import tempfile, pathlib
     >>> folder = pathlib.Path(tempfile.mkdtemp())
-    >>> (folder / "a.png").write_bytes(b"")
-    0
+    >>> (folder / "a.png").write_bytes(b""), (folder / "notes.txt").write_bytes(b"")
+    (0, 0)
     >>> prediction_inputs(folder).ids
     ['a.png']
     >>> (folder / "out").mkdir(); (folder / "out" / "b.png").write_bytes(b"")
@@ -152,11 +153,12 @@ def prediction_inputs(
         return PredictionInputs(ids, sources, errors)
     if source.is_file():
         return PredictionInputs([source.name], [(source,)], [""])
+    from radiology.data.labels import _NOT_IMAGE
     from radiology.dicom import find_files
 
-    # A converted folder holds its report(s) (conversion_report.csv, per-shard reports): not inputs.
-    files = [p for p in find_files(source, exclude=exclude)
-             if not (p.name.startswith("conversion_report") and p.suffix == ".csv")]
+    # Reports, notes and tables beside the images (conversion_report.csv, README.txt) are not
+    # inputs; any other suffix may be a DICOM (archives name files by UID: "1.2.840...321").
+    files = [p for p in find_files(source, exclude=exclude) if p.suffix.lower() not in _NOT_IMAGE]
     if not files:
         raise ValueError(f"{source}: no files to predict")
     ids = [p.relative_to(source).as_posix() for p in files]

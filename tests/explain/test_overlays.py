@@ -98,7 +98,7 @@ def test_explain_inputs_default_label_is_the_prediction(lesion_model, tmp_path):
     probs = bundle.predict([tmp_path / "in" / name for name in table.image])
     assert table.label.tolist() == [CLASSES[i] for i in probs.argmax(1)]
     assert set(table.label) == set(CLASSES)  # both outcomes occur (two normal, two lesion images)
-    assert all(name.endswith(f"__{label}.png") for name, label in zip(table.overlay, table.label))
+    assert all(name.endswith(f"__{label}__hirescam.png") for name, label in zip(table.overlay, table.label))
 
 
 def test_explain_inputs_from_a_bundle_folder(lesion_model, tmp_path):
@@ -106,7 +106,8 @@ def test_explain_inputs_from_a_bundle_folder(lesion_model, tmp_path):
     written = _write_lesions(tmp_path / "in", seed=23, count=2)
     table = explain_inputs(folder, tmp_path / "in" / "sub" / "img0.png", tmp_path / "out", method="eigencam",
                            progress=False)
-    assert table.overlay.tolist() == [f"img0__{table.label[0]}.png"] and (tmp_path / "out" / table.overlay[0]).is_file()
+    assert table.overlay.tolist() == [f"img0__{table.label[0]}__eigencam.png"]
+    assert (tmp_path / "out" / table.overlay[0]).is_file()
     assert 0 <= table.peak_x[0] < written["sub/img0.png"].image.shape[1]
     with pytest.raises(ValueError, match="device"):
         from radiology.models import load_bundle
@@ -150,8 +151,8 @@ def test_explain_inputs_multi_view_csv(lesion_model, tmp_path):
     table = explain_inputs(bundle, tmp_path / "in" / "pairs.csv", tmp_path / "out", label="lesion",
                            target_layer=LAYER, progress=False)
     ok, failed = table[table.error == ""], table[table.error != ""]
-    assert ok.image.tolist() == ["n.png", "s.png"] and ok.overlay.tolist() == ["n__front__lesion.png",
-                                                                              "s__side__lesion.png"]
+    assert ok.image.tolist() == ["n.png", "s.png"] and ok.overlay.tolist() == ["n__front__lesion__gradcam.png",
+                                                                              "s__side__lesion__gradcam.png"]
     assert _near(ok.iloc[1], sick)
     assert failed.image.tolist() == ["n.png|missing.png"] and "missing.png" in failed.error.iloc[0]
     assert failed.overlay.tolist() == [""]
@@ -160,7 +161,7 @@ def test_explain_inputs_multi_view_csv(lesion_model, tmp_path):
     pd.DataFrame({"a": ["n.png"], "b": ["s.png"]}).to_csv(tmp_path / "elsewhere" / "x.csv", index=False)
     table = explain_inputs(bundle, tmp_path / "elsewhere" / "x.csv", tmp_path / "out2", image_cols="a,b",
                            root=tmp_path / "in", label="lesion", target_layer=LAYER, progress=False)
-    assert table.overlay.tolist() == ["n__front__lesion.png", "s__side__lesion.png"]
+    assert table.overlay.tolist() == ["n__front__lesion__gradcam.png", "s__side__lesion__gradcam.png"]
 
 
 # --------------------------------------------------------------------------- errors, identifiers
@@ -176,6 +177,34 @@ def test_explain_inputs_records_bad_inputs_and_goes_on(lesion_model, tmp_path):
     errors = dict(zip(table.image, table.error))
     assert errors["sub/img0.png"] == "" and errors["broken.dcm"] and errors["volume.npy"]
     assert table.set_index("image").loc["broken.dcm", "overlay"] == ""
+
+
+def test_explain_inputs_into_the_same_folder_loses_nothing(lesion_model, tmp_path):
+    _write_lesions(tmp_path / "in", seed=29, count=2)
+    (tmp_path / "in" / "notes.txt").write_text("not an input")
+    bundle = make_bundle(lesion_model, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = write_image(out / "case_1__lesion__gradcam.png", np.zeros((4, 4), np.float32))  # a user's file
+    mine_bytes = mine.read_bytes()
+    first = explain_inputs(bundle, tmp_path / "in", out, label="lesion", target_layer=LAYER, progress=False)
+    assert sorted(first.image) == ["case 1.png", "sub/img0.png"]  # notes.txt is not an input
+    assert mine.read_bytes() == mine_bytes and "case_1__lesion__gradcam-1.png" in set(first.overlay)
+    # Another method adds its rows and files; the same method again replaces its own rows.
+    second = explain_inputs(bundle, tmp_path / "in", out, label="lesion", method="eigencam", progress=False)
+    again = explain_inputs(bundle, tmp_path / "in", out, label="lesion", target_layer=LAYER, progress=False)
+    assert again.overlay.tolist() == first.overlay.tolist()
+    saved = pd.read_csv(out / "explanations.csv", keep_default_na=False)
+    assert len(saved) == 4 and sorted(saved.method) == ["eigencam"] * 2 + ["gradcam"] * 2
+    assert set(saved.overlay) == set(first.overlay) | set(second.overlay)
+    assert all((out / name).is_file() for name in saved.overlay) and mine.read_bytes() == mine_bytes
+    # Another file called explanations.csv is never overwritten.
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "explanations.csv").write_text("patient,score\n1,2\n")
+    with pytest.raises(ValueError, match="not an explanations table"):
+        explain_inputs(bundle, tmp_path / "in", foreign, progress=False)
+    assert (foreign / "explanations.csv").read_text() == "patient,score\n1,2\n"
 
 
 def test_explain_inputs_validates(lesion_model, tmp_path):

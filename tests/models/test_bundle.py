@@ -184,6 +184,14 @@ def test_unknown_backend_is_a_value_error(single):
         load_bundle(single["folder"], "tensorrt")
 
 
+def test_unusable_device_is_a_value_error(single):
+    with pytest.raises(ValueError, match="not a torch device"):
+        load_bundle(single["folder"], device="banana")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            load_bundle(single["folder"], device="cuda:0")
+
+
 @pytest.mark.parametrize("shape", [(2, 3, SIZE, SIZE), (2, 1, 32, 32), (2, 2, 1, SIZE, SIZE), (0, 1, SIZE, SIZE)])
 def test_predict_batch_rejects_wrong_shapes(single, shape):
     bundle = load_bundle(single["folder"])

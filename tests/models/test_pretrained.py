@@ -288,7 +288,7 @@ def test_hub_download_failure_is_a_pretrained_weights_error(monkeypatch):
         return real_create(name, pretrained=pretrained, **kwargs)
 
     monkeypatch.setattr(timm, "create_model", offline)
-    with pytest.raises(PretrainedWeightsError, match=r"'resnet10t'.*offline, use pretrained='imagenet'"):
+    with pytest.raises(PretrainedWeightsError, match=r"'resnet10t'.*offline, use tf_eff.*--pretrained none"):
         create_model(SMALL, 3, pretrained="imagenet")
 
 

@@ -245,6 +245,9 @@ def test_save_backbone_round_trip_and_errors(tmp_path):
     assert torch.load(path, weights_only=True)["radiology"] == {"arch": "resnet18"}
     loaded = create_model("resnet18", 2, pretrained=path)
     assert torch.equal(loaded.backbone.conv1.weight, model.backbone.conv1.weight)
+    # Another backbone: the error names the recorded arch instead of listing hundreds of keys.
+    with pytest.raises(ValueError, match="pretrained with arch 'resnet18', the model is 'resnet34'"):
+        create_model("resnet34", 2, pretrained=path)
     with pytest.raises(TypeError):
         save_backbone(torch.nn.Linear(2, 2), tmp_path / "x.pt")
     with pytest.raises(IsADirectoryError):

@@ -70,6 +70,15 @@ def test_train_semi_supervised_from_a_pretrained_backbone_then_explain(folders, 
     assert len(table) == 24 and set(table["method"]) == {"gradcam"}
     assert all((explained / name).is_file() for name in table["overlay"])
     assert "24 overlays, 0 failed" in capsys.readouterr().out
+    # Nothing explained is a failure (exit 1); an output that is a file is a usage error.
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "broken.dcm").write_bytes(b"not a dicom")
+    assert main(["explain", str(out), str(tmp_path / "junk"), "--out", str(tmp_path / "junk_cams"), "-q"]) == 1
+    assert "0 overlays, 1 failed" in capsys.readouterr().out
+    for bad_out, device in [(labels, "cpu"), (tmp_path / "cams2", "banana")]:
+        assert main(["explain", str(out), str(images), "--out", str(bad_out), "--device", device]) == USAGE_ERROR
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "cams2").exists()
 
 
 def test_semi_supervised_usage_errors_exit_2_with_one_line(folders, tmp_path, capsys):
@@ -102,7 +111,15 @@ def test_pretrain_and_explain_usage_errors(folders, tmp_path, capsys):
     assert main(["pretrain", "--root", str(unlabeled), "--out", str(tmp_path)]) == USAGE_ERROR
     assert "is a folder" in capsys.readouterr().err
     assert main(["explain", str(tmp_path / "nope"), str(unlabeled), "--out", str(tmp_path / "e")]) == USAGE_ERROR
-    assert "no such bundle" in capsys.readouterr().err
+    assert "not a bundle folder" in capsys.readouterr().err
+    assert main(["pretrain", "--root", str(labels_file := next(unlabeled.iterdir())), "--out", str(tmp_path / "b.pt")]
+                ) == USAGE_ERROR
+    assert f"{labels_file}: not a folder" in capsys.readouterr().err
+    assert main(["pretrain", "--root", str(unlabeled), "--out", str(tmp_path / "b.pt"), "--fields", "modality"]
+                ) == USAGE_ERROR
+    assert "--fields applies to --method metadata" in capsys.readouterr().err
+    assert main(["pretrain", "--root", str(unlabeled), "--out", str(tmp_path / "b.pt"), "--lr", "-1"]) == USAGE_ERROR
+    assert "lr must be positive" in capsys.readouterr().err
 
 
 def test_validation_images_are_left_out_of_the_unlabeled_set(folders, tmp_path):

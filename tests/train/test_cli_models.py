@@ -89,6 +89,7 @@ def test_predict_csv_then_evaluate(bundle, layout, tmp_path, capsys):
     ({"--arch": "no_such_net"}, "unknown backbone 'no_such_net'"),
     ({"--pretrained": "missing/weights.pt"}, "no such file"),
     ({"--epochs": "-1"}, "epochs must be >= 0"),
+    ({"--lr": "-1"}, "lr must be positive"),
 ])
 def test_train_usage_errors_exit_2_with_one_line(layout, tmp_path, capsys, change, message):
     (csv, images), _ = layout
