@@ -48,7 +48,7 @@ def test_explain_demo_writes_overlays_of_the_nodule_output(tmp_path):
     files = pd.read_csv(test_csv).file.tolist()
     assert table.image.tolist() == files[:3] and (table.label == "nodule").all() and (table.error == "").all()
     for row in table.itertuples():
-        assert row.overlay == f"{row.image.split('/')[-1][:-4]}__nodule.png"
+        assert row.overlay == f"{row.image.split('/')[-1][:-4]}__nodule__eigencam.png"
         assert read_image(tmp_path / "explanations" / row.overlay).shape == (72, 64, 3)  # phantom pixels
         assert 0 <= row.peak_x < 64 and 0 <= row.peak_y < 72
     with pytest.raises(ValueError, match="count"):
