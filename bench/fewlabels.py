@@ -222,7 +222,7 @@ def main() -> None:
             counts = pool_table.iloc[labeled]["label"].value_counts().to_dict()
             print(f"\nseed {seed}: {len(labeled)} labeled images ({counts}) of "
                   f"{len(set(pool_groups[labeled]))} patients, {len(unlabeled)} unlabeled", flush=True)
-            base = TrainConfig(out=seed_dir / "supervised", csv=csv, seed=seed, **common)
+            base = TrainConfig(out=seed_dir / "supervised", csv=csv, seed=seed, overwrite=True, **common)
             for method in methods:
                 if method == "supervised":
                     config = base
@@ -237,7 +237,8 @@ def main() -> None:
             csv = work / "all_pool.csv"
             pool_table.to_csv(csv, index=False)
             print(f"\nreference: supervised on all {len(pool)} pool labels", flush=True)
-            run("supervised, all labels", 0, TrainConfig(out=work / "reference", csv=csv, seed=0, **common))
+            reference = TrainConfig(out=work / "reference", csv=csv, seed=0, overwrite=True, **common)
+            run("supervised, all labels", 0, reference)
     finally:
         radiology.models.save_bundle = saved
 

@@ -167,7 +167,7 @@ def run_ours(task: Task, root: Path, train_table: pd.DataFrame, test_items, work
         overrides = {**overrides, "pipeline": colour_pipeline(int(overrides.get("size", 224))).save(work / "rgb.json")}
     config = TrainConfig(out=work / "bundle", csv=csv, root=root, image_cols=task.image_cols,
                          label_cols=task.label_cols, multi_label=task.multi_label, group_col=task.group_col,
-                         channels=task.channels, cache=cache, **overrides)
+                         channels=task.channels, cache=cache, overwrite=True, **overrides)
     result = train(config, progress=False)
     if test_items is None:
         return None, result.metrics

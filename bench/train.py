@@ -258,7 +258,7 @@ def pretrained_vs_random(data: Path, images: int, overrides: dict, device: torch
             started = time.perf_counter()
             config = TrainConfig(out=work / str(pretrained), csv=csv, root=data / "pneumonia", image_cols="file",
                                  label_cols="label", group_col="patient", pretrained=pretrained, cache=cache_dir,
-                                 **overrides)
+                                 overwrite=True, **overrides)
             result = train(config, progress=False)
             model = result.learner.model.to(device).eval()
             test_ds = ImageDataset(test_items, default_pipeline(config.size), cache=ImageCache(cache_dir))

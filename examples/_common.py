@@ -429,7 +429,8 @@ def held_out_classification(args: argparse.Namespace, *, image: str, label: str,
           f"from {len(set(items.groups[test]))} other patients")
 
     config = TrainConfig(csv=train_csv, root=root, image_cols=image, label_cols=label, group_col=patient,
-                         out=out / "bundle", seed=args.seed, **train_settings(args, quick))
+                         out=out / "bundle", overwrite=True, seed=args.seed,
+                         **train_settings(args, quick))
     _, _, metrics = train_predict_evaluate(config, test_csv, root, out, image_cols=image, label_cols=label,
                                            quiet=args.quiet)
     return out, metrics, started

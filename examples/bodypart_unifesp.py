@@ -134,7 +134,7 @@ def holdout(root: Path, out: Path, settings: dict, args) -> dict:
           f"other patients; {len(items.classes)} classes")
 
     config = TrainConfig(csv=train_csv, root=root / "train", image_cols=UID, label_cols=TARGET, group_col="patient",
-                         out=out / "bundle", seed=args.seed, **settings)
+                         out=out / "bundle", overwrite=True, seed=args.seed, **settings)
     _, _, metrics = train_predict_evaluate(config, test_csv, root / "train", out, image_cols=UID, label_cols=TARGET,
                                            quiet=args.quiet)
     recalls = ", ".join(f"{part(code)} {fmt(value)}" for code, value in metrics["recall"].items()
@@ -151,7 +151,7 @@ def submission(root: Path, out: Path, settings: dict, args) -> dict | None:
     single_target_labels(root).to_csv(labels_csv, index=False)
     # No group column: train() groups its validation split by the DICOM PatientID itself.
     config = TrainConfig(csv=labels_csv, root=root / "train", image_cols=UID, label_cols=TARGET,
-                         out=out / "bundle", seed=args.seed, **settings)
+                         out=out / "bundle", overwrite=True, seed=args.seed, **settings)
     bundle = load_bundle(train(config, progress=not args.quiet).bundle)
 
     sample = root / "sample_submission.csv"

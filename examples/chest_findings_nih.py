@@ -135,7 +135,7 @@ def main(argv=None) -> int:
         settings.update(head_epochs=0, lr_mult=1.0)
     config = TrainConfig(csv=train_csv, root=root, image_cols="file", label_cols="findings", multi_label=True,
                          group_col="patient", arch=args.arch, pretrained=pretrained, out=out / "bundle",
-                         seed=args.seed, **settings)
+                         overwrite=True, seed=args.seed, **settings)
     print(f"{config.arch}, pretrained: {config.pretrained or 'none (from scratch)'}; loss: {config.loss_name} "
           f"with per-label positive weights")
     bundle, _, metrics = common.train_predict_evaluate(config, test_csv, root, out, image_cols="file",

@@ -157,7 +157,8 @@ def main(argv=None) -> int:
         config = TrainConfig(csv=out / "labeled.csv", root=archive, image_cols="file", label_cols="severe",
                              group_col="patient", pretrained=str(ssl.checkpoint), sampler="weighted",
                              size=settings["size"], epochs=settings["epochs"], head_epochs=settings["head_epochs"],
-                             batch_size=16, cache="none", seed=args.seed, out=folder / "bundle", **extra)
+                             batch_size=16, cache="none", seed=args.seed, out=folder / "bundle", overwrite=True,
+                             **extra)
         _, _, metrics = train_and_score(config, out / "test.csv", archive, folder, image_cols="file",
                                         label_cols="severe", quiet=args.quiet)
         scores[name] = metrics

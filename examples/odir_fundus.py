@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     pipeline.save(out / "pipeline.json")
     config = TrainConfig(csv=train_csv, root=root, image_cols=VIEWS, label_cols=LABELS, multi_label=True,
                          group_col=PATIENT, channels=3, pipeline=out / "pipeline.json", out=out / "bundle",
-                         seed=args.seed, **settings)
+                         overwrite=True, seed=args.seed, **settings)
     print(f"loss: {config.loss_name} with per-label positive weights; views {', '.join(VIEWS)}; 3 channels")
     bundle, predictions, metrics = train_predict_evaluate(config, test_csv, root, out, image_cols=VIEWS,
                                                           label_cols=LABELS, quiet=args.quiet, multi_label=True,

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -175,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--cache", help="preprocessed-image cache folder, or 'none'")
     fit.add_argument("--lr-find", action="store_true", default=None, help="save fastai's lr_find plot in the bundle")
     fit.add_argument("--resume", action="store_true", default=None, help="continue an interrupted run in --out")
+    fit.add_argument("--overwrite", action="store_true", default=None,
+                     help="replace a bundle or checkpoint already in --out (refused without it)")
     semi = train.add_argument_group("semi-supervised (single-label)")
     semi.add_argument("--unlabeled", type=Path, help="folder of unlabeled DICOMs/images used while fine-tuning")
     semi.add_argument("--semi", choices=("fixmatch", "mixmatch"),
@@ -389,7 +392,7 @@ def _metadata(args: argparse.Namespace) -> int:
 _TRAIN_FLAGS = (
     "csv", "root", "folder", "image_cols", "label_cols", "multi_label", "group_col", "arch", "pretrained", "size",
     "channels", "epochs", "head_epochs", "lr", "batch_size", "seed", "loss", "sampler", "valid_fraction", "workers",
-    "cache", "lr_find", "resume", "pipeline", "out", "unlabeled", "semi",
+    "cache", "lr_find", "resume", "overwrite", "pipeline", "out", "unlabeled", "semi",
 )
 
 
@@ -534,6 +537,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         import pydicom  # noqa: F401 - pydicom sets its logger's level on import; set ours after
 
         logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+        # fastai's own layers use torch.jit.script, which torch deprecates: a warning on every
+        # model command that no user of this command line can act on.
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
     handlers = {"convert": _convert, "preview": _preview, "fit-bins": _fit_bins, "metadata": _metadata,
                 "demo": _demo, "train": _train, "predict": _predict, "evaluate": _evaluate,
                 "pretrain": _pretrain, "explain": _explain, "report": _report}

@@ -207,7 +207,7 @@ def run_model_demo(out: str | os.PathLike, *, progress: bool = True, epochs: int
     test_csv = write_findings_dataset(data / "test", test_count, findings=("nodule",), seed=2)
     config = TrainConfig(csv=train_csv, image_cols="file", label_cols="label", group_col="patient",
                          out=out / "bundle", arch=DEMO_ARCH, size=128, epochs=epochs, head_epochs=10, batch_size=32,
-                         cache=out / "cache")
+                         cache=out / "cache", overwrite=True)
     result = train(config, progress=progress)
     bundle = load_bundle(result.bundle)
     table = predict_table(bundle, prediction_inputs(test_csv, image_cols="file"), progress=progress)

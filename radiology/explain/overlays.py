@@ -5,6 +5,7 @@ What ``radiology explain BUNDLE INPUT --out DIR`` runs (:func:`explain_inputs`).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -17,6 +18,8 @@ from radiology.dicom import DICOM_SUFFIXES
 from radiology.errors import one_line
 from radiology.explain.cam import METHODS, cam_peak, cam_to_original, compute_cam, find_target_layer, overlay
 from radiology.io import IMAGE_SUFFIXES
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["EXPLANATION_COLUMNS", "explain_inputs", "overlay_name", "original_view"]
 
@@ -157,7 +160,9 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
     earlier runs (another method, label or input) and only rows of the same input, method
     and label are replaced, with their overlay; a new overlay never overwrites any other
     file (it gets a ``-1`` suffix). An ``explanations.csv`` that is not such a table stops
-    the run before anything is written.
+    the run before anything is written. In a folder ``inputs``, ``out`` and the output
+    folders of earlier runs (those holding their ``explanations.csv``) are not inputs; the
+    files left out are counted in a warning.
 
     Examples
     --------
@@ -198,6 +203,8 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
         # An output folder inside the input folder: a second run must not explain the first one's overlays.
         inputs = prediction_inputs(source, root=root, image_cols=image_cols, progress=progress,
                                    exclude=out if source.is_dir() else None)
+        if source.is_dir():
+            inputs = _without_earlier_outputs(inputs, source)
         names_root = source if source.is_dir() else Path(root) if csv and root is not None else source.parent
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -298,6 +305,39 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
     merged = pd.concat([previous[~replaced], table], ignore_index=True) if len(previous) else table
     atomic_write(out / "explanations.csv", merged.to_csv(index=False).encode())
     return table
+
+
+def _without_earlier_outputs(inputs, source: Path):
+    """``inputs`` less the files inside folders an earlier explain run wrote (ones holding its
+    ``explanations.csv``): overlays of overlays explain nothing."""
+    from radiology.train.inference import PredictionInputs
+
+    header = ",".join(EXPLANATION_COLUMNS)
+    holds_table: dict[Path, bool] = {}
+
+    def written_by_explain(folder: Path) -> bool:
+        while folder != source and folder != folder.parent:
+            if folder not in holds_table:
+                try:
+                    with open(folder / "explanations.csv", encoding="utf-8", errors="replace") as handle:
+                        holds_table[folder] = handle.readline().strip() == header
+                except OSError:
+                    holds_table[folder] = False
+            if holds_table[folder]:
+                return True
+            folder = folder.parent
+        return False
+
+    keep = [i for i, paths in enumerate(inputs.sources) if paths is None or not written_by_explain(paths[0].parent)]
+    if len(keep) < len(inputs.ids):
+        outputs = [folder for folder, own in list(holds_table.items()) if own]
+        topmost = sorted(f.relative_to(source).as_posix() for f in outputs if not written_by_explain(f.parent))
+        logger.warning("left out %d file(s) in earlier explain output folder(s): %s",
+                       len(inputs.ids) - len(keep), ", ".join(topmost))
+    if not keep:
+        raise ValueError(f"{source}: no files to explain outside earlier explain output folders")
+    return PredictionInputs([inputs.ids[i] for i in keep], [inputs.sources[i] for i in keep],
+                            [inputs.errors[i] for i in keep])
 
 
 def _previous_explanations(path: Path) -> pd.DataFrame:

@@ -95,6 +95,9 @@ class TrainConfig:
         Run fastai's ``lr_find`` first and save its plot as ``lr_find.png`` in the bundle.
     resume : bool
         Continue an interrupted run from the last epoch checkpoint in ``out``.
+    overwrite : bool
+        Replace a bundle or checkpoint already in ``out``. Without it (or ``resume``), a
+        run refuses such a folder instead of losing an earlier model.
     fusion : {"concat", "mean"}
         How views are combined.
     unlabeled : path, optional
@@ -140,6 +143,7 @@ class TrainConfig:
     patience: int = 0
     lr_find: bool = False
     resume: bool = False
+    overwrite: bool = False
     fusion: str = "concat"
     unlabeled: str | os.PathLike | None = None
     semi: str | None = None

@@ -45,6 +45,7 @@ __all__ = ["TrainResult", "default_pipeline", "make_learner", "fit_head", "fine_
 logger = logging.getLogger(__name__)
 
 CHECKPOINT = "last"
+CHECKPOINT_DIR = "checkpoints"
 BEST = "best"
 
 
@@ -109,7 +110,7 @@ def make_learner(dls, model: nn.Module, loss_func: nn.Module, *, metrics=(), pat
     metrics : sequence
         fastai metrics (:func:`radiology.train.metrics.fastai_metrics`).
     path : path
-        Where fastai writes checkpoints (``path/models``) and logs.
+        Where fastai writes checkpoints (``path/checkpoints``) and logs.
     cbs : sequence of fastai callbacks
     wd : float
         Weight decay (AdamW).
@@ -122,7 +123,7 @@ def make_learner(dls, model: nn.Module, loss_func: nn.Module, *, metrics=(), pat
     for name in ("backbone", "head"):
         if not hasattr(model, name):
             raise TypeError(f"model needs a .{name} submodule (see radiology.models.create_model)")
-    return Learner(dls, model, loss_func=loss_func, metrics=list(metrics), path=Path(path), model_dir="checkpoints",
+    return Learner(dls, model, loss_func=loss_func, metrics=list(metrics), path=Path(path), model_dir=CHECKPOINT_DIR,
                    splitter=_splitter, cbs=list(cbs), wd=wd)
 
 
@@ -420,10 +421,11 @@ def train(config: TrainConfig, *, progress: bool = True):
     started = time.time()
     _check_model_settings(config.arch, config.pretrained)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_out_folder(out, resume=config.resume, overwrite=config.overwrite)
     set_seed(config.seed, reproducible=True)
     items = load_items(config, progress=progress)
     pipeline = Pipeline.load(config.pipeline) if config.pipeline else default_pipeline(config.size, config.channels)
+    out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be usable
     groups = _groups(items, config.valid_fraction)
     train_idx, valid_idx = train_valid_split(items.targets, groups, valid_fraction=config.valid_fraction,
                                              seed=config.seed)
@@ -523,6 +525,18 @@ def _semisup_callback(config: TrainConfig, valid_items, pipeline, cache, progres
                                 seed=config.seed, **config.semi_params)
     return callback, {"method": config.semi, "params": dict(config.semi_params), "unlabeled": len(dataset),
                       "unreadable": len(skipped), "validation_files_left_out": excluded}
+
+
+def _check_out_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse an ``out`` that is a file, or that holds a model this run would replace unasked."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: --out is a file; it names the bundle folder to write")
+    if resume or overwrite:
+        return
+    found = [name for name in ("model.json", f"{CHECKPOINT_DIR}/{CHECKPOINT}.pth") if (out / name).is_file()]
+    if found:
+        raise FileExistsError(f"{out} already holds a trained model ({found[0]}): pass --overwrite to replace it, "
+                              "--resume to continue it, or another --out")
 
 
 def _resume_epoch(learn) -> int:

@@ -257,3 +257,21 @@ def test_explain_inputs_skips_its_own_output_folder(lesion_model, tmp_path):
     first = explain_inputs(bundle, tmp_path, tmp_path / "explained", progress=False)
     again = explain_inputs(bundle, tmp_path, tmp_path / "explained", progress=False)
     assert first.image.tolist() == again.image.tolist() == ["sub/img0.png"]
+
+
+def test_explain_inputs_skips_earlier_output_folders_inside_its_input(lesion_model, tmp_path, caplog):
+    _write_lesions(tmp_path, seed=31, count=1)
+    bundle = make_bundle(lesion_model, tmp_path)
+    explain_inputs(bundle, tmp_path, tmp_path / "cams" / "gradcam", progress=False)
+    (tmp_path / "cams" / "gradcam" / "nested").mkdir()
+    write_image(tmp_path / "cams" / "gradcam" / "nested" / "copy.png", np.zeros((8, 8), np.float32))
+    # A folder holding some other explanations.csv is an ordinary input folder.
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "explanations.csv").write_text("patient,comment\n")
+    write_image(tmp_path / "notes" / "x.png", lesion_image(np.random.default_rng(1), True).image)
+    with caplog.at_level("WARNING", logger="radiology.explain.overlays"):
+        table = explain_inputs(bundle, tmp_path, tmp_path / "eigen", method="eigencam", progress=False)
+    assert sorted(table.image) == ["notes/x.png", "sub/img0.png"]
+    assert "left out 2 file(s) in earlier explain output folder(s): cams/gradcam" in caplog.text
+    with pytest.raises(ValueError, match="no files to explain outside earlier explain output folders"):
+        explain_inputs(bundle, tmp_path / "cams", tmp_path / "again", progress=False)

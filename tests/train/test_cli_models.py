@@ -1,6 +1,8 @@
 """The `train / predict / evaluate` command-line contract, on phantom DICOMs in the Kaggle UNIFESP layout."""
 
 import json
+import subprocess
+import sys
 
 import pandas as pd
 import pydicom
@@ -99,6 +101,31 @@ def test_train_usage_errors_exit_2_with_one_line(layout, tmp_path, capsys, chang
     assert main(["train", *[x for pair in args.items() for x in pair], "-q"]) == USAGE_ERROR
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "b").exists()  # a run that fails leaves no empty bundle folder behind
+
+
+def test_train_never_replaces_a_model_unasked(bundle, layout, tmp_path, capsys):
+    (csv, images), _ = layout
+    weights = (bundle / "weights.pt").read_bytes()
+    args = ["train", "--csv", str(csv), "--root", str(images), "--image-col", "SOPInstanceUID", "--label-col",
+            "Target", "--size", "64", "-q"]
+    assert main([*args, "--out", str(bundle)]) == USAGE_ERROR
+    err = capsys.readouterr().err
+    assert "already holds a trained model (model.json)" in err and "--overwrite" in err
+    assert (bundle / "weights.pt").read_bytes() == weights
+    # An interrupted run's checkpoint is a model too.
+    interrupted = tmp_path / "interrupted"
+    (interrupted / "checkpoints").mkdir(parents=True)
+    (interrupted / "checkpoints" / "last.pth").write_bytes(b"epoch 3 of 40")
+    assert main([*args, "--out", str(interrupted)]) == USAGE_ERROR
+    assert "checkpoints/last.pth" in capsys.readouterr().err
+    # --overwrite lets the run past the check: here it then stops at the next one, the label column.
+    assert main([*args[:-5], "--label-col", "Diagnosis", "--out", str(bundle), "--overwrite", "-q"]) == USAGE_ERROR
+    assert "missing column(s) ['Diagnosis']" in capsys.readouterr().err
+    a_file = tmp_path / "bundle.zip"
+    a_file.write_bytes(b"")
+    assert main([*args, "--out", str(a_file)]) == USAGE_ERROR
+    assert "--out is a file" in capsys.readouterr().err
 
 
 def test_train_rejects_empty_and_one_class_datasets(layout, tmp_path, capsys):
@@ -124,3 +151,11 @@ def test_predict_and_evaluate_usage_errors(bundle, layout, tmp_path, capsys):
     code = main(["evaluate", "--predictions", str(test_csv), "--labels", str(test_csv), "--image-col",
                  "SOPInstanceUID", "--label-col", "Target", "--out", str(tmp_path / "e")])
     assert code == USAGE_ERROR and "no 'image' column" in capsys.readouterr().err
+
+
+def test_model_commands_print_only_their_own_error(tmp_path):
+    # In a fresh interpreter, as a user runs it: importing fastai must not add torch's warnings.
+    result = subprocess.run([sys.executable, "-m", "radiology", "train", "--csv", str(tmp_path / "none.csv"),
+                             "--out", str(tmp_path / "b")], capture_output=True, text=True, check=False)
+    assert result.returncode == USAGE_ERROR
+    assert result.stderr.strip().splitlines() == [f"radiology train: error: {tmp_path / 'none.csv'}: no such CSV file"]
