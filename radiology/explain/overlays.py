@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,13 +24,17 @@ __all__ = ["EXPLANATION_COLUMNS", "explain_inputs", "overlay_name", "original_vi
 
 #: Columns of ``explanations.csv``.
 EXPLANATION_COLUMNS = ("image", "label", "method", "overlay", "peak_x", "peak_y", "error")
+_LABEL_BYTES = 60  # per label or method in an overlay name: the input's own name gets the rest
 
 
 def overlay_name(image_id: str, *parts: str) -> str:
     """A safe PNG file name from an input's reference (its path or CSV value) and labels.
 
     Only the reference *as given* is used (never header fields): its folders and name, with
-    a known image suffix dropped and every character outside ``A-Z a-z 0-9 . _ -`` replaced.
+    a known image suffix dropped. Characters are kept as :func:`radiology.convert.sanitize_component`
+    keeps them (letters and digits of any script, NFC); separators and leading or trailing
+    dots go. The name fits a file system's 255 bytes with room for a ``-N`` suffix: a long
+    reference keeps its start and a hash of the whole, labels are never cut off.
 
     Examples
     --------
@@ -39,14 +42,19 @@ def overlay_name(image_id: str, *parts: str) -> str:
     'train_patient_7_img__nodule.png'
     >>> overlay_name("../x.png", "a/b")
     'x__a_b.png'
+    >>> overlay_name("胸部/画像.dcm", "結節")
+    '胸部_画像__結節.png'
     """
+    from radiology.convert import _NAME_BYTES, _fit, sanitize_component
+
+    def clean(text: str) -> str:
+        return sanitize_component(str(text).replace("\\", "/").replace("/", "_")).strip("._") or "x"
+
     stem = str(image_id)
     if stem.lower().endswith((*DICOM_SUFFIXES, *IMAGE_SUFFIXES)):
         stem = stem.rsplit(".", 1)[0]
-    pieces = [stem, *parts]
-    safe = [re.sub(r"[^A-Za-z0-9._-]+", "_", p.replace("\\", "/").replace("/", "_")).strip("._") or "x"
-            for p in pieces]
-    return "__".join(s[:100] for s in safe) + ".png"
+    tail = "".join(f"__{_fit(clean(part), _LABEL_BYTES)}" for part in parts) + ".png"
+    return _fit(clean(stem), _NAME_BYTES - 8, keep=tail)
 
 
 def original_view(stages: Sequence[tuple]) -> np.ndarray:

@@ -46,7 +46,13 @@ def test_overlay_name_is_a_safe_file_name():
     assert overlay_name("../../etc/passwd", "l/r") == "etc_passwd__l_r.png"
     assert overlay_name("1.2.840.10008", "a") == "1.2.840.10008__a.png"  # no known suffix: kept whole
     assert overlay_name("...", "?") == "x__x.png"
-    assert len(overlay_name("a" * 500, "b" * 500)) <= 2 * 100 + 6
+    long = overlay_name("a" * 500, "b" * 500, "gradcam")
+    assert len(long.encode()) <= 255 - 8 and long.startswith("aaaa") and long.endswith("__gradcam.png")
+    assert long != overlay_name("a" * 499, "b" * 500, "gradcam")  # shortened names keep a hash of the whole
+    # Letters of any script are kept, NFC-normalized, as convert keeps them.
+    assert overlay_name("胸部/画像.dcm", "結節") == "胸部_画像__結節.png"
+    assert overlay_name("Mu\u0308ller.dcm") == "M\u00fcller.png"
+    assert len(overlay_name("é" * 300, "gradcam").encode()) <= 255 - 8
 
 
 def test_original_view_is_the_normalized_image_before_any_geometry(tmp_path):
