@@ -191,7 +191,8 @@ def main() -> None:
             t0, c0 = time.perf_counter(), time.process_time()
             result = pretrain(folder, work / "simclr" / "backbone.pt", method="simclr", arch=ARCH,
                               pretrained="imagenet", size=args.size, epochs=args.simclr_epochs,
-                              batch_size=args.simclr_batch_size, cache=cache_dir, seed=0, progress=False)
+                              batch_size=args.simclr_batch_size, cache=cache_dir, seed=0, overwrite=True,
+                              progress=False)
             simclr_seconds, simclr_cpu = time.perf_counter() - t0, time.process_time() - c0
             checkpoint = result.checkpoint
             losses = ", ".join(f"{h['train_loss']:.3f}/{h['valid_loss']:.3f}" for h in result.history)

@@ -10,15 +10,20 @@ from __future__ import annotations
 import argparse
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from radiology.data import from_csv, kfold_splits, train_valid_split
-from radiology.models import load_bundle
-from radiology.train import TrainConfig, evaluate_predictions, predict_table, prediction_inputs, train
+# fastai's layers use torch.jit.script, which torch deprecates: a warning on import that no reader
+# of these examples can act on (the command line hides it the same way).
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+
+from radiology.data import from_csv, kfold_splits, train_valid_split  # noqa: E402 - after the filter
+from radiology.models import load_bundle  # noqa: E402
+from radiology.train import TrainConfig, evaluate_predictions, predict_table, prediction_inputs, train  # noqa: E402
 
 
 def shared_data() -> Path:

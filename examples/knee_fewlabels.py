@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     # 4. Self-supervised pretraining on every unlabeled image (DICOM crops + localized radiographs).
     ssl = pretrain(pool, out / "backbone.pt", method="simclr", size=settings["size"],
                    epochs=settings["ssl_epochs"], batch_size=32, cache="none", seed=args.seed,
-                   progress=not args.quiet)
+                   overwrite=True, progress=not args.quiet)
     print(f"SimCLR: {ssl.images} unlabeled images, loss {ssl.history[0]['train_loss']:.3f} → "
           f"{ssl.history[-1]['train_loss']:.3f}")
 

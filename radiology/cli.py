@@ -235,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     pretrain.add_argument("--cache", help="preprocessed-image cache folder, or 'none'")
     pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.add_argument("--overwrite", action="store_true", help="replace an existing --out checkpoint")
     pretrain.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     explain = commands.add_parser("explain", help="class activation maps (GradCAM & co.) of a bundle, as overlays")
@@ -446,7 +447,8 @@ def _pretrain(args: argparse.Namespace) -> int:
                       pretrained=None if args.pretrained.lower() == "none" else args.pretrained,
                       channels=args.channels, size=args.size, epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr, temperature=args.temperature, fields=fields, pipeline=pipeline,
-                      workers=args.workers, cache=args.cache, seed=args.seed, progress=not args.quiet)
+                      workers=args.workers, cache=args.cache, seed=args.seed, overwrite=args.overwrite,
+                      progress=not args.quiet)
     last = result.history[-1]
     print(f"{result.images} images ({len(result.skipped)} unreadable, left out), {len(result.history)} epochs: "
           f"train loss {last['train_loss']:.4f}, valid loss {last['valid_loss']:.4f}")

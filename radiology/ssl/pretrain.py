@@ -142,6 +142,7 @@ def pretrain(
     workers: int = 0,
     cache: str | os.PathLike | None = None,
     seed: int = 0,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> PretrainResult:
     """Self-supervised pretraining of a timm backbone on a folder of unlabeled images.
@@ -190,6 +191,9 @@ def pretrain(
     cache : path or "none", optional
         Preprocessed-image cache (default ``$RADIOLOGY_CACHE`` or ``~/.cache/radiology/images``).
     seed : int
+    overwrite : bool
+        Replace an existing ``out``; without it, an existing checkpoint stops the run before
+        any work (a finished pretraining is never lost unasked).
     progress : bool
 
     Returns
@@ -221,6 +225,8 @@ def pretrain(
         raise ValueError(f"{root}: not a folder")
     if out.is_dir():
         raise ValueError(f"{out}: is a folder; --out names the checkpoint file (e.g. backbone.pt)")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists: pass --overwrite to replace it, or another --out")
     started = time.time()
     set_seed(seed, reproducible=True)
     items = from_unlabeled(root)

@@ -196,6 +196,10 @@ def test_pretrain_writes_a_checkpoint_that_training_loads(tmp_path, method):
     model = create_model("test_resnet", 3, pretrained=out)
     for key, value in saved["state_dict"].items():
         assert torch.equal(model.backbone.state_dict()[key], value)
+    # A finished pretraining is never replaced unasked; the refusal comes before any work.
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        pretrain(folder, out, method=method, arch="test_resnet", pretrained=None)
+    assert torch.equal(torch.load(out, weights_only=True)["state_dict"][key], value)
 
 
 def test_metadata_pretext_learns_header_fields(tmp_path):
@@ -209,8 +213,10 @@ def test_metadata_pretext_learns_header_fields(tmp_path):
     # Files without a header are left out before any pixel is decoded: the broken PNG is never read.
     _write_images(folder / "photos", 2)
     (folder / "photos" / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "meta.pt").write_bytes(b"an older file")
     result = pretrain(folder, tmp_path / "meta.pt", method="metadata", arch="test_resnet", pretrained=None, size=32,
-                      epochs=6, batch_size=8, lr=3e-3, cache="none", progress=False, valid_fraction=0.25)
+                      epochs=6, batch_size=8, lr=3e-3, cache="none", progress=False, valid_fraction=0.25,
+                      overwrite=True)
     assert result.info["fields"] == ["modality"]
     assert result.images == 24 and result.skipped == [] and result.info["without_header"] == 3
     assert result.info["classes"] == {"modality": ["CR", "DX"]}

@@ -120,6 +120,10 @@ def test_pretrain_and_explain_usage_errors(folders, tmp_path, capsys):
     assert "--fields applies to --method metadata" in capsys.readouterr().err
     assert main(["pretrain", "--root", str(unlabeled), "--out", str(tmp_path / "b.pt"), "--lr", "-1"]) == USAGE_ERROR
     assert "lr must be positive" in capsys.readouterr().err
+    existing = tmp_path / "existing.pt"
+    existing.write_bytes(b"an earlier backbone")
+    assert main(["pretrain", "--root", str(unlabeled), "--out", str(existing)]) == USAGE_ERROR
+    assert "--overwrite" in capsys.readouterr().err and existing.read_bytes() == b"an earlier backbone"
 
 
 def test_validation_images_are_left_out_of_the_unlabeled_set(folders, tmp_path):
