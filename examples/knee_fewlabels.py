@@ -49,6 +49,7 @@ from _common import train_predict_evaluate as train_and_score
 
 from radiology.data import train_valid_split
 from radiology.explain import explain_inputs
+from radiology.geometry import KneeLocalizer
 from radiology.io import read_image, write_image
 from radiology.pipeline import KneeCrop, Percentile, Pipeline
 from radiology.ssl import pretrain
@@ -117,7 +118,9 @@ def main(argv=None) -> int:
 
     # 2. Knee localization on whole radiographs: their joint crops are unlabeled pretraining material.
     pool = out / "unlabeled"
-    localizer = Pipeline([Percentile(), KneeCrop(weights=str(root / "svm_model.npy"), size_px=384)])
+    # The published weights are a pickle: read once, trusted, and kept as plain arrays (.npz).
+    knee_weights = KneeLocalizer.load(root / "svm_model.npy", allow_pickle=True).save(out / "knee_svm.npz")
+    localizer = Pipeline([Percentile(), KneeCrop(weights=str(knee_weights), size_px=384)])
     radiographs = sorted((root / "radiographs").glob("*.jpg"))[: settings["radiographs"]]
     for path in radiographs:
         dicom = to_dicom(path, archive / "radiographs" / path.with_suffix(".dcm").name)

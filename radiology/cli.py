@@ -1,15 +1,18 @@
 """``radiology`` command line: a thin shell over the library.
 
-Exit codes: 0 when every input was handled, 1 when ``--strict`` and an input failed,
-2 for usage errors (bad options, missing paths).
+Exit codes, the same for every command: 0 when every input was handled (a failed input
+gets its row in the report or table), 1 when nothing could be converted, predicted or
+explained, or with ``--strict`` when any input failed, 2 for usage errors (bad options,
+missing paths, damaged bundles, an output that would replace an input or a user's file),
+reported on one line.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -178,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--resume", action="store_true", default=None, help="continue an interrupted run in --out")
     fit.add_argument("--overwrite", action="store_true", default=None,
                      help="replace a bundle or checkpoint already in --out (refused without it)")
+    fit.add_argument("--skip-unreadable", action="store_true", default=None,
+                     help="leave out unreadable or empty images (listed in data_report.csv) instead of stopping")
+    fit.add_argument("--allow-outside-root", action="store_true", default=None,
+                     help="accept CSV image paths outside --root")
     semi = train.add_argument_group("semi-supervised (single-label)")
     semi.add_argument("--unlabeled", type=Path, help="folder of unlabeled DICOMs/images used while fine-tuning")
     semi.add_argument("--semi", choices=("fixmatch", "mixmatch"),
@@ -194,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="predict with a bundle (or several: an ensemble)")
     predict.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE", help="bundle folder(s)")
     predict.add_argument("input", type=Path, metavar="INPUT", help="folder (recursive), file, or CSV")
-    predict.add_argument("--out", type=Path, required=True, help="predictions CSV")
+    predict.add_argument("--out", type=Path, required=True,
+                         help="predictions CSV to write (never an input; an existing one only with --overwrite)")
     predict.add_argument("--root", type=Path, help="folder the CSV's image column is relative to")
     predict.add_argument("--image-col", dest="image_cols", help="image column(s) of a CSV (default: image)")
     predict.add_argument("--format", dest="fmt", choices=("table", "kaggle"), default="table",
@@ -203,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--backend", choices=("eager", "export", "onnx"), default="export",
                          help="which saved model runs (default: the torch.export program)")
     predict.add_argument("--batch-size", type=_positive, default=32)
+    predict.add_argument("--overwrite", action="store_true",
+                         help="replace an existing --out predictions CSV (a file that is not one is never replaced)")
+    predict.add_argument("--strict", action="store_true", help="exit 1 if any input failed")
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     evaluate = commands.add_parser("evaluate", help="score a predictions CSV against labels")
@@ -210,9 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--labels", type=Path, required=True)
     evaluate.add_argument("--image-col", dest="image_cols", default="image")
     evaluate.add_argument("--label-col", dest="label_cols", default="label")
-    evaluate.add_argument("--multi-label", action="store_true", default=None)
-    evaluate.add_argument("--bundle", type=Path, help="multi-label: use this bundle's thresholds (default 0.5)")
+    evaluate.add_argument("--multi-label", action="store_true", default=None,
+                          help="the labels are multi-label (checked against the predictions; they tell by themselves)")
+    evaluate.add_argument("--bundle", type=Path,
+                          help="the bundle that made the predictions (verified against its manifest): its label "
+                               "kind, classes and thresholds (multi-label default 0.5)")
     evaluate.add_argument("--out", type=Path, required=True, help="folder for metrics.json, report and plots")
+    evaluate.add_argument("--overwrite", action="store_true",
+                          help="replace the metrics, report and plots of an earlier evaluation in --out")
 
     pretrain = commands.add_parser("pretrain", help="self-supervised pretraining of a backbone on unlabeled images")
     pretrain.add_argument("--root", type=Path, required=True, help="folder of unlabeled DICOMs and/or images")
@@ -250,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--image-col", dest="image_cols", help="image column(s) of a CSV (default: image)")
     explain.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     explain.add_argument("--batch-size", type=_positive, default=8)
+    explain.add_argument("--strict", action="store_true", help="exit 1 if any input failed")
     explain.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     demo = commands.add_parser("demo", help="offline demo: conversion, then train/predict/evaluate on phantoms")
@@ -393,7 +410,8 @@ def _metadata(args: argparse.Namespace) -> int:
 _TRAIN_FLAGS = (
     "csv", "root", "folder", "image_cols", "label_cols", "multi_label", "group_col", "arch", "pretrained", "size",
     "channels", "epochs", "head_epochs", "lr", "batch_size", "seed", "loss", "sampler", "valid_fraction", "workers",
-    "cache", "lr_find", "resume", "overwrite", "pipeline", "out", "unlabeled", "semi",
+    "cache", "lr_find", "resume", "overwrite", "pipeline", "out", "unlabeled", "semi", "skip_unreadable",
+    "allow_outside_root",
 )
 
 
@@ -469,25 +487,86 @@ def _explain(args: argparse.Namespace) -> int:
                            root=args.root, image_cols=args.image_cols, device=args.device)
     written, failed = int((table["overlay"] != "").sum()), int((table["error"] != "").sum())
     print(f"{written} overlays, {failed} failed: {args.out / 'explanations.csv'}")
-    return 1 if failed and not written else 0  # nothing explained is not a success
+    explained = int(table.loc[table["error"] == "", "image"].nunique())
+    return _exit_code("explain", explained, failed, args.strict, args.out / "explanations.csv")
+
+
+def _exit_code(command: str, done: int, failed: int, strict: bool, table: Path) -> int:
+    """0 when every input was handled, 1 when none was (or ``--strict`` and one failed)."""
+    if failed and not done:
+        print(f"radiology {command}: error: no input could be {command}ed; the reasons are in the error column of "
+              f"{table}", file=sys.stderr)
+        return 1
+    return 1 if strict and failed else 0
+
+
+_PREDICTIONS_HEADERS = ("image,prediction,", "SOPInstanceUID,Target")  # table and kaggle formats
+
+
+def _same_file(path: Path, other: Path) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def _refuse_input_as_out(args: argparse.Namespace, inputs=None) -> None:
+    """Refuse an ``--out`` that is a folder or an input, ``--overwrite`` or not.
+
+    Without ``inputs`` (before they are resolved) INPUT itself is checked; with them, every
+    image they resolve to (each input file of a folder, each file a CSV refers to under ``--root``).
+    """
+    from radiology.io import check_output_folders
+
+    out = args.out
+    if out.is_dir():
+        raise ValueError(f"--out {out}: is a folder; give the predictions CSV file to write")
+    check_output_folders(out)
+    sources = () if inputs is None or not out.exists() else (p for paths in inputs.sources if paths for p in paths)
+    if _same_file(out, args.input) or any(_same_file(out, p) for p in sources):
+        raise ValueError(f"--out {out}: is an input of this command; predict never replaces its inputs")
+
+
+def _refuse_existing_out(args: argparse.Namespace) -> None:
+    """Refuse an existing ``--out`` unless ``--overwrite``, and then unless it is a predictions CSV (by its header)."""
+    out = args.out
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not args.overwrite:
+        raise FileExistsError(f"--out {out}: exists; add --overwrite to replace it")
+    try:
+        with open(out, encoding="utf-8", errors="replace") as handle:
+            header = handle.readline()
+    except OSError as error:
+        raise FileExistsError(f"--out {out}: exists and cannot be read ({error.strerror})") from None
+    if not header.startswith(_PREDICTIONS_HEADERS):
+        raise FileExistsError(f"--out {out}: exists and is not a predictions CSV of radiology predict; "
+                              "--overwrite replaces only those")
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from radiology.convert import display_name
     from radiology.io import atomic_write
     from radiology.models import load_bundle
     from radiology.train import Ensemble, kaggle_submission, predict_table, prediction_inputs
 
+    # --out is checked before any bundle is loaded or image read: an input is never
+    # replaced, another existing file only when it is an earlier predictions CSV.
+    _refuse_input_as_out(args)
     for bundle in args.bundles:
         if not bundle.is_dir():
             raise FileNotFoundError(f"{bundle}: no such bundle folder")
-    model = Ensemble([load_bundle(b, backend=args.backend) for b in args.bundles], tta=args.tta)
     inputs = prediction_inputs(args.input, root=args.root, image_cols=args.image_cols, progress=not args.quiet)
+    _refuse_input_as_out(args, inputs)
+    _refuse_existing_out(args)
+    model = Ensemble([load_bundle(b, backend=args.backend) for b in args.bundles], tta=args.tta)
     table = predict_table(model, inputs, batch_size=args.batch_size, progress=not args.quiet)
     written = kaggle_submission(table, inputs) if args.fmt == "kaggle" else table
-    atomic_write(args.out, written.to_csv(index=False).encode())
+    # File names are bytes: undecodable ones are written escaped, as convert's report writes them.
+    atomic_write(args.out, display_name(written.to_csv(index=False)).encode())
     failed = int((table["error"] != "").sum())
     print(f"{len(table)} predictions, {failed} failed, written to {args.out}")
-    return 0
+    return _exit_code("predict", len(table) - failed, failed, args.strict, args.out)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -496,18 +575,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     for path in (args.predictions, args.labels):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
-    thresholds = None
-    if args.bundle is not None:
-        labels = args.bundle / "labels.json"
-        if not labels.is_file():
-            raise FileNotFoundError(f"{args.bundle}: no such bundle (labels.json missing)")
-        thresholds = json.loads(labels.read_text()).get("thresholds")
+    if args.bundle is not None and not args.bundle.is_dir():
+        raise FileNotFoundError(f"--bundle {args.bundle}: no such bundle folder")
+    if args.out.exists() and not args.out.is_dir():
+        raise FileExistsError(f"--out {args.out}: is a file; give a folder for the metrics, report and plots")
+    # Checked before any work: an earlier evaluation's files (or a user's of the same names) are replaced
+    # only when asked, and nothing else in --out ever is.
+    earlier = [name for name in _EVALUATION_FILES if (args.out / name).exists() or (args.out / name).is_symlink()]
+    if earlier and not args.overwrite:
+        raise FileExistsError(f"--out {args.out}: already holds {', '.join(earlier)}; add --overwrite to replace them")
     metrics = evaluate_predictions(args.predictions, args.labels, image_cols=args.image_cols,
                                    label_cols=args.label_cols, multi_label=args.multi_label, out=args.out,
-                                   thresholds=thresholds)
+                                   bundle=args.bundle)
     print(f"{metrics['n']} scored ({metrics['missing']} without prediction): {_headline(metrics)}")
+    kind = "multi-label" if metrics["multi_label"] else "single-label"
+    print(f"scored as {kind}; {metrics['unlabeled']} unlabeled label rows skipped")
     print(f"metrics, report and plots: {args.out}")
     return 0
+
+
+_EVALUATION_FILES = ("metrics.json", "report.txt", "confusion_matrix.png", "roc.png")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -545,15 +632,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"convert": _convert, "preview": _preview, "fit-bins": _fit_bins, "metadata": _metadata,
                 "demo": _demo, "train": _train, "predict": _predict, "evaluate": _evaluate,
                 "pretrain": _pretrain, "explain": _explain, "report": _report}
-    from radiology.errors import RadiologyError
+    from radiology.errors import RadiologyError, one_line
 
     try:
         return handlers[args.command](args)
     except (FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, TypeError, RadiologyError) as error:
         if args.verbose:
             raise
-        print(f"radiology {args.command}: error: {error}", file=sys.stderr)
+        print(f"radiology {args.command}: error: {_in_flags(one_line(error), args)}", file=sys.stderr)
         return USAGE_ERROR
+
+
+def _in_flags(message: str, args: argparse.Namespace) -> str:
+    """A library message in the command's words: ``overwrite=True`` becomes ``--overwrite`` where the command has it.
+
+    Library errors name Python arguments; the command's switches share their names.
+    """
+
+    def flag(match: re.Match) -> str:
+        name = match.group(1)
+        return "--" + name.replace("_", "-") if name in vars(args) else match.group(0)
+
+    return re.sub(r"\b([a-z][a-z_]*)=True\b", flag, message)
 
 
 if __name__ == "__main__":  # pragma: no cover

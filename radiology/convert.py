@@ -476,6 +476,15 @@ class ConversionReport:
         return len(self._rows)
 
     @property
+    def images(self) -> int:
+        """Inputs that are DICOM images with an output: converted, or skipped because their output exists.
+
+        Not the rows skipped for a link loop or for lying inside DST, so a run that found no image
+        says so whatever else it passed over.
+        """
+        return sum(row["status"] == "ok" or (row["status"] == "skipped" and bool(row["output"])) for row in self._rows)
+
+    @property
     def summary(self) -> str:
         """``"N converted, M failed, K skipped"``."""
         return f"{self.count('ok')} converted, {self.count('failed')} failed, {self.count('skipped')} skipped"
@@ -776,19 +785,20 @@ def _url_sources(url: str, pattern: str) -> tuple[list[str], str]:
     return [fs.unstrip_protocol(f) for f in found], fs.unstrip_protocol(root)
 
 
-def _sources(src, dst, pattern: str) -> tuple[list[str], str]:
-    """Input files (paths or URLs) and the root their report names are relative to."""
+def _sources(src, dst, pattern: str) -> tuple[list[str], str, list[tuple[str, str]]]:
+    """Input files (paths or URLs), the root their report names are relative to, and the paths the
+    walk passed over with the reason of each (:func:`_passed_over`)."""
     from radiology.dicom import find_files
 
     if isinstance(src, (str, os.PathLike)):
         src = [src]
     items = [_local(os.fspath(p) if isinstance(p, os.PathLike) else p) for p in src]
     if not items:
-        return [], "."
+        return [], ".", []
     if any(_is_url(item) for item in items):
         if len(items) > 1:
             raise ValueError("give one URL source at a time")
-        return _url_sources(items[0], pattern)
+        return (*_url_sources(items[0], pattern), [])
     items = [Path(item) for item in items]
     real_dst = None if _is_url(dst) else os.path.realpath(dst)
     for item in items:
@@ -799,14 +809,60 @@ def _sources(src, dst, pattern: str) -> tuple[list[str], str]:
     roots = [item if item.is_dir() else item.parent for item in items]
     root = roots[0] if len(items) == 1 else Path(os.path.commonpath([os.path.abspath(r) for r in roots]))
     paths: list[Path] = []
+    passed: dict[Path, str] = {}
     for item in items:
         if item.is_dir():
             found = find_files(item, pattern, exclude=None if real_dst is None else dst, hidden=True,
                                follow_links=True)
             paths.extend(found if len(items) == 1 else [Path(os.path.abspath(p)) for p in found])
+            for path, reason in _passed_over(item, real_dst, pattern):
+                passed.setdefault(path if len(items) == 1 else Path(os.path.abspath(path)), reason)
         else:
             paths.append(item if len(items) == 1 else Path(os.path.abspath(item)))
-    return [str(p) for p in dict.fromkeys(paths)], str(root)
+    return [str(p) for p in dict.fromkeys(paths)], str(root), [(str(p), r) for p, r in passed.items()]
+
+
+_LOOP = "linked folder loops back to a folder it is in; not followed again"
+_DUPLICATE = "same folder as one reached earlier through another path (a symbolic link); not read twice"
+_INSIDE_DST = "inside DST, the output folder, which lies inside SRC; not converted"
+
+
+def _passed_over(folder: Path, real_dst: str | None, pattern: str) -> Iterator[tuple[Path, str]]:
+    """What the walk of :func:`radiology.dicom.find_files` leaves out of ``folder``, and why.
+
+    It enters each real folder once and never enters DST, so a link loop, a second link to one
+    folder and the files inside DST (when DST lies inside SRC) would leave no trace in the
+    report. This walk takes the same path (top-down, sorted, the same real folders seen), so the
+    folder it names is the one find_files skipped, not the one it converted.
+    """
+    seen = {os.path.realpath(folder)}
+    for here, subfolders, _ in os.walk(folder, followlinks=True):
+        real_here = os.path.realpath(here)
+        keep = []
+        for name in sorted(subfolders):
+            path = Path(here) / name
+            real = os.path.realpath(path)
+            if real == real_dst and real not in seen:
+                seen.add(real)  # a second path to DST is reported as one, not its files twice
+                yield from ((file, _INSIDE_DST) for file in _user_files(path, pattern))
+            elif real in seen:
+                looped = real_here == real or real_here.startswith(real.rstrip(os.sep) + os.sep)
+                yield path, _LOOP if looped else _DUPLICATE
+            else:
+                seen.add(real)
+                keep.append(name)
+        subfolders[:] = keep
+
+
+def _user_files(dst: Path, pattern: str) -> Iterator[Path]:
+    """Files in DST that no conversion wrote: not an image, a report, or a scratch file of a run."""
+    from radiology.dicom import find_files
+
+    own = re.compile(rf"\.?conversion_report.*\.(csv|tmp)|{re.escape(_SCRATCH)}.*")
+    for path in find_files(dst, pattern, hidden=True, follow_links=True):
+        relative = path.relative_to(dst)
+        if path.suffix.lower() not in FORMATS.values() and not own.fullmatch(relative.parts[0]):
+            yield path
 
 
 class _LocalStore:
@@ -1054,7 +1110,9 @@ def convert_folder(
     src : path or sequence of paths
         A folder searched recursively (hidden files included, linked folders followed
         once, ``dst`` excluded when it is inside), a single file, or several folders
-        and files (report paths are then relative to their common parent).
+        and files (report paths are then relative to their common parent). What the
+        search leaves out gets a ``skipped`` row saying why: a link loop, a second path
+        to a folder already read, and each file inside ``dst`` that no conversion wrote.
     dst : path
         Output folder, created if needed. Outputs mirror the input tree (``naming="path"``)
         or are flat, named by SOP Instance UID (``naming="uid"``); names are sanitized so
@@ -1130,19 +1188,24 @@ def convert_folder(
     dst = _local(os.fspath(dst) if isinstance(dst, os.PathLike) else dst)
     if not _is_url(dst) and os.path.exists(dst) and not os.path.isdir(dst):
         raise NotADirectoryError(f"{dst}: DST exists and is not a folder")
-    paths, root = _sources(src, dst, pattern)
+    paths, root, passed = _sources(src, dst, pattern)
     store = _FsspecStore(dst) if _is_url(dst) else _LocalStore(dst)
     store.open()
     try:
-        return _convert_all(paths, root, store, options, pipeline, workers=workers, skip_existing=skip_existing,
-                            progress=progress, executor=executor, batch_size=batch_size, shard=shard,
-                            checkpoint_seconds=checkpoint_seconds)
+        return _convert_all(paths, root, passed, store, options, pipeline, workers=workers,
+                            skip_existing=skip_existing, progress=progress, executor=executor,
+                            batch_size=batch_size, shard=shard, checkpoint_seconds=checkpoint_seconds)
     finally:
         store.close()
 
 
-def _convert_all(paths, root, store, options, pipeline, *, workers, skip_existing, progress, executor, batch_size,
-                 shard, checkpoint_seconds) -> ConversionReport:
+def _named(relative: str, options: ConvertOptions) -> str:
+    """How the report and the output tree name an input: its relative path, or that path hashed."""
+    return hashed_name(relative) if options.source_names == "hashed" else relative
+
+
+def _convert_all(paths, root, passed, store, options, pipeline, *, workers, skip_existing, progress, executor,
+                 batch_size, shard, checkpoint_seconds) -> ConversionReport:
     """Plan outputs, run the jobs, settle each result, write the report (the body of :func:`convert_folder`)."""
     from tqdm.auto import tqdm
 
@@ -1161,7 +1224,7 @@ def _convert_all(paths, root, store, options, pipeline, *, workers, skip_existin
 
     for index, path in enumerate(paths):
         relative = posixpath.relpath(path, root) if _is_url(root) else os.path.relpath(path, root)
-        named = hashed_name(relative) if options.source_names == "hashed" else relative
+        named = _named(relative, options)
         label = display_name(named)
         output = None
         note = ""
@@ -1189,6 +1252,10 @@ def _convert_all(paths, root, store, options, pipeline, *, workers, skip_existin
         jobs.append(_Job(index, path, label, output))
         if note:
             rows[index] = {"note": note}  # completed when the job settles
+    for index, (path, reason) in enumerate(passed, start=len(paths)):
+        relative = os.path.relpath(path, root)  # local folders only: a URL source has no links or DST inside
+        if shard is None or _shard_key(relative) % shard[1] == shard[0]:
+            rows[index] = _row(display_name(_named(relative, options)), "skipped", reason)
 
     uid_claims: dict[str, str] = {}
     redo: list[_Job] = []

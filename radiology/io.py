@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-__all__ = ["FORMATS", "IMAGE_SUFFIXES", "to_uint", "encode_image", "atomic_write", "write_image", "read_image"]
+__all__ = ["FORMATS", "IMAGE_SUFFIXES", "to_uint", "encode_image", "atomic_write", "check_output_folders",
+           "write_image", "read_image"]
 
 #: Output formats and their file extensions.
 FORMATS = {"png": ".png", "jpeg": ".jpg", "npy": ".npy"}
@@ -137,7 +138,9 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
     """Write bytes to ``path`` through a temporary file in the same folder, then rename.
 
     A reader (or an interrupted run) never sees a half-written file: the path either
-    does not exist, holds the old content, or holds all of the new one.
+    does not exist, holds the old content, or holds all of the new one. The file gets the
+    permissions of any new file of the process (``0o666`` less the umask, e.g. ``0o644``),
+    so colleagues on a shared file system can read what the commands write.
 
     Examples
     --------
@@ -148,7 +151,7 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, temporary = _open_temporary(path)
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
@@ -157,6 +160,52 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_output_folders(path: str | os.PathLike) -> None:
+    """Raise when a folder on ``path``'s way cannot be created because a file has its name.
+
+    What :func:`atomic_write` would find out only after the work whose result it writes.
+
+    Raises
+    ------
+    NotADirectoryError
+        ``path`` names a file as one of its folders.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> check_output_folders(folder / "new" / "out.csv")  # a folder to create: fine
+    >>> _ = (folder / "notes.txt").write_bytes(b"")
+    >>> try:
+    ...     check_output_folders(folder / "notes.txt" / "out.csv")
+    ... except NotADirectoryError as error:
+    ...     print(str(error).rsplit(": ", 1)[1])
+    notes.txt is a file, not a folder
+    """
+    path = Path(path)
+    existing = next((parent for parent in path.parents if parent.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise NotADirectoryError(f"{path}: {existing.name} is a file, not a folder")
+
+
+def _open_temporary(path: Path) -> tuple[int, str]:
+    """A new, exclusively created file beside ``path``: its descriptor and name.
+
+    Not ``tempfile.mkstemp``: it creates files ``0o600`` whatever the umask. Opening with
+    ``0o666`` lets the kernel apply the umask (and a folder's default ACL) itself, so the
+    umask is never read: reading it means setting it (``os.umask``), which races with
+    other threads creating files.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        temporary = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:  # another writer drew the same name: draw again
+            continue
+    raise FileExistsError(f"{path.parent}: no free temporary file name for {path.name}")
 
 
 def write_image(

@@ -230,9 +230,78 @@ def test_b_hidden_files_and_linked_folders_get_rows_and_loops_end(tmp_path):
     (src / "loop").symlink_to(src, target_is_directory=True)
     report = convert_folder(src, tmp_path / "dst", progress=False)
     table = report.table.set_index("source")
-    assert set(table.index) == {"a.dcm", ".hidden.dcm", ".cache/b.dcm", "linked/c.dcm"}
+    assert set(table.index) == {"a.dcm", ".hidden.dcm", ".cache/b.dcm", "linked/c.dcm", "loop"}
     assert report.count("ok") == 4
     assert table.loc[".hidden.dcm", "output"] == "_hidden.png"  # outputs are never hidden
+    assert table.loc["loop", "status"] == "skipped" and "loops back" in table.loc["loop", "reason"]
+
+
+def test_b_link_loops_and_second_links_get_a_skipped_row_with_the_reason(tmp_path):
+    src = tmp_path / "src"
+    _phantom(src / "study" / "x.dcm")
+    (src / "study" / "deep").mkdir()
+    (src / "study" / "deep" / "up").symlink_to(src / "study", target_is_directory=True)  # a loop, one level down
+    (src / "study" / "deep" / "top").symlink_to(src, target_is_directory=True)  # a loop to SRC itself
+    twin = src / os.fsdecode(b"tw\xffin")  # the same folder again, no loop; a name that is not UTF-8
+    twin.symlink_to(src / "study", target_is_directory=True)
+    report = convert_folder(src, tmp_path / "dst", progress=False)
+    table = report.table.set_index("source")
+    assert report.summary == "1 converted, 0 failed, 3 skipped"
+    for loop in ("study/deep/up", "study/deep/top"):
+        assert table.loc[loop, "status"] == "skipped"
+        assert table.loc[loop, "reason"] == "linked folder loops back to a folder it is in; not followed again"
+    assert table.loc["tw\\xffin", "status"] == "skipped" and "reached earlier" in table.loc["tw\\xffin", "reason"]
+    assert table.loc["study/x.dcm", "status"] == "ok"  # the real folder is the one converted
+    assert report.images == 1  # the rows passed over are not images
+    again = convert_folder(src, tmp_path / "dst", skip_existing=True, progress=False)
+    assert again.summary == "0 converted, 0 failed, 4 skipped" and again.images == 1
+    assert _report(tmp_path / "dst").loc["study/deep/up", "status"] == "skipped"  # in the CSV too
+
+
+def test_b_a_file_already_inside_a_dst_inside_src_gets_a_skipped_row(tmp_path):
+    src = tmp_path / "src"
+    _phantom(src / "a.dcm")
+    dst = src / "converted"
+    _phantom(dst / "old" / "b.dcm")  # a DICOM someone left in the output folder
+    (dst / "notes.txt").write_text("mine")
+    (src / "z_alias").symlink_to(dst, target_is_directory=True)  # a second path to DST: one row, not its files
+    first = convert_folder(src, dst, progress=False)
+    again = convert_folder(src, dst, progress=False)
+    for report in (first, again):  # the second run: outputs and the report of the first are not inputs
+        table = report.table.set_index("source")
+        assert sorted(table.index) == ["a.dcm", "converted/notes.txt", "converted/old/b.dcm", "z_alias"]
+        assert table.loc["a.dcm", "status"] == "ok"
+        assert table.loc["z_alias", "status"] == "skipped" and "reached earlier" in table.loc["z_alias", "reason"]
+        for name in ("converted/old/b.dcm", "converted/notes.txt"):
+            assert table.loc[name, "status"] == "skipped" and "inside DST" in table.loc[name, "reason"]
+            assert table.loc[name, "output"] == ""
+    assert (dst / "notes.txt").read_text() == "mine" and not (dst / "old" / "b.png").exists()
+
+
+def _looped_tree(src: Path) -> Path:
+    """SRC holding a DICOM, a link loop, and a DST inside it with a DICOM of its own; returns DST."""
+    _phantom(src / "Doe^John" / "a.dcm")
+    (src / "Doe^John" / "loop").symlink_to(src, target_is_directory=True)
+    _phantom(src / "out" / "Doe^John.dcm")
+    return src / "out"
+
+
+def test_b_passed_over_rows_follow_hashed_names(tmp_path):
+    dst = _looped_tree(tmp_path / "src")
+    report = convert_folder(tmp_path / "src", dst, ConvertOptions(source_names="hashed"), progress=False)
+    assert report.summary == "1 converted, 0 failed, 2 skipped"
+    assert "Doe" not in (dst / REPORT_NAME).read_text()
+
+
+def test_b_passed_over_rows_land_in_exactly_one_shard(tmp_path):
+    from radiology.convert import merge_reports
+
+    dst = _looped_tree(tmp_path / "src")
+    for i in range(3):
+        convert_folder(tmp_path / "src", dst, shard=(i, 3), progress=False)
+    merged = merge_reports(dst).table.set_index("source")
+    assert sorted(merged.index) == ["Doe^John/a.dcm", "Doe^John/loop", "out/Doe^John.dcm"]
+    assert list(merged.loc[["Doe^John/loop", "out/Doe^John.dcm"], "status"]) == ["skipped", "skipped"]
 
 
 def test_b_several_source_folders(tmp_path, capsys):

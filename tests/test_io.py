@@ -1,3 +1,6 @@
+import os
+import stat
+
 import numpy as np
 import pytest
 
@@ -53,6 +56,22 @@ def test_failed_write_keeps_old_content(tmp_path, monkeypatch):
         atomic_write(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_write_honours_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        written = atomic_write(tmp_path / "new.bin", b"1")
+        (tmp_path / "old.bin").write_bytes(b"0")
+        (tmp_path / "old.bin").chmod(0o600)
+        replaced = atomic_write(tmp_path / "old.bin", b"2")  # a replaced file follows the same rule
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(written.stat().st_mode) == mode
+    assert stat.S_IMODE(replaced.stat().st_mode) == mode
+    assert replaced.read_bytes() == b"2"
 
 
 @pytest.mark.parametrize("shape", [(37, 53), (37, 53, 3)])

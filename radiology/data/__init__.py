@@ -17,11 +17,12 @@ inference uses. The fastai part (:func:`build_dataloaders`, :class:`SampledDataL
 imported on first use, so datasets and splits work without paying for fastai's import.
 """
 
-from radiology.data.cache import ImageCache, default_cache_dir, pipeline_key
-from radiology.data.dataset import ImageDataset, drop_unreadable, output_size
+from radiology.data.cache import ImageCache, default_cache_dir, open_cache, pipeline_key
+from radiology.data.dataset import ImageDataset, data_report, drop_unreadable, output_size, unreadable_reason
 from radiology.data.labels import (
     LabeledImages,
     dicom_patient_ids,
+    escapes_root,
     from_csv,
     from_folder,
     from_paths,
@@ -30,14 +31,22 @@ from radiology.data.labels import (
     resolve_images,
 )
 from radiology.data.sampling import MinPerClassSampler, class_weights, sample_weights
-from radiology.data.splits import group_overlap, kfold_splits, stratification_labels, train_valid_split
+from radiology.data.splits import (
+    group_overlap,
+    keep_classes_in_training,
+    kfold_splits,
+    stratification_labels,
+    train_valid_split,
+    untrained_classes,
+)
 
 __all__ = [
     "LabeledImages", "from_folder", "from_csv", "from_paths", "from_unlabeled", "index_dicom_uids", "dicom_patient_ids",
-    "resolve_images",
-    "ImageCache", "default_cache_dir", "pipeline_key",
-    "ImageDataset", "output_size", "drop_unreadable",
-    "train_valid_split", "kfold_splits", "group_overlap", "stratification_labels",
+    "resolve_images", "escapes_root",
+    "ImageCache", "default_cache_dir", "pipeline_key", "open_cache",
+    "ImageDataset", "output_size", "drop_unreadable", "unreadable_reason", "data_report",
+    "train_valid_split", "kfold_splits", "group_overlap", "stratification_labels", "untrained_classes",
+    "keep_classes_in_training",
     "class_weights", "sample_weights", "MinPerClassSampler",
     "build_dataloaders", "SampledDataLoader", "SAMPLERS",
 ]

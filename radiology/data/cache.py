@@ -37,7 +37,7 @@ import numpy as np
 
 from radiology.io import atomic_write
 
-__all__ = ["ImageCache", "default_cache_dir", "pipeline_key"]
+__all__ = ["ImageCache", "default_cache_dir", "pipeline_key", "open_cache"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,19 @@ def default_cache_dir() -> Path:
     """``$RADIOLOGY_CACHE`` when set, else ``~/.cache/radiology/images``."""
     value = os.environ.get("RADIOLOGY_CACHE")
     return Path(value).expanduser() if value else Path.home() / ".cache" / "radiology" / "images"
+
+
+def open_cache(setting: str | os.PathLike | None) -> ImageCache | None:
+    """The cache a ``cache`` setting names: None → the default folder, ``"none"`` → no cache, else that folder.
+
+    Examples
+    --------
+    >>> open_cache(None).root == default_cache_dir(), open_cache("None"), open_cache("/tmp/c").root.name
+    (True, None, 'c')
+    """
+    if setting is not None and str(setting).strip().lower() == "none":
+        return None
+    return ImageCache(setting)
 
 
 def _file_digest(path: Path, chunk: int = 1 << 20) -> str:

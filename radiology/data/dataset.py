@@ -14,7 +14,7 @@ from radiology.errors import one_line
 from radiology.geometry.resize import target_size
 from radiology.intensity import to_gray
 
-__all__ = ["ImageDataset", "output_size", "drop_unreadable"]
+__all__ = ["ImageDataset", "output_size", "drop_unreadable", "unreadable_reason", "data_report"]
 
 #: Steps that keep the image's height and width (intensity only).
 _SHAPE_KEEPING = {"percentile", "histogram", "minmax", "voi", "clahe", "enhance"}
@@ -165,7 +165,9 @@ def drop_unreadable(dataset: ImageDataset, *, progress: bool = True) -> tuple[Im
     dataset : ImageDataset
         Over the readable samples (the same object when all are).
     failures : list of (str, str)
-        ``(id, reason)`` of every dropped sample.
+        ``(id, reason)`` of every dropped sample; the reason is the one-line text ``predict``
+        writes in its ``error`` column, the file named by its reference (``id``) instead of
+        the full path the reader saw.
 
     Examples
     --------
@@ -179,21 +181,72 @@ def drop_unreadable(dataset: ImageDataset, *, progress: bool = True) -> tuple[Im
     >>> _ = bad.write_bytes(b"not a dicom")
     >>> data = ImageDataset(from_paths([good, bad]), Pipeline([Resize(longest=8), PadSquare()]))
     >>> kept, failures = drop_unreadable(data, progress=False)
-    >>> len(kept), failures[0][0] == str(bad)
-    (1, True)
+    >>> len(kept), failures[0][0] == str(bad), failures[0][1].startswith(str(bad))
+    (1, True, True)
     """
     from tqdm.auto import tqdm
 
     keep, failures = [], []
     for index in tqdm(range(len(dataset)), desc="reading images", disable=not progress, leave=False):
-        try:
-            for path in dataset.items.paths[index]:
-                dataset.read(path)
-        except Exception as error:  # noqa: BLE001 - any unreadable file is dropped with its reason
-            failures.append((dataset.items.ids[index], f"{type(error).__name__}: {one_line(error)}"))
-        else:
+        paths, name = dataset.items.paths[index], dataset.items.ids[index]
+        # Each view's reference as the user gave it ("a.dcm|b.dcm" for two views), for the reason text.
+        views = name.split("|") if len(name.split("|")) == len(paths) else [name] * len(paths)
+        reason = _first_failure(dataset, paths, views)
+        if reason is None:
             keep.append(index)
+        else:
+            failures.append((name, reason))
     if not failures:
         return dataset, failures
     kept = ImageDataset(dataset.items.subset(keep), dataset.pipeline, cache=dataset.cache, channels=dataset.channels)
     return kept, failures
+
+
+def _first_failure(dataset: ImageDataset, paths, views) -> str | None:
+    for path, view in zip(paths, views):
+        try:
+            dataset.read(path)
+        except Exception as error:  # noqa: BLE001 - any unreadable file is dropped with its reason
+            return unreadable_reason(error, path, view)
+    return None
+
+
+def unreadable_reason(error: BaseException, path: str | Path, name: str) -> str:
+    """Why a file could not be read, on one line that starts with its ``name`` instead of its ``path``.
+
+    Readers name the file by the path they opened, which is absolute and may hold a
+    patient's name in a folder; a report names it by the reference the user gave. Names
+    that are not UTF-8 show their bytes as ``\\xNN`` (as ``convert``'s report does).
+
+    Examples
+    --------
+    >>> unreadable_reason(ValueError("/data/Doe_John/a.dcm: not a DICOM file"), "/data/Doe_John/a.dcm", "a.dcm")
+    'a.dcm: not a DICOM file'
+    >>> unreadable_reason(ValueError("image is empty"), "/data/Doe_John/b\\udcff.png", "b\\udcff.png")
+    'b\\\\xff.png: image is empty'
+    """
+    from radiology.convert import display_name
+
+    reason = one_line(error).replace(str(path), name)
+    return display_name(reason if reason.startswith(name) else f"{name}: {reason}")
+
+
+def data_report(failures: list[tuple[str, str]]) -> bytes:
+    """The ``data_report.csv`` of a training run: one ``file, reason`` row per image left out.
+
+    Examples
+    --------
+    >>> report = data_report([("a.dcm", "a.dcm: not a DICOM file"), ("b\\udcff.png", "b\\\\xff.png: empty")])
+    >>> report.decode().splitlines()
+    ['file,reason', 'a.dcm,a.dcm: not a DICOM file', 'b\\\\xff.png,b\\\\xff.png: empty']
+    """
+    import csv
+    import io
+
+    from radiology.convert import display_name
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["file", "reason"])
+    writer.writerows((display_name(name), reason) for name, reason in failures)
+    return text.getvalue().encode()

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from radiology.io import IMAGE_SUFFIXES
 
 __all__ = [
     "LabeledImages", "from_folder", "from_csv", "from_paths", "index_dicom_uids", "dicom_patient_ids", "resolve_images",
+    "escapes_root",
 ]
 
 logger = logging.getLogger(__name__)
@@ -391,6 +393,7 @@ def from_csv(
     label_sep: str = "|",
     classes: Sequence[str] | None = None,
     progress: bool = True,
+    allow_outside_root: bool = False,
 ) -> LabeledImages:
     """Samples from a CSV table: image references, labels, views and patient groups.
 
@@ -420,6 +423,10 @@ def from_csv(
         A label value not among ``classes`` is an error.
     progress : bool, optional
         Progress bar while indexing UIDs.
+    allow_outside_root : bool, optional
+        Accept image values that point outside ``root`` (:func:`escapes_root`: ``../x.dcm``,
+        absolute paths). Refused by default, before any file is opened: a label table
+        decides which files are read, and it may come from someone else.
 
     Returns
     -------
@@ -428,7 +435,8 @@ def from_csv(
     Raises
     ------
     ValueError
-        Missing columns, files or UIDs (named in the message), bad label values.
+        Missing columns, files or UIDs, values outside ``root`` (named in the message),
+        bad label values.
 
     Examples
     --------
@@ -461,6 +469,8 @@ def from_csv(
     if len(labels) > 1 and not multi_label:
         raise ValueError(f"{name}: several label columns {labels} need multi_label=True")
 
+    if not allow_outside_root:
+        _refuse_outside_root(table, views, name, from_file=csv_path is not None)
     paths = _resolve(table, views, root, name, progress)
     ids = ["|".join(str(table.at[row, c]) for c in views) for row in table.index]
     targets, classes = _targets(table, labels, multi_label, label_sep, classes, name)
@@ -514,6 +524,35 @@ def resolve_images(values: Sequence[str], root: str | os.PathLike, *, progress: 
         index = index_dicom_uids(root, progress=progress)
         resolved.update((v, index[v]) for v in pending if v in index)
     return [resolved.get(str(v).strip()) for v in values]
+
+
+def escapes_root(value: str) -> bool:
+    """Whether an image value names a file outside the folder it is relative to.
+
+    Absolute paths (POSIX or Windows) and relative paths that climb out with ``..`` escape;
+    the test is on the text alone, so a symbolic link inside the folder is not one.
+
+    Examples
+    --------
+    >>> [escapes_root(v) for v in ("a/b.dcm", "1.2.840.1", "a/../b.dcm", "../x.png", "/etc/passwd", "C:/x.dcm")]
+    [False, False, False, True, True, True]
+    """
+    value = str(value).strip().replace("\\", "/")
+    if value.startswith("/") or PureWindowsPath(value).anchor:
+        return True
+    return posixpath.normpath(value).split("/")[0] == ".."
+
+
+def _refuse_outside_root(table, views: list[str], name, *, from_file: bool) -> None:
+    # Row numbers as the user sees them: CSV line numbers (header = line 1), else table rows.
+    offset = 2 if from_file else 0
+    rows = [(position + offset, str(table.at[row, c]).strip()) for position, row in enumerate(table.index)
+            for c in views if escapes_root(str(table.at[row, c]))]
+    if rows:
+        where = "line" if from_file else "row"
+        shown = ", ".join(f"{where} {n} ({v})" for n, v in rows[:3]) + (" ..." if len(rows) > 3 else "")
+        raise ValueError(f"{name}: {len(rows)} image value(s) point outside root: {shown}; "
+                         "pass allow_outside_root=True to read them")
 
 
 def _resolve(table, views: list[str], root: Path, name, progress: bool) -> list[tuple[Path, ...]]:

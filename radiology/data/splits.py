@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["train_valid_split", "kfold_splits", "group_overlap", "stratification_labels"]
+__all__ = ["train_valid_split", "kfold_splits", "group_overlap", "stratification_labels", "untrained_classes",
+           "keep_classes_in_training"]
 
 
 def stratification_labels(targets: np.ndarray) -> np.ndarray:
@@ -146,3 +147,81 @@ def group_overlap(groups: Sequence | np.ndarray, a: np.ndarray, b: np.ndarray, *
         warnings.warn(f"{len(shared)} patient group(s) have images on both sides of the split (leakage)",
                       UserWarning, stacklevel=2)
     return shared
+
+
+def untrained_classes(targets: np.ndarray, train: np.ndarray, valid: np.ndarray) -> list[int]:
+    """Classes (or labels) that the validation side has and the training side lacks.
+
+    Patient groups move whole patients to one side: a class whose images all belong to
+    patients drawn for validation would be scored but never learned.
+
+    Parameters
+    ----------
+    targets : numpy.ndarray
+        ``(N,)`` class indices (``-1`` unlabeled, ignored) or ``(N, L)`` multi-label 0/1.
+    train, valid : array-like of int
+        Indices of the two sides.
+
+    Returns
+    -------
+    list of int
+        Sorted class (label) indices.
+
+    Examples
+    --------
+    >>> untrained_classes(np.array([0, 0, 1, 1, 2]), np.array([0, 2, 3]), np.array([1, 4]))
+    [2]
+    >>> untrained_classes(np.array([[1, 0], [1, 1], [1, 0]], np.float32), np.array([0, 2]), np.array([1]))
+    [1]
+    """
+    targets = np.asarray(targets)
+    train, valid = np.asarray(train, dtype=np.int64), np.asarray(valid, dtype=np.int64)
+    if targets.ndim == 2:
+        positive = targets > 0.5
+        return np.flatnonzero(positive[valid].any(axis=0) & ~positive[train].any(axis=0)).tolist()
+    seen = set(targets[train].tolist())
+    return sorted(int(c) for c in set(targets[valid].tolist()) - seen if c >= 0)
+
+
+def keep_classes_in_training(targets: np.ndarray, groups: Sequence | np.ndarray | None, train: np.ndarray,
+                             valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Move to training the validation patients of every class the training side lacks.
+
+    A rare class (one or two patients) can be drawn for validation only: it would be scored
+    but never learned. Its validation samples move to training together with every other
+    sample of their patients, so no patient ends up on both sides.
+
+    Parameters
+    ----------
+    targets : numpy.ndarray
+        ``(N,)`` class indices or ``(N, L)`` multi-label 0/1.
+    groups : array-like of str, optional
+        Patient ids (None: every sample is its own patient).
+    train, valid : array-like of int
+
+    Returns
+    -------
+    train, valid : numpy.ndarray
+        Sorted ``int64`` indices; ``valid`` may end up empty.
+    moved : list of int
+        The classes (:func:`untrained_classes`) whose patients were moved.
+
+    Examples
+    --------
+    >>> train, valid, moved = keep_classes_in_training(np.array([0, 0, 1, 1, 2]), ["a", "b", "c", "d", "c"],
+    ...                                                np.array([0, 2]), np.array([1, 3, 4]))
+    >>> train.tolist(), valid.tolist(), moved
+    ([0, 2, 4], [1, 3], [2])
+    """
+    train, valid = np.asarray(train, dtype=np.int64), np.asarray(valid, dtype=np.int64)
+    moved = untrained_classes(targets, train, valid)
+    if not moved:
+        return train, valid, moved
+    targets = np.asarray(targets)
+    if targets.ndim == 2:
+        carrying = (targets[valid][:, moved] > 0.5).any(axis=1)
+    else:
+        carrying = np.isin(targets[valid], moved)
+    groups = np.arange(len(targets)).astype(str) if groups is None else np.asarray(groups).astype(str).reshape(-1)
+    moving = np.isin(groups[valid], groups[valid][carrying])
+    return np.sort(np.r_[train, valid[moving]]), valid[~moving], moved

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from pydicom.dataset import Dataset
 
 from radiology.dicom.errors import DicomError
+from radiology.errors import one_line
 
 __all__ = [
     "DicomMetadata", "metadata_from_dataset", "metadata_table", "hashed_name", "PHI_KEYWORDS", "TABLE_COLUMNS",
@@ -229,8 +230,8 @@ def _table_row(path: Path, root: Path | None, include_phi: bool, source_names: s
     row["source"] = source
     try:
         ds = read_dataset(path, stop_before_pixels=True)
-    except DicomError as error:
-        row["error"] = str(error)
+    except DicomError as error:  # named as the source column names it: no absolute or patient-named path
+        row["error"] = one_line(error).replace(os.fspath(path), source)
         return row
     meta = metadata_from_dataset(ds)
     record = asdict(meta)

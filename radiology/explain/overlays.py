@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from radiology.convert import display_name
 from radiology.dicom import DICOM_SUFFIXES
 from radiology.errors import one_line
 from radiology.explain.cam import METHODS, cam_peak, cam_to_original, compute_cam, find_target_layer, overlay
@@ -121,7 +122,8 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
         takes them, or its result.
     out : path
         Output folder (created). A run into a folder that already holds explanations
-        adds to them: see Notes.
+        adds to them: see Notes. An existing file, the input folder itself, or a CSV's
+        image folder is refused before any bundle is loaded or image read.
     method : str, optional
         A CAM method of :data:`radiology.explain.METHODS`.
     label : str, optional
@@ -170,7 +172,17 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
     file (it gets a ``-1`` suffix). An ``explanations.csv`` that is not such a table stops
     the run before anything is written. In a folder ``inputs``, ``out`` and the output
     folders of earlier runs (those holding their ``explanations.csv``) are not inputs; the
-    files left out are counted in a warning.
+    files left out are counted in a warning. File names that are not UTF-8 are written with
+    their undecodable bytes as ``\\xNN`` escapes, as convert's report writes them, and error
+    cells name files relative to the input folder, never by an absolute path.
+
+    Raises
+    ------
+    ValueError
+        ``out`` is a file or an input folder, ``explanations.csv`` in it is not one of this
+        function's tables, bad arguments (all before any work).
+    FileNotFoundError
+        ``inputs`` or the bundle folder does not exist.
 
     Examples
     --------
@@ -191,6 +203,10 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    out = Path(out)
+    # Before any bundle is loaded or image read: where this run writes must hold none of its inputs.
+    _check_out(out, inputs, root)
+    previous = _previous_explanations(out / "explanations.csv")
     if isinstance(bundle, Bundle):
         if device is not None and str(device) != str(bundle.device):
             raise ValueError(f"device {device!r} differs from the loaded bundle's {bundle.device!r}: load it there")
@@ -214,15 +230,14 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
         if source.is_dir():
             inputs = _without_earlier_outputs(inputs, source)
         names_root = source if source.is_dir() else Path(root) if csv and root is not None else source.parent
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out}: is a file; the output is a folder")
-    previous = _previous_explanations(out / "explanations.csv")
     model = bundle.model
     layer = find_target_layer(model, target_layer)
     out.mkdir(parents=True, exist_ok=True)
+    # Ids as the table shows them (undecodable bytes of file names escaped, as convert's report
+    # does): the form an earlier run's rows hold, so that they are matched.
+    ids = [display_name(i) for i in inputs.ids]
     # Overlays of earlier rows for these inputs and this method may be redrawn; every other file stays.
-    this_run = {*inputs.ids, *(view_id for i in inputs.ids for view_id in _view_ids(i, views))}
+    this_run = {*ids, *(view_id for i in ids for view_id in _view_ids(i, views))}
     redrawn = previous["image"].isin(this_run) & (previous["method"] == method)
     used = {entry.name for entry in out.iterdir()} - set(previous.loc[redrawn, "overlay"])
     rows: list[dict] = []
@@ -240,7 +255,9 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
                      "error": " ".join(str(error).split()), "_input": index})
 
     def failed(index: int, error: str) -> None:
-        add(index, inputs.ids[index], error=error)
+        # Error messages name files by the path they were opened with: absolute when the input was.
+        paths = inputs.sources[index] or ()
+        add(index, ids[index], error=display_name(_without_absolute_paths(error, paths, names_root)))
 
     bar = tqdm(total=len(inputs.ids), disable=not progress, unit="image", desc="explain")
     for start in range(0, len(inputs.ids), batch_size):
@@ -279,7 +296,7 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
                 else:
                     chosen = [int(decisions[position])]
                 if not chosen:
-                    add(loaded[position][0], inputs.ids[loaded[position][0]])
+                    add(loaded[position][0], ids[loaded[position][0]])
                 pairs.extend((position, c) for c in chosen)
             for chunk in range(0, len(pairs), batch_size):
                 part = pairs[chunk:chunk + batch_size]
@@ -289,14 +306,14 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
                     maps = maps[:, None]
                 for (position, target), sample_maps in zip(part, maps):
                     index, originals, _ = loaded[position]
-                    ids = _view_ids(inputs.ids[index], views)
+                    view_ids = _view_ids(ids[index], views)
                     for view, (cam, (image, matrix)) in enumerate(zip(sample_maps, originals)):
                         back = cam_to_original(cam, matrix, image.shape)
                         parts = [bundle.classes[target]] if views == 1 else [bundle.views[view], bundle.classes[target]]
                         file = _relative_name(inputs.sources[index][view], names_root)
                         name = unique(overlay_name(file, *parts, method))
                         write_image(out / name, overlay(image, back).astype(np.float32) / 255)
-                        add(index, ids[view], bundle.classes[target], name, cam_peak(back))
+                        add(index, view_ids[view], bundle.classes[target], name, cam_peak(back))
         bar.update(min(len(inputs.ids), start + batch_size) - start)
     bar.close()
     # Input order (failures are recorded before the CAMs of their batch); stable within an input.
@@ -311,8 +328,47 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
     reused = previous["overlay"].isin(set(table["overlay"]) - {""})
     replaced = (redrawn & (same | (previous["overlay"] == ""))) | reused
     merged = pd.concat([previous[~replaced], table], ignore_index=True) if len(previous) else table
-    atomic_write(out / "explanations.csv", merged.to_csv(index=False).encode())
+    atomic_write(out / "explanations.csv", display_name(merged.to_csv(index=False)).encode())
     return table
+
+
+def _check_out(out: Path, inputs, root) -> None:
+    """Refuse an output folder that is a file, or an input folder itself (before any work)."""
+    from radiology.io import check_output_folders
+    from radiology.train.inference import PredictionInputs
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: is a file; out is a folder for overlays and explanations.csv "
+                         "(a file is never replaced by one)")
+    check_output_folders(out)
+    if isinstance(inputs, PredictionInputs) or not out.is_dir():
+        return
+    source = Path(inputs)
+    folders = [source] if source.is_dir() else []
+    if source.is_file() and source.suffix.lower() == ".csv":
+        folders.append(Path(root) if root is not None else source.parent)
+    for folder in folders:
+        if folder.is_dir() and os.path.samefile(out, folder):
+            raise ValueError(f"{out}: is the input folder; overlays go to a folder of their own (a new one, "
+                             "or one inside it)")
+
+
+def _without_absolute_paths(message: str, paths: Sequence, root: Path | None) -> str:
+    """``message`` with the absolute forms of an input's ``paths`` (and of ``root``) made relative.
+
+    Only absolute forms are replaced: a relative path is the input as given, and a short one
+    could match inside a word.
+    """
+    names: dict[str, str] = {}
+    if root is not None:
+        for form in (os.path.abspath(root), os.path.realpath(root)):
+            names[form], names[form + os.sep] = ".", ""
+    for path in paths:
+        for form in (os.path.abspath(path), os.path.realpath(path)):
+            names[form] = _relative_name(path, root)
+    for form in sorted(names, key=len, reverse=True):  # a file before the folder holding it
+        message = message.replace(form, names[form])
+    return message
 
 
 def _without_earlier_outputs(inputs, source: Path):

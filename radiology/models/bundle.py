@@ -2,25 +2,35 @@
 
 A bundle folder holds::
 
-    model.pt2      torch.export program (dynamic batch), torch.export.load
-    model.onnx     the same graph in ONNX (torch.onnx.export(dynamo=True)), for onnxruntime
-    weights.pt     state dict of the RadiographClassifier ...
-    model.json     ... and its config: eager rebuild (fine-tuning, Grad-CAM)
-    pipeline.json  the preprocessing (radiology.pipeline), with any files it refers to copied alongside
-    labels.json    classes, multi_label, activation, thresholds, views, channels, size
-    train.json     what the caller reports about training (data summary, metrics) + library versions
+    model.pt2            torch.export program (dynamic batch), torch.export.load
+    model.onnx           the same graph in ONNX (torch.onnx.export(dynamo=True)), for onnxruntime
+    weights.safetensors  state dict of the RadiographClassifier (safetensors: tensors only) ...
+    model.json           ... and its config: eager rebuild (fine-tuning, Grad-CAM)
+    pipeline.json        the preprocessing (radiology.pipeline), with any files it refers to copied alongside
+    labels.json          classes, multi_label, activation, thresholds, views, channels, size
+    train.json           what the caller reports about training (data summary, metrics) + library versions
+    bundle.json          the manifest: format version and the sha256 of every other file, written last
 
 All three model files take float32 ``(B, C, H, W)`` (or ``(B, V, C, H, W)``) in ``[0, 1]`` and
 return logits; :class:`Bundle` applies softmax (single-label) or sigmoid (multi-label).
+
+Loading a bundle runs no code from it: every file is checked against the manifest (damage
+or a later change is one line naming the file), the weights are safetensors, ``model.pt2``
+is checked by :func:`radiology.models.archive.check_program_archive` before torch reads it,
+``model.onnx`` by :func:`~radiology.models.archive.check_onnx`, files a pipeline step refers to
+must lie in the bundle and are read as plain data, and labels, model config and model
+outputs must agree. Every check fails with :class:`BundleError` (or its subclass
+:class:`~radiology.models.archive.UnsafeModelError`) before any image is read.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
 import os
-import tempfile
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +39,29 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["BACKENDS", "BUNDLE_FILES", "Bundle", "save_bundle", "load_bundle", "export_program", "export_onnx"]
+from radiology.errors import one_line
+from radiology.io import atomic_write
+from radiology.models.archive import BundleError, UnsafeModelError, check_onnx, check_program_archive
+
+__all__ = ["BACKENDS", "BUNDLE_FILES", "MANIFEST", "MAX_SIZE", "Bundle", "BundleError", "save_bundle", "load_bundle",
+           "verify_bundle", "export_program", "export_onnx"]
 
 #: Ways to run a bundle's model.
 BACKENDS = ("eager", "export", "onnx")
-#: Files :func:`save_bundle` writes.
-BUNDLE_FILES = ("model.pt2", "model.onnx", "weights.pt", "model.json", "pipeline.json", "labels.json", "train.json")
+#: The manifest file: format, version and the sha256 of every other file of the bundle.
+MANIFEST = "bundle.json"
+#: Files :func:`save_bundle` writes (the manifest last).
+BUNDLE_FILES = ("model.pt2", "model.onnx", "weights.safetensors", "model.json", "pipeline.json", "labels.json",
+                "train.json", MANIFEST)
+#: Largest image side a bundle may declare (a larger one is refused before any memory is taken).
+MAX_SIZE = 4096
 MODEL_FORMAT = "radiology.model"
+BUNDLE_FORMAT = "radiology.bundle"
+BUNDLE_VERSION = 1
+_MODEL_FILES = {"eager": "weights.safetensors", "export": "model.pt2", "onnx": "model.onnx"}
+# A manifest names files of the bundle folder itself: no folders, no hidden files, no '..'.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,200}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 # Export traces with this batch: a batch of 1 would let the tracer specialize the batch dimension to 1.
 _EXAMPLE_BATCH = 2
 
@@ -82,8 +108,12 @@ def export_program(model: torch.nn.Module, size, path: str | os.PathLike | None 
     model = copy.deepcopy(model).cpu().eval()
     with torch.no_grad():
         program = torch.export.export(model, (_example_input(model, size),), dynamic_shapes=_dynamic_batch())
+    for node in program.graph.nodes:  # stack traces name the exporting machine's absolute source paths
+        node.meta.pop("stack_trace", None)
     if path is not None:
-        torch.export.save(program, path)
+        buffer = io.BytesIO()
+        torch.export.save(program, buffer)
+        atomic_write(path, buffer.getvalue())
     return program
 
 
@@ -107,16 +137,8 @@ def export_onnx(model_or_program, size, path: str | os.PathLike) -> Path:
         model_or_program = export_program(model_or_program, size)
     onnx_program = torch.onnx.export(model_or_program, dynamo=True, input_names=["image"], output_names=["logits"],
                                      external_data=False, verbose=False)
-    # Write next to the target and rename, so a reader never sees half a file.
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        onnx_program.save(temporary, external_data=False)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
-    return path
+    # Weights inside the file (no external data); written whole through a temporary file.
+    return atomic_write(path, onnx_program.model_proto.SerializeToString())
 
 
 def _jsonable(value):
@@ -134,8 +156,6 @@ def _jsonable(value):
 
 
 def _write_json(path: Path, data) -> None:
-    from radiology.io import atomic_write
-
     atomic_write(path, (json.dumps(_jsonable(data), indent=2) + "\n").encode())
 
 
@@ -203,7 +223,10 @@ def save_bundle(folder: str | os.PathLike, model: torch.nn.Module, pipeline, lab
     ValueError
         Labels that do not fit the model, bad size.
     """
+    from safetensors.torch import save as safetensors_bytes
+
     from radiology.models.classifier import RadiographClassifier
+    from radiology.pipeline import Pipeline
 
     if not isinstance(model, RadiographClassifier):
         raise ValueError(f"model must be a RadiographClassifier, got {type(model).__name__}")
@@ -213,26 +236,22 @@ def save_bundle(folder: str | os.PathLike, model: torch.nn.Module, pipeline, lab
     info.setdefault("versions", _versions())
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # Without its manifest a bundle does not load: a save interrupted half-way leaves no loadable mix.
+    (folder / MANIFEST).unlink(missing_ok=True)
 
     cpu = copy.deepcopy(model).cpu().eval()
-    program = export_program(cpu, size)
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=".model.", suffix=".tmp.pt2", delete=False) as tmp:
-        pass
-    try:
-        torch.export.save(program, tmp.name)
-        os.replace(tmp.name, folder / "model.pt2")
-    finally:
-        Path(tmp.name).unlink(missing_ok=True)
+    program = export_program(cpu, size, folder / "model.pt2")
     export_onnx(program, size, folder / "model.onnx")
-    from radiology.io import atomic_write
-
-    buffer = io.BytesIO()
-    torch.save(cpu.state_dict(), buffer)
-    atomic_write(folder / "weights.pt", buffer.getvalue())
+    state = {k: v.detach().contiguous() for k, v in cpu.state_dict().items()}
+    atomic_write(folder / "weights.safetensors", safetensors_bytes(state))
     _write_json(folder / "model.json", {"format": MODEL_FORMAT, "version": 1, "config": cpu.config})
     pipeline.save(folder / "pipeline.json", copy_files=True)
     _write_json(folder / "labels.json", record)
     _write_json(folder / "train.json", info)
+    names = [name for name in BUNDLE_FILES if name != MANIFEST]
+    names += [path.name for path in Pipeline.load(folder / "pipeline.json").files()]
+    _write_json(folder / MANIFEST, {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION,
+                                    "files": {name: _sha256((folder / name).read_bytes()) for name in names}})
     return folder
 
 
@@ -265,15 +284,188 @@ def _to_channels(image: np.ndarray, channels: int, name: str) -> np.ndarray:
     return np.repeat(image[None].astype(np.float32, copy=False), channels, axis=0)
 
 
-def _load_eager(folder: Path) -> torch.nn.Module:
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_manifest(folder: Path) -> dict[str, str]:
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{path}: missing: not a bundle written by this radiology (re-save it), or damaged")
+    try:
+        manifest = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise BundleError(f"{path}: not valid JSON ({one_line(error)})") from error
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{path}: not a radiology bundle manifest")
+    if manifest.get("version") != BUNDLE_VERSION:
+        raise BundleError(f"{path}: bundle format version {manifest.get('version')!r} is not one this radiology "
+                          f"reads ({BUNDLE_VERSION})")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(
+            isinstance(k, str) and _PLAIN_NAME.fullmatch(k) and k != MANIFEST and isinstance(v, str)
+            and _SHA256.fullmatch(v) for k, v in files.items()):
+        raise BundleError(f"{path}: 'files' must map file names of the bundle to sha256 digests")
+    return files
+
+
+def _verified(folder: Path, files: Mapping[str, str], name: str, *, optional: bool = False) -> bytes | None:
+    """The bytes of a bundle file, checked against the manifest (read once: what is checked is what is used)."""
+    path = folder / name
+    if name not in files:
+        if optional and not path.exists():
+            return None
+        raise BundleError(f"{path}: not listed in {MANIFEST}")
+    if not path.is_file():
+        raise BundleError(f"{path}: missing (listed in {MANIFEST})")
+    data = path.read_bytes()
+    if _sha256(data) != files[name]:
+        raise BundleError(f"{path}: sha256 does not match {MANIFEST} (damaged or changed after saving)")
+    return data
+
+
+def _json_file(folder: Path, files: Mapping[str, str], name: str) -> dict:
+    data = _verified(folder, files, name)
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise BundleError(f"{folder / name}: not valid JSON ({one_line(error)})") from error
+    if not isinstance(value, dict):
+        raise BundleError(f"{folder / name}: expected a JSON object")
+    return value
+
+
+def _model_config(folder: Path, record: dict) -> dict:
+    """``model.json``'s config, checked before it builds anything (timm must know the arch: no hub look-up)."""
+    import timm
+
+    path = folder / "model.json"
+    config = record.get("config")
+    if record.get("format") != MODEL_FORMAT or not isinstance(config, dict):
+        raise BundleError(f"{path}: not a radiology model description")
+    known = {"arch", "n_outputs", "in_chans", "views", "fusion", "drop_rate", "mean", "std"}
+    if set(config) - known:
+        raise BundleError(f"{path}: unknown config keys {sorted(set(config) - known)[:5]}")
+    arch = config.get("arch")
+    if not isinstance(arch, str) or not timm.is_model(arch):
+        raise BundleError(f"{path}: arch {str(arch)[:80]!r} is not a timm architecture of this installation")
+    for key in ("n_outputs", "in_chans", "views"):
+        value = config.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
+            raise BundleError(f"{path}: {key} must be a positive integer, got {str(value)[:40]}")
+    return config
+
+
+def _labels(folder: Path, labels: dict, config: dict) -> dict:
+    """``labels.json`` checked against the model it describes."""
+    path = folder / "labels.json"
+    classes = labels.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+        raise BundleError(f"{path}: 'classes' must be a non-empty list of names")
+    if len(set(classes)) != len(classes):
+        raise BundleError(f"{path}: class names repeat")
+    if len(classes) != config["n_outputs"]:
+        raise BundleError(f"{path}: {len(classes)} classes, the model has {config['n_outputs']} outputs")
+    multi_label = labels.get("multi_label")
+    if not isinstance(multi_label, bool):
+        raise BundleError(f"{path}: 'multi_label' must be true or false")
+    thresholds = labels.get("thresholds")
+    if thresholds is not None and (not isinstance(thresholds, list) or len(thresholds) != len(classes) or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in thresholds)):
+        raise BundleError(f"{path}: 'thresholds' must be null or one number in [0, 1] per class")
+    if multi_label and thresholds is None:
+        raise BundleError(f"{path}: a multi-label bundle needs 'thresholds'")
+    views = labels.get("views")
+    if not isinstance(views, list) or len(views) != config["views"] or not all(isinstance(v, str) for v in views):
+        raise BundleError(f"{path}: 'views' must name the model's {config['views']} view(s)")
+    channels = labels.get("channels")
+    if channels != config["in_chans"]:
+        raise BundleError(f"{path}: channels {str(channels)[:20]}, the model takes {config['in_chans']}")
+    size = labels.get("size")
+    if not (isinstance(size, list) and len(size) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIZE for v in size)):
+        raise BundleError(f"{path}: 'size' must be [height, width], each 1 to {MAX_SIZE}")
+    return {"classes": classes, "multi_label": multi_label, "thresholds": thresholds, "views": tuple(views),
+            "channels": channels, "size": tuple(size)}
+
+
+def _pipeline(folder: Path, files: Mapping[str, str]):
+    """``pipeline.json``, and every file a step refers to checked: inside the bundle and in the manifest."""
+    from radiology.pipeline import Pipeline
+
+    text = _verified(folder, files, "pipeline.json")
+    try:
+        pipeline = Pipeline.from_json(text.decode(), root=folder)
+    except (ValueError, TypeError, UnicodeDecodeError) as error:
+        raise BundleError(f"{folder / 'pipeline.json'}: {one_line(error)}") from error
+    for referenced in pipeline.files():
+        if referenced.parent.resolve() != folder.resolve() or not _PLAIN_NAME.fullmatch(referenced.name):
+            raise BundleError(f"{folder / 'pipeline.json'}: refers to a file outside the bundle "
+                              f"({referenced.name[:80]!r})")
+        _plain_data(folder / referenced.name, _verified(folder, files, referenced.name))
+    return pipeline
+
+
+def _plain_data(path: Path, data: bytes) -> None:
+    """Refuse a NumPy file a step refers to unless it holds plain arrays (a pickle inside could run code)."""
+    if path.suffix.lower() not in (".npy", ".npz"):
+        return
+    try:
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                for key in loaded.files:
+                    loaded[key]
+    except (ValueError, OSError, EOFError) as error:
+        raise UnsafeModelError(f"{path}: not plain NumPy arrays ({one_line(error)[:120]})") from error
+
+
+def _eager_model(folder: Path, files: Mapping[str, str], config: dict) -> torch.nn.Module:
+    from safetensors import SafetensorError
+    from safetensors.torch import load as safetensors_load
+
     from radiology.models.classifier import RadiographClassifier
 
-    record = json.loads((folder / "model.json").read_text())
-    if record.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{folder / 'model.json'}: not a radiology model description")
-    model = RadiographClassifier(**record["config"])
-    model.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
+    data = _verified(folder, files, "weights.safetensors")
+    try:
+        state = safetensors_load(data)
+    except (SafetensorError, ValueError, OSError) as error:
+        raise BundleError(f"{folder / 'weights.safetensors'}: not readable safetensors ({one_line(error)})") from error
+    try:
+        model = RadiographClassifier(**config)
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise BundleError(f"{folder / 'weights.safetensors'}: does not fit model.json's model "
+                          f"({one_line(error)[:200]})") from error
     return model.eval()
+
+
+def _program_runner(folder: Path, files: Mapping[str, str], n_outputs: int):
+    data = _verified(folder, files, "model.pt2")
+    check_program_archive(data, str(folder / "model.pt2"))
+    try:
+        program = torch.export.load(io.BytesIO(data))
+    except Exception as error:  # noqa: BLE001 - a checked archive torch still cannot read is damaged
+        raise BundleError(f"{folder / 'model.pt2'}: torch.export cannot load it ({one_line(error)[:200]})") from error
+    outputs = [node for node in program.graph.nodes if node.op == "output"]
+    values = outputs[0].args[0] if outputs else ()
+    value = values[0].meta.get("val") if values and hasattr(values[0], "meta") else None
+    if value is None or tuple(value.shape)[-1:] != (n_outputs,):
+        raise BundleError(f"{folder / 'model.pt2'}: the program does not return {n_outputs} logits")
+    return program.module()
+
+
+def _onnx_runner(folder: Path, files: Mapping[str, str], n_outputs: int):
+    import onnxruntime
+
+    data = _verified(folder, files, "model.onnx")
+    outputs = check_onnx(data, str(folder / "model.onnx"))
+    if outputs != n_outputs:
+        raise BundleError(f"{folder / 'model.onnx'}: returns {outputs} values, labels.json has {n_outputs} classes")
+    try:  # from the checked bytes: the session never opens another file
+        return onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types on a malformed graph
+        raise BundleError(f"{folder / 'model.onnx'}: onnxruntime cannot load it ({one_line(error)[:200]})") from error
 
 
 @dataclass
@@ -301,6 +493,8 @@ class Bundle:
         Contents of ``train.json``.
     device : str
         Where eager and exported models run.
+    files : dict
+        The manifest: file name -> sha256, against which every file is checked when read.
     """
 
     folder: Path
@@ -314,32 +508,31 @@ class Bundle:
     pipeline: Any
     train: dict = field(default_factory=dict)
     device: str = "cpu"
+    files: dict = field(default_factory=dict, repr=False)
+    _config: dict = field(default_factory=dict, repr=False)
     _runner: Any = field(default=None, repr=False)
     _model: Any = field(default=None, repr=False)
 
     @property
     def model(self) -> torch.nn.Module:
-        """The eager :class:`~radiology.models.RadiographClassifier` (rebuilt on first use, eval mode)."""
+        """The eager :class:`~radiology.models.RadiographClassifier` (rebuilt and verified on first use, eval mode).
+
+        Raises
+        ------
+        BundleError
+            ``weights.safetensors`` missing, changed since saving or not fitting ``model.json``.
+        """
         if self._model is None:
-            self._model = _load_eager(self.folder).to(self.device)
+            self._model = _eager_model(self.folder, self.files, self._config).to(self.device)
         return self._model
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
         if self.backend == "onnx":
-            if self._runner is None:
-                import onnxruntime
-
-                self._runner = onnxruntime.InferenceSession(str(self.folder / "model.onnx"),
-                                                            providers=["CPUExecutionProvider"])
             name = self._runner.get_inputs()[0].name
             return self._runner.run(None, {name: x})[0]
-        if self._runner is None:
-            if self.backend == "eager":
-                self._runner = self.model
-            else:
-                self._runner = torch.export.load(self.folder / "model.pt2").module().to(self.device)
+        runner = self.model if self._runner is None else self._runner  # a Bundle built in memory: its eager model
         with torch.no_grad():
-            return self._runner(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
+            return runner(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         """Probabilities for a preprocessed batch.
@@ -462,10 +655,11 @@ def load_bundle(folder: str | os.PathLike, backend: str = "eager", *, device: st
     ValueError
         Unknown backend, or a device that is not a torch device or not on this machine.
     FileNotFoundError
-        A bundle file the backend needs is missing.
+        ``folder`` is not a folder.
+    BundleError
+        A damaged, changed, inconsistent or unsafe bundle (see :func:`verify_bundle` and the
+        module docstring); nothing from the bundle has run.
     """
-    from radiology.pipeline import Pipeline
-
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     try:
@@ -475,14 +669,63 @@ def load_bundle(folder: str | os.PathLike, backend: str = "eager", *, device: st
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r}: CUDA is not available on this machine")
     folder = Path(folder)
-    needed = {"eager": ("weights.pt", "model.json"), "export": ("model.pt2",), "onnx": ("model.onnx",)}[backend]
-    missing = [name for name in ("labels.json", "pipeline.json", *needed) if not (folder / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{folder}: not a model bundle for backend {backend!r}, missing {missing}")
-    labels = json.loads((folder / "labels.json").read_text())
-    train_path = folder / "train.json"
-    return Bundle(folder=folder, backend=backend, classes=list(labels["classes"]),
-                  multi_label=bool(labels["multi_label"]), thresholds=labels.get("thresholds"),
-                  views=tuple(labels["views"]), channels=int(labels["channels"]), size=tuple(labels["size"]),
-                  pipeline=Pipeline.load(folder / "pipeline.json"),
-                  train=json.loads(train_path.read_text()) if train_path.is_file() else {}, device=device)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such bundle folder")
+    files = _read_manifest(folder)  # each file is checked against it as it is read, once
+    config = _model_config(folder, _json_file(folder, files, "model.json"))
+    labels = _labels(folder, _json_file(folder, files, "labels.json"), config)
+    pipeline = _pipeline(folder, files)
+    train = _json_file(folder, files, "train.json") if "train.json" in files else {}
+    bundle = Bundle(folder=folder, backend=backend, pipeline=pipeline, train=train, device=device, files=files,
+                    _config=config, **labels)
+    n_outputs = len(labels["classes"])
+    if backend == "onnx":
+        bundle._runner = _onnx_runner(folder, files, n_outputs)
+    elif backend == "export":
+        bundle._runner = _program_runner(folder, files, n_outputs).to(device)
+    else:
+        bundle._runner = bundle.model
+    return bundle
+
+
+def verify_bundle(folder: str | os.PathLike, backend: str | None = None) -> dict[str, str]:
+    """Check a bundle's files against its manifest without loading any model.
+
+    Parameters
+    ----------
+    folder : path
+    backend : {"eager", "export", "onnx"}, optional
+        Only the files this backend needs (the JSON files and its model file) must be
+        present; default: every file the manifest lists.
+
+    Returns
+    -------
+    dict
+        The manifest's ``{file name: sha256}``.
+
+    Raises
+    ------
+    BundleError
+        No or unreadable manifest, an unknown format version, a needed file missing or
+        not listed, a file whose sha256 differs (one line naming the file).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> verify_bundle(tempfile.mkdtemp())  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    radiology.models.archive.BundleError: .../bundle.json: missing: not a bundle written by this radiology ...
+    """
+    folder = Path(folder)
+    files = _read_manifest(folder)
+    if backend is None:
+        needed = list(files)
+    else:
+        needed = ["model.json", "labels.json", "pipeline.json", _MODEL_FILES[backend]]
+        needed += [name for name in files if name not in BUNDLE_FILES]  # files the pipeline refers to
+    for name in needed:
+        _verified(folder, files, name)
+    if "train.json" in files and (folder / "train.json").exists():
+        _verified(folder, files, "train.json")
+    return dict(files)

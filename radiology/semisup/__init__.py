@@ -15,6 +15,11 @@ only (validation and prediction are untouched).
   on by default for FixMatch and optional for MixMatch, makes the pseudo-labels follow the
   labeled class frequencies instead of the model's majority-class bias.
 
+``radiology train --unlabeled`` leaves the validation images out of the unlabeled set by
+content, not by path (:func:`copies_of`: same bytes, or same DICOM SOP Instance UID), so a
+copy under another name is never trained on; ``train.json`` counts them
+(``semi_supervised.validation_files_left_out``).
+
 Both are for single-label ``(B, C, H, W)`` batches (``C`` = 1 or 3) in ``[0, 1]``; they
 raise ``ValueError`` on multi-label targets or multi-view batches. Their per-batch path
 reads nothing back from the GPU and copies nothing to it synchronously (augmentations are
@@ -47,7 +52,7 @@ from radiology.semisup.augment import (
     weak_augmentation,
 )
 from radiology.semisup.callbacks import METHODS, FixMatch, MixMatch, semisup_callback, validate_semisup_params
-from radiology.semisup.data import ImagesOnly, UnlabeledStream, unlabeled_loader
+from radiology.semisup.data import ImagesOnly, UnlabeledStream, copies_of, unlabeled_loader
 from radiology.semisup.functional import (
     DistributionAlignment,
     mixup,
@@ -71,6 +76,7 @@ __all__ = [
     "unlabeled_loader",
     "UnlabeledStream",
     "ImagesOnly",
+    "copies_of",
     "DistributionAlignment",
     "sharpen",
     "mixup",

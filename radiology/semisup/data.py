@@ -2,13 +2,94 @@
 
 from __future__ import annotations
 
+import os
 import random
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
 from fastai.data.load import DataLoader
 from torch.utils.data import Dataset
 
-__all__ = ["unlabeled_loader", "UnlabeledStream", "ImagesOnly"]
+__all__ = ["unlabeled_loader", "UnlabeledStream", "ImagesOnly", "copies_of"]
+
+
+def _instance_uid(path: Path) -> str | None:
+    """The SOP Instance UID of a DICOM file, None for an image file or a file without one."""
+    from radiology.dicom import DicomError, read_dataset
+    from radiology.io import IMAGE_SUFFIXES
+
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return None
+    try:
+        uid = read_dataset(path, stop_before_pixels=True).get("SOPInstanceUID")
+    except (DicomError, OSError):
+        return None
+    return (str(uid).strip() or None) if uid else None
+
+
+def _content_digest(path: Path) -> str | None:
+    """SHA-256 of the file's bytes (the image cache's content key), None when it cannot be read."""
+    from radiology.data.cache import _file_digest
+
+    try:
+        return _file_digest(path)
+    except OSError:
+        return None
+
+
+def copies_of(files: Sequence[str | os.PathLike], originals: Sequence[str | os.PathLike]) -> np.ndarray:
+    """Which of ``files`` hold one of the ``originals``, whatever their name.
+
+    A file is a copy when its bytes are those of an original (SHA-256, as the image cache
+    keys content) or, for DICOM, when both carry the same SOP Instance UID (the same image
+    saved again, e.g. with another transfer syntax). The semi-supervised methods use it to
+    keep validation images out of the unlabeled set: a copy under another path would
+    otherwise be trained on. A UID that several originals share is ignored (some
+    anonymizers give every file the same one). Only files of an original's size are hashed, and headers are
+    read only when an original has a UID, so a large unlabeled folder costs little. Files
+    that cannot be read are not copies (they are left out later as unreadable anyway).
+
+    Parameters
+    ----------
+    files : sequence of path
+        Candidates (e.g. the unlabeled images).
+    originals : sequence of path
+        Files that must not appear among ``files`` (e.g. the validation images).
+
+    Returns
+    -------
+    numpy.ndarray of bool, ``(len(files),)``
+
+    Examples
+    --------
+    >>> import shutil, tempfile
+    >>> from radiology.synthetic import phantom_radiograph, write_phantom_dicom
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> original = write_phantom_dicom(folder / "a.dcm", phantom_radiograph((32, 32), seed=1))
+    >>> other = write_phantom_dicom(folder / "b.dcm", phantom_radiograph((32, 32), seed=2))
+    >>> copy = Path(shutil.copy(original, folder / "renamed.dcm"))
+    >>> copies_of([original, other, copy], [original]).tolist()
+    [True, False, True]
+    """
+    files = [Path(path) for path in files]
+    originals = [Path(path) for path in originals]
+    sizes = {path.stat().st_size for path in originals if path.is_file()}
+    digests = {_content_digest(path) for path in originals if path.is_file()} - {None}
+    # Some anonymizers give every file one UID: a UID shared by two originals identifies nothing.
+    counts = Counter(_instance_uid(path) for path in originals)
+    uids = {uid for uid, count in counts.items() if uid is not None and count == 1}
+    found = np.zeros(len(files), dtype=bool)
+    for index, path in enumerate(files):
+        if not path.is_file():
+            continue
+        if path.stat().st_size in sizes and _content_digest(path) in digests:
+            found[index] = True
+        elif uids and _instance_uid(path) in uids:
+            found[index] = True
+    return found
 
 
 def _first(item):

@@ -203,7 +203,7 @@ def pretrain(
     from fastai.learner import Learner
     from fastai.torch_core import set_seed
 
-    from radiology.data import ImageCache, ImageDataset, build_dataloaders, drop_unreadable, from_unlabeled
+    from radiology.data import ImageDataset, build_dataloaders, drop_unreadable, from_unlabeled, open_cache
     from radiology.models import create_model
     from radiology.train.learner import _check_model_settings, _run_settings, default_pipeline
 
@@ -231,7 +231,7 @@ def pretrain(
     set_seed(seed, reproducible=True)
     items = from_unlabeled(root)
     pipeline = pipeline if pipeline is not None else default_pipeline(size, channels)
-    image_cache = None if str(cache).lower() == "none" else ImageCache(cache)
+    image_cache = open_cache(cache)  # None: the documented default folder; "none": no cache
     found, header_row, listed = None, {}, len(items)
     if method == "metadata":
         # Headers are cheap and pixels are not: only files with a usable header value get decoded.
@@ -241,8 +241,8 @@ def pretrain(
     images, skipped = drop_unreadable(ImageDataset(items, pipeline, cache=image_cache, channels=channels),
                                       progress=progress)
     if skipped:
-        logger.warning("%d of %d files could not be read and are left out (first: %s: %s)",
-                       len(skipped), len(items), *skipped[0])
+        logger.warning("%d of %d files could not be read and are left out (first: %s)",
+                       len(skipped), len(items), skipped[0][1])
     if len(images) < 8:
         raise ValueError(f"{root}: {len(images)} readable image(s); pretraining needs at least 8")
     info: dict[str, Any] = {"method": method, "arch": arch, "in_chans": channels, "size": size,

@@ -8,11 +8,16 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainConfig"]
+__all__ = ["TrainConfig", "MAX_SIZE"]
 
 _LOSSES = ("auto", "ce", "focal", "nce_rce", "bce")
 _SAMPLERS = ("shuffle", "weighted", "min_per_class")
 _SEMI = ("fixmatch", "mixmatch")
+#: Largest model input side: 2048 px keeps full-resolution chest films; beyond it a batch no longer fits memory.
+MAX_SIZE = 2048
+# train.json keeps only the file name of these, and only whether these locations were given.
+_NAMED_FILES = ("csv", "pipeline")
+_LOCATIONS = ("out", "root", "folder", "unlabeled")
 
 
 def _names(value) -> tuple[str, ...] | None:
@@ -60,7 +65,8 @@ class TrainConfig:
         ``"imagenet"`` (offline weights for ``tf_efficientnet_lite0``), a checkpoint path,
         a timm hub name, or ``None``/``"none"``.
     size : int
-        Square model input side; the default pipeline resizes the longest side and pads.
+        Square model input side, 1 to :data:`MAX_SIZE` (2048); the default pipeline resizes
+        the longest side and pads.
     channels : {1, 3}
         Gray input (first convolution adapted) or RGB (colour photographs).
     epochs : int
@@ -88,7 +94,9 @@ class TrainConfig:
         DataLoader worker processes.
     cache : path or "none", optional
         Preprocessed-image cache folder (default ``$RADIOLOGY_CACHE`` or
-        ``~/.cache/radiology/images``); ``"none"`` disables it.
+        ``~/.cache/radiology/images``); ``"none"`` disables it. Every training image is
+        read once before training (filling the cache), so an unreadable file stops the run
+        before any work.
     patience : int
         Early stopping patience in epochs (0 = off).
     lr_find : bool
@@ -110,6 +118,18 @@ class TrainConfig:
         Settings of the ``semi`` method that replace the paper's defaults, e.g.
         ``{"lambda_u": 10, "rampup_epochs": 5}`` for MixMatch
         (:func:`radiology.semisup.validate_semisup_params` lists and checks them).
+    skip_unreadable : bool
+        Leave out training images that cannot be read (listed with their reason in the
+        bundle's ``data_report.csv``). Without it such a file stops the run before
+        training, naming the count and the first files.
+    allow_outside_root : bool
+        Accept CSV image values that point outside ``root`` (``../x.dcm``, absolute
+        paths); refused by default, naming the rows.
+
+    Notes
+    -----
+    Rows of ``csv`` whose (single-label) label is empty are unlabeled: training leaves them
+    out with a logged warning giving their count.
     """
 
     out: str | os.PathLike = "bundle"
@@ -148,6 +168,8 @@ class TrainConfig:
     unlabeled: str | os.PathLike | None = None
     semi: str | None = None
     semi_params: dict[str, Any] = field(default_factory=dict)
+    skip_unreadable: bool = False
+    allow_outside_root: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -169,6 +191,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not 0 < float(value) < float("inf"):
                 raise ValueError(f"{name} must be positive, got {value}")
+        if int(self.size) > MAX_SIZE:
+            raise ValueError(f"size {self.size} is above the maximum of {MAX_SIZE} pixels")
         if self.epochs + self.head_epochs == 0:
             raise ValueError("nothing to train: epochs and head_epochs are both 0")
         if self.channels not in (1, 3):
@@ -221,6 +245,36 @@ class TrainConfig:
                 data[key] = str(value)
             elif isinstance(value, tuple):
                 data[key] = list(value)
+        return data
+
+    def to_record(self) -> dict[str, Any]:
+        """The settings as a bundle's ``train.json`` records them: no folder of the user's is named.
+
+        A bundle is shared, and the folders it was trained from can name a patient or a
+        user (``/home/jdoe/Doe_John/``). ``csv``, ``pipeline`` and a ``pretrained`` checkpoint
+        keep their file name only; ``out``, ``root``, ``folder`` and ``unlabeled`` are recorded
+        as given or not, ``cache`` as used or not (``True``/``False``).
+
+        Examples
+        --------
+        >>> record = TrainConfig(csv="/data/Doe_John/labels.csv", out="/home/x/bundle").to_record()
+        >>> record["csv"], record["out"], record["root"], record["cache"]
+        ('labels.csv', True, False, True)
+        """
+        from radiology.data.cache import open_cache
+
+        data = self.to_dict()
+        for key in _NAMED_FILES:
+            if data[key] is not None:
+                data[key] = Path(data[key]).name
+        if self.pretrained is not None:
+            from radiology.models.pretrained import _is_checkpoint_path
+
+            if _is_checkpoint_path(self.pretrained):
+                data["pretrained"] = Path(self.pretrained).name
+        for key in _LOCATIONS:
+            data[key] = data[key] is not None
+        data["cache"] = open_cache(self.cache) is not None
         return data
 
     @classmethod

@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 CHECKPOINT = "last"
 CHECKPOINT_DIR = "checkpoints"
 BEST = "best"
+#: The images a run left out and why (``file, reason``), written into every bundle.
+DATA_REPORT = "data_report.csv"
 
 
 def default_pipeline(size: int, channels: int = 1) -> Pipeline:
@@ -200,8 +202,11 @@ def fine_tune(learn, epochs: int, lr: float = 1e-3, *, lr_mult: float = 10.0, pa
     The backbone's group peaks at ``lr / lr_mult``, the head's at ``lr``. The best epoch
     (by ``monitor``) is saved as ``checkpoints/best.pth`` and loaded at the end; every epoch
     is also saved with its optimizer state as ``checkpoints/last.pth`` so an interrupted
-    run can continue (``start_epoch``). ``patience`` > 0 adds early stopping. The epoch log
-    goes to ``history.csv`` in ``learn.path``.
+    run can continue (``start_epoch``). Both files are written atomically, hold tensors and
+    numbers only (they load without unpickling code) and are stamped with the settings they
+    belong to (:func:`_checkpoint_settings`); ``last_epoch.json`` repeats the stamp for
+    people. ``patience`` > 0 adds early stopping. The epoch log goes to ``history.csv`` in
+    ``learn.path``.
 
     Parameters
     ----------
@@ -213,18 +218,29 @@ def fine_tune(learn, epochs: int, lr: float = 1e-3, *, lr_mult: float = 10.0, pa
     monitor : str
         ``valid_loss`` or a metric name.
     start_epoch : int
-        Epochs already done (resume).
+        Epochs already done (resume: :func:`_resume_epoch` has loaded ``checkpoints/last.pth``).
     cbs : sequence of fastai callbacks
         Added for this stage only (e.g. :class:`radiology.semisup.FixMatch`).
+
+    Raises
+    ------
+    ValueError
+        ``start_epoch`` > 0 and ``checkpoints/last.pth`` is damaged or belongs to other settings.
     """
     if epochs < 1:
         return
+    # fastai's unfreeze clears the optimizer state: keep the one a resumed run has just loaded.
+    resumed = learn.opt.state_dict() if start_epoch and learn.opt is not None else None
     learn.unfreeze()
+    if resumed is not None:
+        learn.opt.load_state_dict(resumed)
     if rank_distrib():  # another process of a multi-GPU run: rank 0 saves and logs
         learn.fit_one_cycle(epochs, slice(lr / lr_mult, lr), start_epoch=start_epoch, cbs=list(cbs))
         return
-    marker = Path(learn.path) / learn.model_dir / "last_epoch.json"
-    best = json.loads(marker.read_text()).get("best") if start_epoch and marker.exists() else None
+    last = Path(learn.path) / learn.model_dir / f"{CHECKPOINT}.pth"
+    best = None
+    if start_epoch and last.is_file():
+        best = _read_checkpoint(last, _checkpoint_settings(learn))["radiology"].get("best")
     cbs = [
         *cbs,
         _BestModel(start_epoch, best, monitor=monitor, fname=BEST),
@@ -236,12 +252,138 @@ def fine_tune(learn, epochs: int, lr: float = 1e-3, *, lr_mult: float = 10.0, pa
     learn.fit_one_cycle(epochs, slice(lr / lr_mult, lr), cbs=cbs, start_epoch=start_epoch)
 
 
+def _checkpoint_settings(learn) -> dict[str, Any]:
+    """What a checkpoint belongs to: the model's architecture and the labels, views and preprocessing it learns.
+
+    Weights resumed under any other value would silently mix two runs, so every checkpoint is
+    stamped with this and compared on resume. The JSON round trip makes the stamp compare equal
+    to its stored copy (tuples become lists).
+    """
+    from fastai.torch_core import get_model
+
+    model = get_model(learn.model)
+    settings: dict[str, Any] = {"model": type(model).__name__}
+    config = getattr(model, "config", None)
+    if isinstance(config, dict):  # a RadiographClassifier
+        settings.update({key: config.get(key) for key in ("arch", "n_outputs", "in_chans", "views", "fusion")})
+    data = getattr(learn.dls.train, "dataset", None)
+    for name in ("classes", "multi_label", "channels", "size"):
+        if hasattr(data, name):
+            settings[name] = getattr(data, name)
+    if hasattr(getattr(data, "items", None), "views"):
+        settings["view_names"] = list(data.items.views)
+    if hasattr(getattr(data, "pipeline", None), "to_dict"):
+        settings["pipeline"] = data.pipeline.to_dict()
+    return json.loads(json.dumps(settings, default=str))
+
+
+def _settings_differences(stamped: dict[str, Any], current: dict[str, Any]) -> str:
+    """``key: stamped value -> current value`` for each setting that differs (long values by name only)."""
+
+    def shown(value) -> str:
+        text = json.dumps(value)
+        return text if len(text) <= 60 else "(another value)"
+
+    keys = [key for key in sorted(set(stamped) | set(current)) if stamped.get(key) != current.get(key)]
+    return "; ".join(f"{key} {shown(stamped.get(key))} in the checkpoint, {shown(current.get(key))} now"
+                     for key in keys)
+
+
+def _plain(value):
+    """fastai's optimizer state as plain containers and numbers (no ``L``, no numpy scalars).
+
+    Only such data (and tensors) loads with ``torch.load(weights_only=True)``, which never runs code.
+    """
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "L":
+        return [_plain(item) for item in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _write_checkpoint(learn, path: Path, record: dict[str, Any], *, with_opt: bool) -> Path:
+    """Save the model (and optimizer) of ``learn`` with its ``record`` to ``path`` atomically."""
+    import io
+
+    from fastai.torch_core import get_model
+
+    from radiology.io import atomic_write
+
+    state: dict[str, Any] = {"model": get_model(learn.model).state_dict(), "radiology": record}
+    if with_opt and learn.opt is not None:
+        state["opt"] = _plain(learn.opt.state_dict())
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    # An interrupted save must never leave half a checkpoint where the last complete one was.
+    return atomic_write(path, buffer.getvalue())
+
+
+def _read_checkpoint(path: Path, settings: dict[str, Any], device="cpu") -> dict[str, Any]:
+    """A checkpoint written by :func:`_write_checkpoint`, loaded as data and checked against ``settings``.
+
+    Raises ``ValueError`` (one line naming ``path``) for a missing, damaged, unstamped or
+    code-carrying file, or one stamped with other settings.
+    """
+    import pickle
+
+    if not path.is_file():
+        raise ValueError(f"{path}: checkpoint missing (the run it belongs to is incomplete); start again with "
+                         "overwrite")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only" not in str(error).lower():
+            raise ValueError(f"{path}: damaged or not a checkpoint of radiology train") from None
+        raise ValueError(f"{path}: holds objects that are not tensors or numbers; refused, since loading them "
+                         "could run code") from None
+    except Exception:  # torch reports a truncated or foreign file in many ways, none of them one line
+        raise ValueError(f"{path}: damaged or not a checkpoint of radiology train") from None
+    record = state.get("radiology") if isinstance(state, dict) else None
+    if not isinstance(record, dict) or not isinstance(record.get("settings"), dict) or "model" not in state:
+        raise ValueError(f"{path}: not stamped with the settings it belongs to (another program or an older "
+                         "version wrote it); start again with overwrite")
+    if record["settings"] != settings:
+        raise ValueError(f"{path}: made with other settings ({_settings_differences(record['settings'], settings)});"
+                         " resume with the settings it was made with, or start again with overwrite")
+    return state
+
+
+def _load_weights(learn, path: Path, state: dict[str, Any]) -> None:
+    """Put a checked checkpoint's weights into ``learn.model``; one line naming ``path`` when they do not fit."""
+    from fastai.torch_core import get_model
+
+    model = get_model(learn.model)
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    found = state["model"] if isinstance(state["model"], dict) else {}
+    wrong = sorted(key for key in set(expected) | set(found)
+                   if tuple(getattr(found.get(key), "shape", ("missing",))) != expected.get(key, ("extra",)))
+    if wrong:
+        raise ValueError(f"{path}: weights do not fit the model ({len(wrong)} tensor(s) missing, extra or of another "
+                         f"shape, first {wrong[0]!r})")
+    model.load_state_dict(found)
+
+
+def _load_optimizer(learn, path: Path, state: dict[str, Any]) -> None:
+    """Put a checked checkpoint's optimizer state into ``learn.opt``; one line naming ``path`` when it does not fit."""
+    from fastcore.foundation import L
+
+    if learn.opt is None:
+        learn.create_opt()
+    saved = state.get("opt")
+    try:
+        learn.opt.load_state_dict({"state": list(saved["state"]), "hypers": L(saved["hypers"])})
+    except (AssertionError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: the optimizer state does not fit the model ({type(error).__name__})") from None
+
+
 # fastai's ``start_epoch`` skips epochs by cancelling them, but ``after_epoch`` still runs for
 # them with nothing recorded: the callbacks below ignore the epochs a resumed run skips.
 
 
 class _BestModel(SaveModelCallback):
-    """Save the best epoch; on resume, start from the best value of the interrupted run."""
+    """Save the best epoch (atomic, stamped); on resume, start from the best value of the interrupted run."""
 
     def __init__(self, start_epoch: int, best: float | None, **kwargs):
         super().__init__(**kwargs)
@@ -249,12 +391,27 @@ class _BestModel(SaveModelCallback):
 
     def before_fit(self):
         super().before_fit()
+        self.settings = _checkpoint_settings(self.learn)
         if self.resumed_best is not None:
             self.best = self.resumed_best
 
     def after_epoch(self):
         if self.epoch >= self.start_epoch:
             super().after_epoch()
+
+    def _save(self, name):
+        path = Path(self.learn.path) / self.learn.model_dir / f"{name}.pth"
+        record = {"epoch": self.epoch + 1, "best": float(self.best), "settings": self.settings}
+        self.last_saved_path = _write_checkpoint(self.learn, path, record, with_opt=False)
+
+    def after_fit(self, **kwargs):
+        # fastai reloads the best epoch with weights_only=False, which unpickles anything a
+        # planted best.pth holds: load it as data, checked like a resumed checkpoint.
+        path = Path(self.learn.path) / self.learn.model_dir / f"{self.fname}.pth"
+        if not path.is_file():  # no epoch improved on the start value (e.g. a NaN loss): keep the last weights
+            logger.warning("%s: no best epoch was saved; keeping the last epoch's weights", path)
+            return
+        _load_weights(self.learn, path, _read_checkpoint(path, self.settings))
 
 
 class _EarlyStopping(EarlyStoppingCallback):
@@ -268,21 +425,50 @@ class _EarlyStopping(EarlyStoppingCallback):
 
 
 class _SaveLast(Callback):
-    """Save model + optimizer after every epoch with the epoch count, so a run can resume."""
+    """Save model + optimizer after every epoch with the epoch count, so a run can resume.
+
+    ``last.pth`` carries its own record (epoch, best value, settings), written in the same
+    atomic rename as the weights; ``last_epoch.json`` repeats it for people and tools.
+    """
 
     order = 70
 
     def __init__(self, start_epoch: int = 0):
         self.start_epoch = start_epoch
 
+    def before_fit(self):
+        self.settings = _checkpoint_settings(self.learn)
+
     def after_epoch(self):
+        from radiology.io import atomic_write
+
         if self.epoch < self.start_epoch:
             return
-        self.learn.save(CHECKPOINT, with_opt=True)
         tracker = next((cb for cb in self.learn.cbs if isinstance(cb, _BestModel)), None)
         best = None if tracker is None else float(tracker.best)
-        (self.learn.path / self.learn.model_dir / "last_epoch.json").write_text(
-            json.dumps({"epoch": self.epoch + 1, "best": best}))
+        record = {"epoch": self.epoch + 1, "best": best, "settings": self.settings}
+        folder = Path(self.learn.path) / self.learn.model_dir
+        _write_checkpoint(self.learn, folder / f"{CHECKPOINT}.pth", record, with_opt=True)
+        atomic_write(folder / "last_epoch.json", json.dumps(record).encode())
+
+
+def _keep_epochs_before(path: Path, start_epoch: int) -> None:
+    """Drop the log rows of epochs the checkpoint does not hold.
+
+    An interruption after an epoch was logged but before its checkpoint was saved leaves a row
+    the resumed run logs again.
+    """
+    from radiology.io import atomic_write
+
+    header, *rows = path.read_text().splitlines(keepends=True)
+
+    def epoch_of(row: str) -> int:
+        first = row.split(",", 1)[0].strip()
+        return int(first) if first.isdigit() else start_epoch
+
+    kept = [row for row in rows if epoch_of(row) < start_epoch]
+    if len(kept) < len(rows):
+        atomic_write(path, "".join([header, *kept]).encode())
 
 
 class _History(CSVLogger):
@@ -297,6 +483,8 @@ class _History(CSVLogger):
             return
         path = self.path / self.fname
         continuing = self.append and path.is_file() and path.stat().st_size > 0
+        if continuing:
+            _keep_epochs_before(path, self.start_epoch)
         self.file = path.open("a" if continuing else "w")
         if not continuing:
             self.file.write(",".join(self.recorder.metric_names) + "\n")
@@ -312,32 +500,80 @@ class _History(CSVLogger):
 def load_items(config: TrainConfig, *, progress: bool = True):
     """The labeled dataset a config names (CSV or class folders), with its patient column if any.
 
-    Raises ``ValueError`` for a dataset that cannot be trained on (empty, one class only).
+    Rows whose (single-label) label is empty are unlabeled: they are left out with a logged
+    warning giving their count. Nothing but the table (and DICOM headers, for UIDs) is read.
+
+    Raises
+    ------
+    ValueError
+        One line naming the problem, for a dataset that cannot be trained on: image values
+        outside ``root`` (unless ``allow_outside_root``), no labeled image, one class only, a
+        class without images.
     """
     from radiology.data import from_csv, from_folder
 
     if config.folder is not None:
         items = from_folder(config.folder)
+        source = Path(config.folder).name
     else:
         root = config.root if config.root is not None else Path(config.csv).parent
         items = from_csv(config.csv, root, config.image_cols, config.label_cols,
-                         multi_label=config.multi_label, group_col=config.group_col, progress=progress)
+                         multi_label=config.multi_label, group_col=config.group_col, progress=progress,
+                         allow_outside_root=config.allow_outside_root)
+        source = Path(config.csv).name
+    unlabeled = int((~items.labeled).sum())
+    if unlabeled:
+        logger.warning("%s: %d row(s) with an empty label are unlabeled and left out of training", source, unlabeled)
+        items = items.subset(np.flatnonzero(items.labeled))
     _check_items(items)
     return items
 
 
 def _check_items(items) -> None:
+    """Refuse, in one line, a dataset no model can be trained on."""
     if len(items) == 0:
         raise ValueError("empty dataset: no labeled images found")
+    counts = items.class_counts()
     if items.multi_label:
-        positives = np.asarray(items.targets).sum(axis=0)
-        if len(items.classes) < 1 or not positives.any():
+        if len(items.classes) < 1 or not counts.any():
             raise ValueError("multi-label dataset has no positive label")
         return
-    present = np.unique(np.asarray(items.targets)[np.asarray(items.targets) >= 0])
-    if len(present) < 2:
+    if int((counts > 0).sum()) < 2:
+        present = np.flatnonzero(counts)
         only = items.classes[int(present[0])] if len(present) else "none"
         raise ValueError(f"need at least two classes to train, found one ({only})")
+    empty = [name for name, n in zip(items.classes, counts) if n == 0]
+    if empty:  # an output no image teaches (a class folder without images)
+        raise ValueError(f"class(es) without any image: {', '.join(empty[:8])}{' ...' if len(empty) > 8 else ''}")
+
+
+def _class_counts(items) -> str:
+    """``nodule (1), normal (1)`` (multi-label: positives), for messages."""
+    pairs = [f"{name} ({int(n)})" for name, n in zip(items.classes, items.class_counts())]
+    return ", ".join(pairs[:8]) + (" ..." if len(pairs) > 8 else "")
+
+
+def _check_readable(items, pipeline, cache, config: TrainConfig, progress: bool):
+    """Read every image once, before training; ``(readable items, [(file, reason), ...])``.
+
+    With a cache this pass fills it, so the first epoch decodes nothing a second time. An
+    unreadable file stops the run here (one line: the count and the first files) unless
+    ``config.skip_unreadable``, rather than at a random step of a later epoch.
+    """
+    from radiology.data import ImageDataset, drop_unreadable
+
+    dataset, failures = drop_unreadable(ImageDataset(items, pipeline, cache=cache, channels=config.channels),
+                                        progress=progress)
+    if not failures:
+        return items, failures
+    if not config.skip_unreadable:
+        shown = "; ".join(reason for _, reason in failures[:3])  # each reason starts with its file
+        raise ValueError(f"{len(failures)} of {len(items)} training image(s) cannot be read ({shown}"
+                         f"{' ...' if len(failures) > 3 else ''}): pass skip_unreadable=True to train without them")
+    logger.warning("%d of %d training image(s) cannot be read and are left out (listed in %s)", len(failures),
+                   len(items), DATA_REPORT)
+    _check_items(dataset.items)
+    return dataset.items, failures
 
 
 def _check_model_settings(arch: str, source) -> None:
@@ -355,7 +591,21 @@ def _check_model_settings(arch: str, source) -> None:
 
 
 def _groups(items, valid_fraction: float):
-    """Patient groups: the CSV's group column, else the DICOM PatientID (None for image files)."""
+    """Patient groups: the CSV's group column, else the DICOM PatientID (None for image files).
+
+    Raises ``ValueError`` (one line with the class counts) when there are fewer patients
+    (images, without groups) than the split's ``round(1 / valid_fraction)`` folds.
+    """
+    folds = max(2, round(1 / valid_fraction))
+    groups = _patient_groups(items, folds)
+    patients = len(items) if groups is None else len(np.unique(groups))
+    if patients < folds:
+        raise ValueError(f"{len(items)} labeled image(s) of {patients} patient(s) are too few for a validation split "
+                         f"with valid_fraction {valid_fraction} (at least {folds} patients): {_class_counts(items)}")
+    return groups
+
+
+def _patient_groups(items, folds: int):
     if items.groups is not None:
         return np.asarray(items.groups)
     from radiology.data import dicom_patient_ids
@@ -364,7 +614,6 @@ def _groups(items, valid_fraction: float):
     if all(paths[0].suffix.lower() in IMAGE_SUFFIXES for paths in items.paths):
         return None
     groups = dicom_patient_ids([paths[0] for paths in items.paths])
-    folds = max(2, round(1 / valid_fraction))
     if len(np.unique(groups)) < folds:
         # Anonymized archives often give every file one PatientID: a grouped split is impossible.
         logger.warning("the DICOM PatientIDs name only %d patient(s): the validation split ignores patients",
@@ -386,11 +635,20 @@ def _versions() -> dict[str, str]:
 def train(config: TrainConfig, *, progress: bool = True):
     """Train, evaluate on the held-out validation split, and write a bundle.
 
-    Steps: read the labeled dataset → patient-grouped stratified split (``valid_fraction``)
-    → cached preprocessing with the bundle's pipeline → model (timm backbone, offline
+    Steps: read the labeled dataset → read every image once (filling the cache) →
+    patient-grouped stratified split (``valid_fraction``) → model (timm backbone, offline
     ImageNet weights) → head on frozen features → fine-tune (:func:`fine_tune`) →
     validation metrics and plots → bundle (:func:`radiology.models.save_bundle`) with
-    ``train.json`` holding the data summary, split sizes, metrics, versions and settings.
+    ``train.json`` holding the data summary, split sizes, metrics, versions and settings
+    (:meth:`TrainConfig.to_record`: no folder of the user's named), and ``data_report.csv``
+    listing the images left out (``skip_unreadable``).
+
+    Every problem with the inputs stops the run before any training work, with one line
+    naming the rows or files and nothing written to ``out``: an ``out`` holding a file it would
+    write (unless ``overwrite``; only the run's own names are ever replaced, see
+    :func:`_check_out_folder`), image values outside ``root``, unreadable images, fewer
+    patients than the split needs. Rows with an empty label are left out with a warning;
+    a class whose patients were all drawn for validation moves to training.
 
     Parameters
     ----------
@@ -401,18 +659,26 @@ def train(config: TrainConfig, *, progress: bool = True):
     Returns
     -------
     TrainResult
+
+    Raises
+    ------
+    ValueError, FileExistsError, NotADirectoryError, FileNotFoundError
+        One line naming the setting, rows or files at fault (see above).
     """
     from fastai.torch_core import set_seed
 
     from radiology.augment import radiograph_augmentation
     from radiology.data import (
-        ImageCache,
         ImageDataset,
         build_dataloaders,
         class_weights,
+        data_report,
         group_overlap,
+        keep_classes_in_training,
+        open_cache,
         train_valid_split,
     )
+    from radiology.io import atomic_write
     from radiology.models import create_model, save_bundle
     from radiology.train.losses import make_loss, positive_weights
     from radiology.train.metrics import best_thresholds, classification_metrics, classification_report, fastai_metrics
@@ -425,13 +691,23 @@ def train(config: TrainConfig, *, progress: bool = True):
     set_seed(config.seed, reproducible=True)
     items = load_items(config, progress=progress)
     pipeline = Pipeline.load(config.pipeline) if config.pipeline else default_pipeline(config.size, config.channels)
-    out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be usable
+    cache = open_cache(config.cache)
+    items, unreadable = _check_readable(items, pipeline, cache, config, progress)
     groups = _groups(items, config.valid_fraction)
     train_idx, valid_idx = train_valid_split(items.targets, groups, valid_fraction=config.valid_fraction,
                                              seed=config.seed)
+    # A rare class drawn for validation only would be scored but never learned.
+    train_idx, valid_idx, moved = keep_classes_in_training(items.targets, groups, train_idx, valid_idx)
+    if len(valid_idx) == 0:
+        raise ValueError(f"every class needs its images in training, which leaves none for validation: too few "
+                         f"images per class ({_class_counts(items)})")
+    if moved:
+        logger.warning("class(es) %s had images in validation only: those patients moved to training",
+                       ", ".join(items.classes[i] for i in moved))
+    out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be usable
+    atomic_write(out / DATA_REPORT, data_report(unreadable))
     leaked = len(group_overlap(groups, train_idx, valid_idx, warn=False)) if groups is not None else 0
     train_items, valid_items = items.subset(train_idx), items.subset(valid_idx)
-    cache = None if str(config.cache).lower() == "none" else ImageCache(config.cache)
     # Under `accelerate launch` each process drives the GPU of its LOCAL_RANK.
     device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
     train_ds = ImageDataset(train_items, pipeline, cache=cache, channels=config.channels)
@@ -479,7 +755,7 @@ def train(config: TrainConfig, *, progress: bool = True):
                                      thresholds=thresholds)
     report = classification_report(targets, probs, items.classes, multi_label=items.multi_label,
                                    thresholds=thresholds)
-    (out / "report.txt").write_text(report)
+    atomic_write(out / "report.txt", report.encode())
     if not items.multi_label:
         plot_confusion_matrix(targets, probs.argmax(1), items.classes, out / "confusion_matrix.png")
     plot_roc(targets, probs, items.classes, out / "roc.png", multi_label=items.multi_label)
@@ -490,9 +766,9 @@ def train(config: TrainConfig, *, progress: bool = True):
     info = {
         "data": {"all": items.summary(), "train": train_items.summary(), "valid": valid_items.summary(),
                  "grouped_by": config.group_col or ("DICOM PatientID" if groups is not None else None),
-                 "groups_on_both_sides": int(leaked)},
+                 "groups_on_both_sides": int(leaked), "unreadable_left_out": len(unreadable)},
         "validation_metrics": metrics,
-        "settings": config.to_dict(),
+        "settings": config.to_record(),
         "semi_supervised": semi_info,
         "seed": config.seed,
         "versions": _versions(),
@@ -507,20 +783,24 @@ def train(config: TrainConfig, *, progress: bool = True):
 def _semisup_callback(config: TrainConfig, valid_items, pipeline, cache, progress: bool):
     """The FixMatch/MixMatch callback over ``config.unlabeled`` (validation files left out) and its summary."""
     from radiology.data import ImageDataset, drop_unreadable, from_unlabeled
-    from radiology.semisup import semisup_callback
+    from radiology.semisup import copies_of, semisup_callback
 
     unlabeled = from_unlabeled(config.unlabeled)
-    # Images of the validation split must not be trained on, not even without their labels.
-    held_out = {paths[0].resolve() for paths in valid_items.paths}
-    keep = [i for i, paths in enumerate(unlabeled.paths) if paths[0].resolve() not in held_out]
-    excluded = len(unlabeled) - len(keep)
+    # Images of the validation split must not be trained on, not even without their labels, nor
+    # copies of them under another name: left out by content (bytes or SOP Instance UID), not by path.
+    validation_files = [path for paths in valid_items.paths for path in paths]
+    held_out = copies_of([paths[0] for paths in unlabeled.paths], validation_files)
+    keep = np.flatnonzero(~held_out)
+    excluded = int(held_out.sum())
+    if excluded:
+        logger.info("%d unlabeled file(s) are copies of validation images and are left out", excluded)
     dataset, skipped = drop_unreadable(ImageDataset(unlabeled.subset(keep), pipeline, cache=cache,
                                                     channels=config.channels), progress=progress)
     if len(dataset) == 0:
         raise ValueError(f"{config.unlabeled}: no readable unlabeled image (besides validation files)")
     if skipped:
-        logger.warning("%d unlabeled file(s) could not be read and are left out (first: %s: %s)",
-                       len(skipped), *skipped[0])
+        logger.warning("%d unlabeled file(s) could not be read and are left out (first: %s)",
+                       len(skipped), skipped[0][1])
     callback = semisup_callback(config.semi, dataset, config.batch_size, num_workers=config.workers,
                                 seed=config.seed, **config.semi_params)
     return callback, {"method": config.semi, "params": dict(config.semi_params), "unlabeled": len(dataset),
@@ -528,24 +808,70 @@ def _semisup_callback(config: TrainConfig, valid_items, pipeline, cache, progres
 
 
 def _check_out_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse an ``out`` that is a file, or that holds a model this run would replace unasked."""
+    """Refuse an ``out`` that is a file, or that holds a file this run would replace unasked.
+
+    A run writes only its own names (:func:`_run_files`); anything else in ``out`` is never
+    touched. Without ``overwrite``, a file of one of those names stops the run before any
+    work (a model is named first: ``model.json`` or ``checkpoints/last.pth``), except that
+    ``resume`` continues an interrupted run: a folder with its checkpoint.
+    """
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: --out is a file; it names the bundle folder to write")
-    if resume or overwrite:
+    if overwrite or not out.is_dir():
         return
-    found = [name for name in ("model.json", f"{CHECKPOINT_DIR}/{CHECKPOINT}.pth") if (out / name).is_file()]
+    last = f"{CHECKPOINT_DIR}/{CHECKPOINT}.pth"
+    if resume and (out / last).is_file():
+        return  # the interrupted run's own files
+    found = [name for name in _run_files() if (out / name).exists()]
+    models = [name for name in ("model.json", last) if name in found]
+    if models:
+        raise FileExistsError(f"{out} already holds a trained model ({models[0]}): pass overwrite=True to replace "
+                              "it, resume=True to continue it, or another out")
     if found:
-        raise FileExistsError(f"{out} already holds a trained model ({found[0]}): pass --overwrite to replace it, "
-                              "--resume to continue it, or another --out")
+        raise FileExistsError(f"{out} already holds {found[0]}, which this run would replace: pass overwrite=True "
+                              "to replace it, or another out")
+
+
+def _run_files() -> tuple[str, ...]:
+    """Every name a training run writes in its ``out`` folder (the bundle's, the run's own, the checkpoints)."""
+    from radiology.models.bundle import BUNDLE_FILES
+
+    checkpoints = tuple(f"{CHECKPOINT_DIR}/{name}" for name in (f"{CHECKPOINT}.pth", f"{BEST}.pth", "last_epoch.json"))
+    return (*BUNDLE_FILES, "history.csv", "report.txt", "confusion_matrix.png", "roc.png", "lr_find.png",
+            DATA_REPORT, *checkpoints)
 
 
 def _resume_epoch(learn) -> int:
-    marker = learn.path / learn.model_dir / "last_epoch.json"
-    if not marker.exists():
-        logger.warning("resume: no checkpoint in %s, starting from scratch", marker.parent)
+    """Load an interrupted run's ``checkpoints/last.pth`` into ``learn``; the number of epochs it had done.
+
+    Everything is checked before training starts: the file loads as data only, is stamped
+    with this run's settings (:func:`_checkpoint_settings`), and its weights and optimizer
+    state fit the model; the best epoch it refers to (``best.pth``, loaded at the end of
+    training) is checked the same way. With no checkpoint at all the run starts from scratch.
+
+    Raises
+    ------
+    ValueError
+        One line naming the checkpoint file and what is wrong with it.
+    """
+    folder = Path(learn.path) / learn.model_dir
+    last, marker = folder / f"{CHECKPOINT}.pth", folder / "last_epoch.json"
+    if not last.exists() and not marker.exists():
+        logger.warning("resume: no checkpoint in %s, starting from scratch", folder)
         return 0
-    learn.load(CHECKPOINT, with_opt=True)
-    return int(json.loads(marker.read_text())["epoch"])
+    settings = _checkpoint_settings(learn)
+    state = _read_checkpoint(last, settings, device=getattr(learn.dls, "device", None) or "cpu")
+    record = state["radiology"]
+    epoch = record.get("epoch")
+    if not isinstance(epoch, int) or epoch < 1:
+        raise ValueError(f"{last}: its record holds no epoch count; start again with overwrite")
+    best = record.get("best")
+    # best.pth is loaded at the end of training: damage there must stop the run now, not then.
+    if (folder / f"{BEST}.pth").exists() or (isinstance(best, (int, float)) and np.isfinite(best)):
+        _read_checkpoint(folder / f"{BEST}.pth", settings)
+    _load_weights(learn, last, state)
+    _load_optimizer(learn, last, state)
+    return epoch
 
 
 def _save_lr_find(learn, path: Path) -> None:

@@ -94,6 +94,18 @@ def _scores(probs, shape: tuple[int, ...] | None = None, n: int | None = None) -
     return probs
 
 
+def _label_f1(truth: np.ndarray, decisions: np.ndarray) -> np.ndarray:
+    """Per-label F1 of 0/1 matrices; ``nan`` for a label neither present nor predicted (undefined, not 0)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        return np.asarray(skm.f1_score(truth, decisions, average=None, zero_division=np.nan), np.float64)
+
+
+def _defined_mean(values: np.ndarray) -> float:
+    defined = values[~np.isnan(values)]
+    return float(defined.mean()) if defined.size else float("nan")
+
+
 def _nan_to_none(value):
     if isinstance(value, dict):
         return {key: _nan_to_none(item) for key, item in value.items()}
@@ -175,7 +187,8 @@ def macro_f1(targets, predictions, *, threshold: float = 0.5) -> float:
     -------
     float
         Classes that are neither present nor predicted are left out of the mean; a class that is
-        present but never predicted (or the reverse) counts as F1 0.
+        present but never predicted (or the reverse) counts as F1 0. ``nan`` when no class is
+        present or predicted.
 
     Examples
     --------
@@ -183,12 +196,14 @@ def macro_f1(targets, predictions, *, threshold: float = 0.5) -> float:
     0.7333
     >>> macro_f1([[1, 0], [0, 1]], [[0.9, 0.2], [0.3, 0.7]])
     1.0
+    >>> macro_f1([[1, 0], [1, 0]], [[0.9, 0.2], [0.8, 0.1]])  # the second label: neither present nor predicted
+    1.0
     """
     targets = np.asarray(targets)
     if targets.ndim == 2:
         truth = _indicator(targets)
         decisions = (_scores(predictions, truth.shape) > threshold).astype(np.int64)
-        return float(skm.f1_score(truth, decisions, average="macro", zero_division=0.0))
+        return _defined_mean(_label_f1(truth, decisions))
     truth = _labels(targets)
     decisions = _predicted_labels(predictions, len(truth))
     return float(skm.f1_score(truth, decisions, average="macro", zero_division=0.0))
@@ -428,7 +443,8 @@ def classification_metrics(
         ``confusion_matrix`` (rows = truth, columns = prediction, nested lists of int).
         Multi-label: ``n, macro_auc, micro_f1, macro_f1, subset_accuracy, thresholds``, per-label
         ``auc``, ``f1``, ``support``, and ``odir`` (``kappa, f1, auc, score`` of the flattened
-        matrices). Undefined values are ``None``.
+        matrices). Undefined values are ``None``: the F1 of a label neither present nor predicted
+        is, and ``macro_f1`` is the mean over the labels where F1 is defined, as for ``macro_auc``.
 
     Examples
     --------
@@ -446,12 +462,12 @@ def classification_metrics(
         thresholds = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (truth.shape[1],))
         decisions = (probs > thresholds[None, :]).astype(np.int64)
         auc = roc_auc_per_class(truth, probs)
-        f1 = skm.f1_score(truth, decisions, average=None, zero_division=0.0)
+        f1 = _label_f1(truth, decisions)
         result = {
             "n": int(len(truth)),
             "macro_auc": macro_auc(truth, probs),
             "micro_f1": float(skm.f1_score(truth, decisions, average="micro", zero_division=0.0)),
-            "macro_f1": float(np.mean(f1)),
+            "macro_f1": _defined_mean(f1),
             "subset_accuracy": float(np.mean((decisions == truth).all(axis=1))),
             "thresholds": [float(t) for t in thresholds],
             "auc": {name: float(v) for name, v in zip(classes, auc)},

@@ -91,3 +91,12 @@ def test_corrupt_entry_is_recomputed(tmp_path, source):
     good = cache.load(source, pipeline)
     cache.entry(source, pipeline).write_bytes(b"garbage")
     assert cache.load(source, pipeline).tobytes() == good.tobytes() and pipeline.calls == 2
+
+
+def test_open_cache_default_is_the_environment_folder_and_none_disables(tmp_path, monkeypatch):
+    from radiology.data import open_cache
+
+    monkeypatch.setenv("RADIOLOGY_CACHE", str(tmp_path / "env"))
+    assert open_cache(None).root == tmp_path / "env"  # str(None) is "None": the default must not read as "none"
+    assert open_cache("none") is None and open_cache(" NONE ") is None
+    assert open_cache(tmp_path / "given").root == tmp_path / "given"

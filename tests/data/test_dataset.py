@@ -65,3 +65,29 @@ def test_odir_two_views_rgb_and_gray():
     np.testing.assert_allclose(gray[:, 0].numpy(), to_gray(x.permute(0, 2, 3, 1).numpy()), atol=1e-6)
     left = colour.read(items.paths[1][0])
     np.testing.assert_array_equal(x[0].permute(1, 2, 0).numpy(), left)
+
+
+def test_unreadable_files_are_named_by_their_reference_not_their_full_path(labeled_phantoms):
+    from radiology.data import data_report, drop_unreadable
+
+    (labeled_phantoms / "b" / "7.dcm").write_bytes(b"")
+    items = from_csv(labeled_phantoms / "labels.csv", None, "file", "label")
+    kept, failures = drop_unreadable(ImageDataset(items, PIPELINE), progress=False)
+    assert len(kept) == len(items) - 1 and [name for name, _ in failures] == ["b/7.dcm"]
+    assert failures[0][1].startswith("b/7.dcm") and str(labeled_phantoms) not in failures[0][1]
+    assert data_report(failures).decode().splitlines() == ["file,reason", f"b/7.dcm,{failures[0][1]}"]
+
+
+def test_a_name_that_is_not_utf8_is_escaped_in_the_data_report(tmp_path):
+    import os
+
+    from radiology.data import data_report, drop_unreadable, from_folder
+    from radiology.io import write_image
+
+    for name in ("a/1.png", "b/2.png"):
+        write_image(tmp_path / name, np.ones((8, 6), np.float32))
+    (tmp_path / os.fsdecode(b"b/\xff.png")).write_bytes(b"")
+    kept, failures = drop_unreadable(ImageDataset(from_folder(tmp_path), PIPELINE), progress=False)
+    assert len(kept) == 2 and len(failures) == 1
+    report = data_report(failures).decode("utf-8")  # would fail on a surrogate escape
+    assert report.splitlines()[1].startswith("b/\\xff.png,b/\\xff.png: ")

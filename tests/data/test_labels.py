@@ -145,3 +145,26 @@ def test_odir_two_views_eight_labels():
     # The data README's prevalences: N 34.3 %, G 5.3 %.
     assert items.class_counts()[0] / 950 == pytest.approx(0.343, abs=0.001)
     assert items.class_counts()[2] / 950 == pytest.approx(0.053, abs=0.001)
+
+
+@pytest.mark.parametrize("value", ["../outside.dcm", "a/../../outside.dcm", "/etc/passwd", "C:\\outside.dcm"])
+def test_image_values_outside_root_are_refused_before_any_file_is_read(labeled_phantoms, value):
+    import pandas as pd
+
+    from radiology.data import escapes_root
+
+    table = pd.read_csv(labeled_phantoms / "labels.csv", dtype=str)
+    table.loc[4, "file"] = value
+    table.to_csv(labeled_phantoms / "escape.csv", index=False)
+    assert escapes_root(value) and not escapes_root(table.loc[0, "file"])
+    with pytest.raises(ValueError, match=r"escape\.csv: 1 image value\(s\) point outside root: line 6 "):
+        from_csv(labeled_phantoms / "escape.csv", None, "file", "label", progress=False)
+    with pytest.raises(ValueError, match=r"outside root: row 4 "):  # a DataFrame has rows, not lines
+        from_csv(table, labeled_phantoms, "file", "label", progress=False)
+
+
+def test_allow_outside_root_reads_a_file_beside_root(labeled_phantoms):
+    (labeled_phantoms.parent / "beside.dcm").write_bytes((labeled_phantoms / "a" / "0.dcm").read_bytes())
+    (labeled_phantoms / "beside.csv").write_text("file,label\n../beside.dcm,a\nb/6.dcm,b\n")
+    items = from_csv(labeled_phantoms / "beside.csv", None, "file", "label", progress=False, allow_outside_root=True)
+    assert items.paths[0][0].samefile(labeled_phantoms.parent / "beside.dcm") and items.ids[0] == "../beside.dcm"

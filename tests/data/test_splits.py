@@ -77,3 +77,25 @@ def test_bodypart_patients_split_cleanly():
     assert group_overlap(groups, train, valid) == []
     assert len(valid) / len(rows) == pytest.approx(0.2, abs=0.05)
     assert len(set(targets[valid])) >= 15  # most of the 22 classes are validated despite the long tail
+
+
+def test_untrained_classes_are_those_only_in_validation():
+    from radiology.data import untrained_classes
+
+    targets = np.array([0, 0, 1, 1, 2, 2, -1])
+    assert untrained_classes(targets, np.array([0, 2, 6]), np.array([1, 3, 4, 5])) == [2]
+    assert untrained_classes(targets, np.array([0, 2, 4]), np.array([1, 3, 5, 6])) == []
+    multi = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1]], np.float32)
+    assert untrained_classes(multi, np.array([0]), np.array([1, 2])) == [1, 2]
+
+
+def test_classes_drawn_for_validation_only_move_to_training_with_their_patients():
+    from radiology.data import keep_classes_in_training
+
+    targets = np.array([0, 0, 1, 1, 2, 2])
+    groups = ["p0", "p1", "p2", "p3", "p4", "p4"]  # p4 has both class-2 images and nothing else
+    train, valid, moved = keep_classes_in_training(targets, groups, np.array([0, 2]), np.array([1, 3, 4, 5]))
+    assert moved == [2] and train.tolist() == [0, 2, 4, 5] and valid.tolist() == [1, 3]
+    assert group_overlap(groups, train, valid, warn=False) == []
+    same = keep_classes_in_training(targets, None, np.array([0, 2, 4]), np.array([1, 3, 5]))
+    assert same[2] == [] and same[1].tolist() == [1, 3, 5]

@@ -70,10 +70,11 @@ def lesion_batch(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.n
 def make_bundle(model, folder: Path, *, pipeline: Pipeline = PIPELINE, classes=CLASSES, multi_label=False,
                 thresholds=None, views=("image",), size=SIZE) -> Bundle:
     """An in-memory eager bundle around ``model`` (what load_bundle builds, without exporting)."""
+    model = model.eval()
     return Bundle(folder=Path(folder), backend="eager", classes=list(classes), multi_label=multi_label,
                   thresholds=thresholds, views=tuple(views), channels=model.config["in_chans"],
                   size=(size, size) if isinstance(size, int) else tuple(size),
-                  pipeline=pipeline, _model=model.eval())
+                  pipeline=pipeline, _model=model, _runner=model)
 
 
 @pytest.fixture(scope="session")

@@ -281,3 +281,27 @@ def test_explain_inputs_skips_earlier_output_folders_inside_its_input(lesion_mod
     assert "left out 2 file(s) in earlier explain output folder(s): cams/gradcam" in caplog.text
     with pytest.raises(ValueError, match="no files to explain outside earlier explain output folders"):
         explain_inputs(bundle, tmp_path / "cams", tmp_path / "again", progress=False)
+
+
+def test_explain_inputs_refuses_an_input_as_out_before_loading(tmp_path):
+    _write_lesions(tmp_path / "in", seed=31, count=1)
+    (tmp_path / "x.csv").write_text("image\nsub/img0.png\n")
+    not_a_bundle = tmp_path / "not_a_bundle"  # loading it would raise FileNotFoundError: it is never loaded
+    with pytest.raises(ValueError, match="is the input folder"):
+        explain_inputs(not_a_bundle, tmp_path / "in", tmp_path / "in", progress=False)
+    with pytest.raises(ValueError, match="is the input folder"):
+        explain_inputs(not_a_bundle, tmp_path / "x.csv", tmp_path / "in", root=tmp_path / "in", progress=False)
+    with pytest.raises(ValueError, match="is a file"):
+        explain_inputs(not_a_bundle, tmp_path / "in", tmp_path / "in" / "sub" / "img0.png", progress=False)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "in").rglob("*")) == ["in/sub",
+                                                                                               "in/sub/img0.png"]
+
+
+def test_explain_inputs_error_cells_hold_no_absolute_path(lesion_model, tmp_path):
+    _write_lesions(tmp_path / "in", seed=32, count=1)
+    (tmp_path / "in" / "sub" / "broken.png").write_bytes(b"not an image")
+    table = explain_inputs(make_bundle(lesion_model, tmp_path), (tmp_path / "in").resolve(), tmp_path / "out",
+                           target_layer=LAYER, progress=False)
+    error = table.set_index("image").loc["sub/broken.png", "error"]
+    assert error.startswith("sub/broken.png") and str(tmp_path.resolve()) not in error
+    assert str(tmp_path.resolve()) not in (tmp_path / "out" / "explanations.csv").read_text()

@@ -15,7 +15,7 @@ pytest.importorskip("onnxruntime")
 from pydicom.data import get_testdata_file  # noqa: E402
 
 from radiology.geometry.knee import N_FEATURES, KneeLocalizer  # noqa: E402
-from radiology.models import BACKENDS, Bundle, RadiographClassifier, load_bundle, save_bundle  # noqa: E402
+from radiology.models import BACKENDS, Bundle, BundleError, RadiographClassifier, load_bundle, save_bundle  # noqa: E402
 from radiology.models.bundle import BUNDLE_FILES, _labels_record  # noqa: E402
 from radiology.pipeline import KneeCrop, PadSquare, Percentile, Pipeline, Resize  # noqa: E402
 from radiology.synthetic import phantom_radiograph, write_phantom_dicom  # noqa: E402
@@ -168,14 +168,16 @@ def test_bundle_with_file_reference_is_self_contained(single, tmp_path):
 
 
 @pytest.mark.parametrize(("backend", "needed"), [
-    ("eager", ["weights.pt", "model.json"]), ("export", ["model.pt2"]), ("onnx", ["model.onnx"])])
+    ("eager", "weights.safetensors"), ("export", "model.pt2"), ("onnx", "model.onnx")])
 def test_missing_bundle_files_are_named(single, tmp_path, backend, needed):
-    for name in ("labels.json", "pipeline.json", "knee.npz"):
+    for name in ("labels.json", "pipeline.json", "model.json", "train.json", "knee.npz", "bundle.json"):
         shutil.copy(single["folder"] / name, tmp_path / name)
-    with pytest.raises(FileNotFoundError) as caught:
+    with pytest.raises(BundleError, match=rf"{needed}: missing"):
         load_bundle(tmp_path, backend)
-    assert all(name in str(caught.value) for name in needed)
-    with pytest.raises(FileNotFoundError, match=r"labels\.json.*pipeline\.json"):
+    with pytest.raises(FileNotFoundError, match="no such bundle folder"):
+        load_bundle(tmp_path / "absent", backend)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BundleError, match=r"bundle\.json: missing"):
         load_bundle(tmp_path / "empty", backend)
 
 

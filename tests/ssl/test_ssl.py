@@ -270,3 +270,16 @@ def test_metadata_model_and_contrastive_model_shapes():
         with pytest.raises(TypeError, match="RadiographClassifier"):
             model(torch.nn.Linear(2, 2))
     assert np.isfinite(float(NTXent()(ContrastiveModel(encoder, output_dim=8)(torch.rand(4, 1, 32, 32)))))
+
+
+def test_pretrain_uses_the_default_image_cache_unless_told_none(tmp_path, monkeypatch):
+    # The documented default: cache=None means $RADIOLOGY_CACHE (str(None) == "none" once switched it off).
+    folder = _write_images(tmp_path / "unlabeled", 8, size=40)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RADIOLOGY_CACHE", str(cache))
+    settings = dict(method="simclr", arch="test_resnet", pretrained=None, size=32, epochs=1, batch_size=4,
+                    progress=False)
+    pretrain(folder, tmp_path / "default.pt", **settings)
+    assert len(list(cache.rglob("*.npy"))) == 8
+    pretrain(folder, tmp_path / "uncached.pt", cache="none", **{**settings, "size": 40})
+    assert len(list(cache.rglob("*.npy"))) == 8  # "none": nothing new was written for the other size

@@ -106,13 +106,13 @@ def test_train_usage_errors_exit_2_with_one_line(layout, tmp_path, capsys, chang
 
 def test_train_never_replaces_a_model_unasked(bundle, layout, tmp_path, capsys):
     (csv, images), _ = layout
-    weights = (bundle / "weights.pt").read_bytes()
+    weights = (bundle / "weights.safetensors").read_bytes()
     args = ["train", "--csv", str(csv), "--root", str(images), "--image-col", "SOPInstanceUID", "--label-col",
             "Target", "--size", "64", "-q"]
     assert main([*args, "--out", str(bundle)]) == USAGE_ERROR
     err = capsys.readouterr().err
     assert "already holds a trained model (model.json)" in err and "--overwrite" in err
-    assert (bundle / "weights.pt").read_bytes() == weights
+    assert (bundle / "weights.safetensors").read_bytes() == weights
     # An interrupted run's checkpoint is a model too.
     interrupted = tmp_path / "interrupted"
     (interrupted / "checkpoints").mkdir(parents=True)

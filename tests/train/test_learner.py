@@ -10,6 +10,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("fastai")
 pytest.importorskip("timm")
 
+from safetensors.torch import load_file  # noqa: E402
+
 from radiology.models import load_bundle  # noqa: E402
 from radiology.synthetic import write_findings_dataset  # noqa: E402
 from radiology.train import (  # noqa: E402
@@ -50,8 +52,8 @@ def trained(phantoms, tmp_path_factory):
 
 def test_train_writes_a_complete_bundle(trained, phantoms):
     folder, csv = trained.bundle, phantoms[0]
-    for name in ("model.pt2", "model.onnx", "weights.pt", "pipeline.json", "labels.json", "train.json",
-                 "history.csv", "report.txt", "confusion_matrix.png", "roc.png"):
+    for name in ("model.pt2", "model.onnx", "weights.safetensors", "bundle.json", "pipeline.json", "labels.json",
+                 "train.json", "history.csv", "report.txt", "confusion_matrix.png", "roc.png"):
         assert (folder / name).is_file(), name
     info = json.loads((folder / "train.json").read_text())
     assert info["data"]["train"]["samples"] + info["data"]["valid"]["samples"] == 48
@@ -136,8 +138,8 @@ def test_evaluate_scores_predictions_against_labels(trained, phantoms, tmp_path)
 def test_training_is_reproducible_on_cpu(phantoms, tmp_path, trained):
     train_csv, _ = phantoms
     again = train(_config(train_csv, tmp_path / "bundle"), progress=False)
-    first = torch.load(trained.bundle / "weights.pt", weights_only=True)
-    second = torch.load(again.bundle / "weights.pt", weights_only=True)
+    first = load_file(trained.bundle / "weights.safetensors")
+    second = load_file(again.bundle / "weights.safetensors")
     for key in first:
         torch.testing.assert_close(first[key], second[key], msg=key)
 

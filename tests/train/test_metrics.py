@@ -72,6 +72,23 @@ def test_multi_label_macro_f1_uses_strict_threshold():
     assert macro_f1(truth, probs) == pytest.approx((2 / 3 + 1) / 2)
 
 
+def test_multi_label_f1_leaves_out_labels_neither_present_nor_predicted():
+    # Perfect decisions; label C is never present and never predicted: its F1 is undefined, not 0
+    # (counted as 0 it made perfect predictions score macro F1 2/3).
+    truth = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0]])
+    probs = np.array([[0.9, 0.1, 0.2], [0.3, 0.8, 0.1], [0.7, 0.6, 0.4]])
+    assert macro_f1(truth, probs) == 1.0
+    result = classification_metrics(truth, probs, ["A", "B", "C"], multi_label=True)
+    assert result["macro_f1"] == 1.0 and result["f1"] == {"A": 1.0, "B": 1.0, "C": None}
+    json.dumps(result, allow_nan=False)
+    report = classification_report(truth, probs, ["A", "B", "C"], multi_label=True).splitlines()
+    assert ["C", "0", "n/a", "n/a", "0.500"] in [line.split() for line in report]
+    # A label predicted but never present, or present but never predicted, still counts as F1 0.
+    assert macro_f1(truth, np.where(np.arange(3) == 2, 0.9, probs)) == pytest.approx(2 / 3)
+    assert macro_f1(truth, np.where(np.arange(3) == 1, 0.1, probs)) == pytest.approx(1 / 2)
+    assert np.isnan(macro_f1(np.zeros((2, 2)), np.zeros((2, 2))))
+
+
 def _qwk_by_hand(a, b, n):
     observed = np.zeros((n, n))
     for i, j in zip(a, b):
