@@ -39,12 +39,18 @@ _DENIED_TARGETS = ("torch.ops.aten.from_file.",)
 # Symbol('s77', positive=True, integer=True), integers, and sympy's arithmetic.
 _DECLARED_SYMBOL = re.compile(r"Symbol\('[a-z]\d+'(, (positive|integer|nonnegative|real|finite)=(True|False))*\)")
 _SYMBOL = re.compile(r"[a-z]\d+")
-_SYMPY_NAMES = frozenset({"Integer", "Rational", "Add", "Mul", "Pow", "Max", "Min", "FloorDiv", "CeilDiv", "Mod",
+# No powers (10**10**10 is an expression sympy would try to compute), short numbers, short text.
+_SYMPY_NAMES = frozenset({"Integer", "Rational", "Add", "Mul", "Max", "Min", "FloorDiv", "CeilDiv", "Mod",
                           "PythonMod", "Abs", "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "And", "Or", "Not", "CleanDiv",
                           "IntTrueDiv", "FloatTrueDiv", "TruncToInt", "FloorToInt", "CeilToInt", "ToFloat", "true",
                           "false", "oo", "True", "False"})
 _EXPRESSION_CHARACTERS = re.compile(r"[A-Za-z0-9 +\-*/%(),<>=!]*")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LONG_NUMBER = re.compile(r"\d{13}")
+_MAX_EXPRESSION = 1000
+# Declared (uncompressed) sizes: zipfile never inflates past them, so checking them bounds memory.
+MAX_ENTRY_BYTES = 2 << 30
+MAX_ARCHIVE_BYTES = 4 << 30
 
 
 class BundleError(RadiologyError, ValueError):
@@ -57,7 +63,7 @@ class UnsafeModelError(BundleError):
 
 def _safe_expression(text) -> bool:
     """True for a shape expression sympy can parse without running anything but arithmetic."""
-    if not isinstance(text, str):
+    if not isinstance(text, str) or len(text) > _MAX_EXPRESSION or "**" in text or _LONG_NUMBER.search(text):
         return False
     text = _DECLARED_SYMBOL.sub("s0", text)  # the only place a quote may appear
     if not _EXPRESSION_CHARACTERS.fullmatch(text):
@@ -95,7 +101,7 @@ def _check_program(name: str, program: dict) -> None:
 def _check_payload_config(name: str, entry: str, data: bytes, prefix: str) -> None:
     try:
         config = json.loads(data)["config"]
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
         raise UnsafeModelError(f"{name}: {entry} is not a tensor table") from error
     if not isinstance(config, dict):
         raise UnsafeModelError(f"{name}: {entry} is not a tensor table")
@@ -144,6 +150,10 @@ def check_program_archive(data: bytes, name: str = "model.pt2") -> None:
     if len(tops) != 1 or not names:
         raise UnsafeModelError(f"{name}: not a torch.export archive (expected one top folder)")
     top = tops.pop() + "/"
+    sizes = [info.file_size for info in archive.infolist()]
+    if max(sizes) > MAX_ENTRY_BYTES or sum(sizes) > MAX_ARCHIVE_BYTES:
+        raise UnsafeModelError(f"{name}: archive entries declare more than {MAX_ENTRY_BYTES >> 30} GiB each or "
+                               f"{MAX_ARCHIVE_BYTES >> 30} GiB in all")
     entries = {}
     for entry in names:
         relative = entry[len(top):]
@@ -166,11 +176,13 @@ def check_program_archive(data: bytes, name: str = "model.pt2") -> None:
                               archive.read(entries["data/constants/model_constants_config.json"]), "tensor_")
         try:
             program = json.loads(archive.read(entries["models/model.json"]))
-        except ValueError as error:
-            raise UnsafeModelError(f"{name}: models/model.json is not JSON") from error
-        if not isinstance(program, dict):
-            raise UnsafeModelError(f"{name}: models/model.json is not a program")
-        _check_program(name, program)
+            if not isinstance(program, dict):
+                raise UnsafeModelError(f"{name}: models/model.json is not a program")
+            _check_program(name, program)
+        except (ValueError, RecursionError) as error:
+            if isinstance(error, UnsafeModelError):
+                raise
+            raise UnsafeModelError(f"{name}: models/model.json is not a readable program") from error
         sample = archive.read(entries["data/sample_inputs/model.pt"])
     except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as error:  # a truncated or corrupt member
         raise UnsafeModelError(f"{name}: damaged archive ({type(error).__name__})") from error

@@ -43,7 +43,7 @@ from radiology.errors import one_line
 from radiology.io import atomic_write
 from radiology.models.archive import BundleError, UnsafeModelError, check_onnx, check_program_archive
 
-__all__ = ["BACKENDS", "BUNDLE_FILES", "MANIFEST", "MAX_SIZE", "Bundle", "BundleError", "save_bundle", "load_bundle",
+__all__ = ["BACKENDS", "BUNDLE_FILES", "MANIFEST", "MAX_SIZE", "MAX_FILE_BYTES", "Bundle", "BundleError", "save_bundle", "load_bundle",
            "verify_bundle", "export_program", "export_onnx"]
 
 #: Ways to run a bundle's model.
@@ -55,6 +55,8 @@ BUNDLE_FILES = ("model.pt2", "model.onnx", "weights.safetensors", "model.json", 
                 "train.json", MANIFEST)
 #: Largest image side a bundle may declare (a larger one is refused before any memory is taken).
 MAX_SIZE = 4096
+#: Largest bundle file read (ONNX's own limit): a bigger one is refused before it is read.
+MAX_FILE_BYTES = 2 << 30
 MODEL_FORMAT = "radiology.model"
 BUNDLE_FORMAT = "radiology.bundle"
 BUNDLE_VERSION = 1
@@ -292,9 +294,11 @@ def _read_manifest(folder: Path) -> dict[str, str]:
     path = folder / MANIFEST
     if not path.is_file():
         raise BundleError(f"{path}: missing: not a bundle written by this radiology (re-save it), or damaged")
+    if path.stat().st_size > 1 << 20:
+        raise BundleError(f"{path}: larger than 1 MiB; not a manifest")
     try:
         manifest = json.loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, RecursionError) as error:
         raise BundleError(f"{path}: not valid JSON ({one_line(error)})") from error
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{path}: not a radiology bundle manifest")
@@ -318,6 +322,8 @@ def _verified(folder: Path, files: Mapping[str, str], name: str, *, optional: bo
         raise BundleError(f"{path}: not listed in {MANIFEST}")
     if not path.is_file():
         raise BundleError(f"{path}: missing (listed in {MANIFEST})")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise BundleError(f"{path}: larger than {MAX_FILE_BYTES >> 30} GiB; not read")
     data = path.read_bytes()
     if _sha256(data) != files[name]:
         raise BundleError(f"{path}: sha256 does not match {MANIFEST} (damaged or changed after saving)")
@@ -328,7 +334,7 @@ def _json_file(folder: Path, files: Mapping[str, str], name: str) -> dict:
     data = _verified(folder, files, name)
     try:
         value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, RecursionError) as error:
         raise BundleError(f"{folder / name}: not valid JSON ({one_line(error)})") from error
     if not isinstance(value, dict):
         raise BundleError(f"{folder / name}: expected a JSON object")
@@ -396,7 +402,7 @@ def _pipeline(folder: Path, files: Mapping[str, str]):
     text = _verified(folder, files, "pipeline.json")
     try:
         pipeline = Pipeline.from_json(text.decode(), root=folder)
-    except (ValueError, TypeError, UnicodeDecodeError) as error:
+    except (ValueError, TypeError, RecursionError) as error:
         raise BundleError(f"{folder / 'pipeline.json'}: {one_line(error)}") from error
     for referenced in pipeline.files():
         if referenced.parent.resolve() != folder.resolve() or not _PLAIN_NAME.fullmatch(referenced.name):

@@ -161,6 +161,18 @@ def _symbol_expression(program, marker):
         "as_expr": {"expr_str": "exec(chr(111)+chr(112)) + Symbol('s77', positive=True)"}}
 
 
+def _power_expression(program, marker):
+    # Not code, but a computation without end: sympy would evaluate 10**(10**12).
+    program["graph_module"]["graph"]["sym_int_values"]["evil"] = {
+        "as_expr": {"expr_str": "Pow(Integer(10), Integer(1000000000000))"}}
+
+
+def _deep_program(marker):
+    def change(entries):
+        entries[_entry(entries, "models/model.json")] = b"[" * 100_000 + b"]" * 100_000
+    return change
+
+
 def _node_target(program, marker):
     program["graph_module"]["graph"]["nodes"][0]["target"] = "torch.serialization.load"
 
@@ -184,10 +196,12 @@ def _legacy_pickled_weights(marker):
     (_program_edit(_shape_expression), "range constraints"),
     (_program_edit(_symbol_expression), "shape expression"),
     (_program_edit(_node_target), "torch.serialization.load"),
+    (_program_edit(_power_expression), "shape expression"),
+    (_deep_program, "not a readable program"),
     (_program_edit(_file_reading_operator), "from_file"),
     (_legacy_pickled_weights, "data/weights/model.pt"),
 ], ids=["pickled-constant", "opaque-object", "sample-inputs", "guards-code", "range-constraint", "sym-expr",
-        "node-target", "from-file", "legacy-weights"])
+        "node-target", "power", "deep-json", "from-file", "legacy-weights"])
 def test_code_in_model_pt2_never_runs(bundle, tamper, message):
     folder, marker = bundle
     _rewrite_archive(folder / "model.pt2", tamper(marker))
@@ -348,6 +362,16 @@ def test_bad_manifests_are_refused(bundle, edit, message):
     (folder / "bundle.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=message):
         load_bundle(folder, "onnx")
+
+
+@pytest.mark.parametrize("name", ["labels.json", "pipeline.json", "model.json"])
+def test_deeply_nested_json_is_one_line(bundle, name):
+    folder, _ = bundle
+    (folder / name).write_text("[" * 100_000 + "]" * 100_000)
+    _reseal(folder)
+    with pytest.raises(BundleError, match=name) as caught:
+        load_bundle(folder, "onnx")
+    assert "\n" not in str(caught.value)
 
 
 def test_model_config_cannot_name_an_unknown_arch(bundle):
