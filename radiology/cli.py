@@ -214,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--overwrite", action="store_true",
                          help="replace an existing --out predictions CSV (a file that is not one is never replaced)")
     predict.add_argument("--strict", action="store_true", help="exit 1 if any input failed")
+    predict.add_argument("--allow-outside-root", action="store_true",
+                         help="read CSV image paths outside --root (by default such rows fail)")
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     evaluate = commands.add_parser("evaluate", help="score a predictions CSV against labels")
@@ -267,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     explain.add_argument("--batch-size", type=_positive, default=8)
     explain.add_argument("--strict", action="store_true", help="exit 1 if any input failed")
+    explain.add_argument("--allow-outside-root", action="store_true",
+                         help="read CSV image paths outside --root (by default such rows fail)")
     explain.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     demo = commands.add_parser("demo", help="offline demo: conversion, then train/predict/evaluate on phantoms")
@@ -484,7 +488,8 @@ def _explain(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.bundle}: not a bundle folder")
     table = explain_inputs(args.bundle, args.input, args.out, method=args.method, label=args.label,
                            target_layer=args.target_layer, batch_size=args.batch_size, progress=not args.quiet,
-                           root=args.root, image_cols=args.image_cols, device=args.device)
+                           root=args.root, image_cols=args.image_cols, device=args.device,
+                           allow_outside_root=args.allow_outside_root)
     written, failed = int((table["overlay"] != "").sum()), int((table["error"] != "").sum())
     print(f"{written} overlays, {failed} failed: {args.out / 'explanations.csv'}")
     explained = int(table.loc[table["error"] == "", "image"].nunique())
@@ -556,7 +561,8 @@ def _predict(args: argparse.Namespace) -> int:
     for bundle in args.bundles:
         if not bundle.is_dir():
             raise FileNotFoundError(f"{bundle}: no such bundle folder")
-    inputs = prediction_inputs(args.input, root=args.root, image_cols=args.image_cols, progress=not args.quiet)
+    inputs = prediction_inputs(args.input, root=args.root, image_cols=args.image_cols, progress=not args.quiet,
+                               allow_outside_root=args.allow_outside_root)
     _refuse_input_as_out(args, inputs)
     _refuse_existing_out(args)
     model = Ensemble([load_bundle(b, backend=args.backend) for b in args.bundles], tta=args.tta)

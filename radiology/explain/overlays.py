@@ -110,7 +110,7 @@ def _view_ids(image_id: str, views: int) -> list[str]:
 def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gradcam", label: str | None = None,
                    target_layer=None, batch_size: int = 8, progress: bool = True,
                    root: str | os.PathLike | None = None, image_cols: Sequence[str] | str | None = None,
-                   device: str | None = None) -> pd.DataFrame:
+                   device: str | None = None, allow_outside_root: bool = False) -> pd.DataFrame:
     """Write a CAM overlay PNG per input (per label, per view) and ``explanations.csv``.
 
     Parameters
@@ -143,6 +143,9 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
     device : str, optional
         torch device to load a bundle *folder* on (default ``"cpu"``); a loaded
         :class:`~radiology.models.Bundle` runs where it was loaded.
+    allow_outside_root : bool, optional
+        Read CSV values that point outside ``root`` (by default they get an error row, as in
+        :func:`radiology.train.prediction_inputs`).
 
     Returns
     -------
@@ -226,7 +229,7 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
             image_cols = list(bundle.views)
         # An output folder inside the input folder: a second run must not explain the first one's overlays.
         inputs = prediction_inputs(source, root=root, image_cols=image_cols, progress=progress,
-                                   exclude=out if source.is_dir() else None)
+                                   exclude=out if source.is_dir() else None, allow_outside_root=allow_outside_root)
         if source.is_dir():
             inputs = _without_earlier_outputs(inputs, source)
         names_root = source if source.is_dir() else Path(root) if csv and root is not None else source.parent

@@ -43,8 +43,8 @@ from radiology.errors import one_line
 from radiology.io import atomic_write
 from radiology.models.archive import BundleError, UnsafeModelError, check_onnx, check_program_archive
 
-__all__ = ["BACKENDS", "BUNDLE_FILES", "MANIFEST", "MAX_SIZE", "MAX_FILE_BYTES", "Bundle", "BundleError", "save_bundle", "load_bundle",
-           "verify_bundle", "export_program", "export_onnx"]
+__all__ = ["BACKENDS", "BUNDLE_FILES", "MANIFEST", "MAX_SIZE", "MAX_FILE_BYTES", "Bundle", "BundleError",
+           "save_bundle", "load_bundle", "verify_bundle", "export_program", "export_onnx"]
 
 #: Ways to run a bundle's model.
 BACKENDS = ("eager", "export", "onnx")

@@ -110,7 +110,7 @@ class PredictionInputs:
 
 def prediction_inputs(
     source: str | os.PathLike, *, root: str | os.PathLike | None = None, image_cols: Sequence[str] | str | None = None,
-    exclude: str | os.PathLike | None = None, progress: bool = True,
+    exclude: str | os.PathLike | None = None, progress: bool = True, allow_outside_root: bool = False,
 ) -> PredictionInputs:
     """Resolve a folder (recursive), a single file, or a CSV into prediction inputs.
 
@@ -121,6 +121,9 @@ def prediction_inputs(
     ``exclude`` names a folder inside a folder ``source`` whose files are not inputs (the
     output folder of a command that writes next to its inputs). In a folder, files with a
     table, text or archive suffix (``.csv``, ``.txt``, ``.json``, ...) are not inputs.
+    A CSV value pointing outside ``root`` (``../x.png``, an absolute path; the rule training
+    applies, :func:`radiology.data.escapes_root`) gets an error row and is not read, unless
+    ``allow_outside_root``.
 
     Examples
     --------
@@ -135,7 +138,7 @@ def prediction_inputs(
     >>> prediction_inputs(folder).ids, prediction_inputs(folder, exclude=folder / "out").ids
     (['a.png', 'out/b.png'], ['a.png'])
     """
-    from radiology.data import resolve_images
+    from radiology.data import escapes_root, resolve_images
 
     source = Path(source)
     if not source.exists():
@@ -148,18 +151,26 @@ def prediction_inputs(
         if missing:
             raise ValueError(f"{source}: no column {missing[0]!r}; columns are {list(table.columns)}")
         base = Path(root) if root is not None else source.parent
+        values = [v for c in cols for v in table[c].tolist()]
+        outside = [not allow_outside_root and escapes_root(v) for v in values]
         # One look-up for every column: UIDs are indexed from the headers at most once.
-        found = resolve_images([v for c in cols for v in table[c].tolist()], base, progress=progress)
+        found = iter(resolve_images([v for v, out in zip(values, outside) if not out], base, progress=progress))
+        found = [None if out else next(found) for out in outside]
         resolved = {c: found[i * len(table):(i + 1) * len(table)] for i, c in enumerate(cols)}
+        escaped = {c: outside[i * len(table):(i + 1) * len(table)] for i, c in enumerate(cols)}
         ids, sources, errors = [], [], []
         for row in range(len(table)):
             ids.append("|".join(table[c].iloc[row] for c in cols))
             paths = [resolved[c][row] for c in cols]
             absent = [table[c].iloc[row] for c, p in zip(cols, paths) if p is None]
+            away = [table[c].iloc[row] for c in cols if escaped[c][row]]
             sources.append(None if absent else tuple(paths))
             # The value as written in the CSV names the input; the root folder is the caller's own
             # (and may be a patient's name), so it stays out of the table.
-            errors.append(f"{absent[0]}: no such file or SOP Instance UID under the root folder" if absent else "")
+            if away:
+                errors.append(f"{away[0]}: points outside the root folder; not read")
+            else:
+                errors.append(f"{absent[0]}: no such file or SOP Instance UID under the root folder" if absent else "")
         return PredictionInputs(ids, sources, errors)
     from radiology.convert import display_name
 

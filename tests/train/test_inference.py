@@ -102,3 +102,20 @@ def test_a_saved_bundle_scores_its_own_predictions(bundle, tmp_path):
     labels = pd.DataFrame({"image": table["image"], "label": table["prediction"]})
     metrics = evaluate_predictions(table, labels, bundle=bundle.folder)
     assert metrics["multi_label"] is False and metrics["accuracy"] == 1.0 and metrics["n"] == 4
+
+
+def test_csv_values_outside_the_root_get_an_error_row_and_are_not_read(bundle, tmp_path):
+    # The rule training applies (radiology.data.escapes_root), as a row: every input keeps its row.
+    root = tmp_path / "images"
+    write_phantom_dicom(root / "inside.dcm", phantom_radiograph((48, 40), seed=1))
+    outside = write_phantom_dicom(tmp_path / "outside.dcm", phantom_radiograph((48, 40), seed=2))
+    csv = tmp_path / "test.csv"
+    pd.DataFrame({"image": ["inside.dcm", "../outside.dcm", str(outside), "/etc/passwd"]}).to_csv(csv, index=False)
+    inputs = prediction_inputs(csv, root=root, progress=False)
+    assert inputs.errors[0] == "" and inputs.sources[0] is not None
+    assert all("points outside the root folder" in e for e in inputs.errors[1:])
+    assert inputs.sources[1:] == [None, None, None]
+    table = predict_table(bundle, inputs, progress=False)
+    assert list(table["error"] != "") == [False, True, True, True]
+    allowed = prediction_inputs(csv, root=root, progress=False, allow_outside_root=True)
+    assert allowed.sources[1] is not None and allowed.sources[2] is not None and allowed.errors[:3] == ["", "", ""]
