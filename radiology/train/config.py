@@ -261,8 +261,6 @@ class TrainConfig:
         >>> record["csv"], record["out"], record["root"], record["cache"]
         ('labels.csv', True, False, True)
         """
-        from radiology.data.cache import open_cache
-
         data = self.to_dict()
         for key in _NAMED_FILES:
             if data[key] is not None:
@@ -274,7 +272,7 @@ class TrainConfig:
                 data["pretrained"] = Path(self.pretrained).name
         for key in _LOCATIONS:
             data[key] = data[key] is not None
-        data["cache"] = open_cache(self.cache) is not None
+        data["cache"] = self.cache is None or str(self.cache).strip().lower() != "none"  # the rule of open_cache
         return data
 
     @classmethod
