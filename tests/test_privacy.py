@@ -3,7 +3,7 @@
 The inputs sit in a patient-named folder and every DICOM header carries a name, an ID and a birth
 date. Each command runs as a user would run it (``radiology.cli.main``), with a failing input so that
 error cells are written too; then every file under the outputs is read whole (and every member of a
-ZIP archive, as ``model.pt2`` and ``weights.pt`` are) and searched for the patient's traces and for the
+ZIP archive, as ``model.pt2`` is) and searched for the patient's traces and for the
 absolute path of the test folder.
 """
 
