@@ -334,6 +334,14 @@ def test_b_no_dicom_found_exits_non_zero(tmp_path, capsys):
     (tmp_path / "src" / "notes.txt").write_text("hello")
     assert main(["convert", str(tmp_path / "src"), str(tmp_path / "dst"), "-q"]) == 1
     assert "no DICOM image found" in capsys.readouterr().err
+    # Rows for what the walk passes over (a link loop, a file left inside DST) are not images found.
+    (tmp_path / "src" / "loop").symlink_to(tmp_path / "src", target_is_directory=True)
+    (tmp_path / "src" / "dst").mkdir()
+    (tmp_path / "src" / "dst" / "old.dcm").write_bytes(b"left here")
+    assert main(["convert", str(tmp_path / "src"), str(tmp_path / "src" / "dst"), "-q"]) == 1
+    assert "no DICOM image found" in capsys.readouterr().err
+    report = pd.read_csv(tmp_path / "src" / "dst" / REPORT_NAME, keep_default_na=False)
+    assert sorted(report["status"]) == ["failed", "skipped", "skipped"]
     (tmp_path / "empty").mkdir()
     assert main(["convert", str(tmp_path / "empty"), str(tmp_path / "dst2"), "-q"]) == 1
 
