@@ -200,7 +200,7 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
 
     from radiology.io import atomic_write, write_image
     from radiology.models import Bundle, load_bundle
-    from radiology.train.inference import PredictionInputs, prediction_inputs
+    from radiology.train.inference import PredictionInputs, input_error, prediction_inputs
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
@@ -257,10 +257,9 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
                      "peak_x": None if peak is None else peak[0], "peak_y": None if peak is None else peak[1],
                      "error": " ".join(str(error).split()), "_input": index})
 
-    def failed(index: int, error: str) -> None:
+    def failed(index: int, error: BaseException | str) -> None:
         # Error messages name files by the path they were opened with: absolute when the input was.
-        paths = inputs.sources[index] or ()
-        add(index, ids[index], error=display_name(_without_absolute_paths(error, paths, names_root)))
+        add(index, ids[index], error=input_error(error, inputs.sources[index] or (), ids[index]))
 
     bar = tqdm(total=len(inputs.ids), disable=not progress, unit="image", desc="explain")
     for start in range(0, len(inputs.ids), batch_size):
@@ -284,7 +283,7 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
                     samples.append(sample)
                 loaded.append((index, originals, samples[0] if views == 1 else np.stack(samples)))
             except Exception as error:  # noqa: BLE001 - one bad input gets its row, the run goes on
-                failed(index, str(error) or type(error).__name__)
+                failed(index, error)
         if loaded:
             batch = np.stack([sample for _, _, sample in loaded]).astype(np.float32)
             # The bundle's own decisions (argmax, or each label over its threshold), unless a label is given.
@@ -354,24 +353,6 @@ def _check_out(out: Path, inputs, root) -> None:
         if folder.is_dir() and os.path.samefile(out, folder):
             raise ValueError(f"{out}: is the input folder; overlays go to a folder of their own (a new one, "
                              "or one inside it)")
-
-
-def _without_absolute_paths(message: str, paths: Sequence, root: Path | None) -> str:
-    """``message`` with the absolute forms of an input's ``paths`` (and of ``root``) made relative.
-
-    Only absolute forms are replaced: a relative path is the input as given, and a short one
-    could match inside a word.
-    """
-    names: dict[str, str] = {}
-    if root is not None:
-        for form in (os.path.abspath(root), os.path.realpath(root)):
-            names[form], names[form + os.sep] = ".", ""
-    for path in paths:
-        for form in (os.path.abspath(path), os.path.realpath(path)):
-            names[form] = _relative_name(path, root)
-    for form in sorted(names, key=len, reverse=True):  # a file before the folder holding it
-        message = message.replace(form, names[form])
-    return message
 
 
 def _without_earlier_outputs(inputs, source: Path):

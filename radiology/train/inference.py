@@ -144,8 +144,7 @@ def prediction_inputs(
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such file or folder")
     if source.is_file() and source.suffix.lower() == ".csv":
-        cols = image_cols or ("image",)
-        cols = tuple(c.strip() for c in cols.split(",")) if isinstance(cols, str) else tuple(cols)
+        cols = _columns(image_cols or ("image",))
         table = pd.read_csv(source, dtype=str, keep_default_na=False)
         missing = [c for c in cols if c not in table.columns]
         if missing:
@@ -261,8 +260,8 @@ def predict_table(
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~:-])(?:/|[A-Za-z]:[\\/])[^\s'\"]+")
 
 
-def input_error(error: BaseException, paths: Sequence[str | os.PathLike], name: str) -> str:
-    """The error cell of one input: the exception on one line, naming the input by ``name``.
+def input_error(error: BaseException | str, paths: Sequence[str | os.PathLike], name: str) -> str:
+    """The error cell of one input: the exception (or message) on one line, naming the input by ``name``.
 
     Readers name the file they failed on by its full path, which holds the caller's folders
     (often a patient's name). Every form of each path (as given, absolute, resolved) is
@@ -271,8 +270,8 @@ def input_error(error: BaseException, paths: Sequence[str | os.PathLike], name: 
 
     Parameters
     ----------
-    error : BaseException
-        What reading the input raised.
+    error : BaseException or str
+        What reading the input raised, or a message about it.
     paths : sequence of path
         The files of the input, one per view.
     name : str
@@ -292,7 +291,7 @@ def input_error(error: BaseException, paths: Sequence[str | os.PathLike], name: 
     from radiology.convert import display_name
     from radiology.errors import one_line
 
-    text = one_line(error)
+    text = one_line(error) if isinstance(error, BaseException) else " ".join(str(error).split())
     paths = [Path(p) for p in paths]
     views = name.split("|")
     if len(views) != len(paths):
