@@ -18,7 +18,14 @@ imported on first use, so datasets and splits work without paying for fastai's i
 """
 
 from radiology.data.cache import ImageCache, default_cache_dir, open_cache, pipeline_key
-from radiology.data.dataset import ImageDataset, data_report, drop_unreadable, output_size, unreadable_reason
+from radiology.data.dataset import (
+    ImageDataset,
+    data_report,
+    drop_unreadable,
+    input_error,
+    output_size,
+    unreadable_reason,
+)
 from radiology.data.labels import (
     LabeledImages,
     dicom_patient_ids,
@@ -44,7 +51,7 @@ __all__ = [
     "LabeledImages", "from_folder", "from_csv", "from_paths", "from_unlabeled", "index_dicom_uids", "dicom_patient_ids",
     "resolve_images", "escapes_root",
     "ImageCache", "default_cache_dir", "pipeline_key", "open_cache",
-    "ImageDataset", "output_size", "drop_unreadable", "unreadable_reason", "data_report",
+    "ImageDataset", "output_size", "drop_unreadable", "input_error", "unreadable_reason", "data_report",
     "train_valid_split", "kfold_splits", "group_overlap", "stratification_labels", "untrained_classes",
     "keep_classes_in_training",
     "class_weights", "sample_weights", "MinPerClassSampler",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ from radiology.errors import one_line
 from radiology.geometry.resize import target_size
 from radiology.intensity import to_gray
 
-__all__ = ["ImageDataset", "output_size", "drop_unreadable", "unreadable_reason", "data_report"]
+__all__ = ["ImageDataset", "output_size", "drop_unreadable", "input_error", "unreadable_reason", "data_report"]
 
 #: Steps that keep the image's height and width (intensity only).
 _SHAPE_KEEPING = {"percentile", "histogram", "minmax", "voi", "clahe", "enhance"}
@@ -211,12 +214,59 @@ def _first_failure(dataset: ImageDataset, paths, views) -> str | None:
     return None
 
 
+# An absolute path (POSIX, or a Windows drive) that starts a word: the backstop for paths an error names
+# besides the input's own, such as a symlink's target.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:-])(?:/|[A-Za-z]:[\\/])[^\s'\"]+")
+
+
+def input_error(error: BaseException | str, paths: Sequence[str | os.PathLike], name: str) -> str:
+    """The error cell of one input: the exception (or message) on one line, naming the input by ``name``.
+
+    Readers name the file they failed on by its full path, which holds the caller's folders
+    (often a patient's name). Every form of each path (as given, absolute, resolved) is
+    replaced by the input's id, any other absolute path by ``<path>``, and undecodable bytes
+    are shown as ``\\xNN``, as in convert's report.
+
+    Parameters
+    ----------
+    error : BaseException or str
+        What reading the input raised, or a message about it.
+    paths : sequence of path
+        The files of the input, one per view.
+    name : str
+        The input's id; for several views, the views' ids joined by ``|``.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> input_error(FileNotFoundError("/data/Doe_John/a.dcm: no such file"), ["/data/Doe_John/a.dcm"], "a.dcm")
+    'a.dcm: no such file'
+    >>> input_error(ValueError("bad link to /data/Doe_John/b.dcm"), ["/scans/a.dcm"], "a.dcm")
+    'bad link to <path>'
+    """
+    from radiology.convert import display_name
+
+    text = one_line(error) if isinstance(error, BaseException) else " ".join(str(error).split())
+    paths = [Path(p) for p in paths]
+    views = name.split("|")
+    if len(views) != len(paths):
+        views = [name] * len(paths)
+    for path, view in zip(paths, views):
+        forms = {os.fspath(path), os.fspath(path.absolute()), os.fspath(path.resolve())}
+        for form in sorted(forms, key=len, reverse=True):  # longest first: a relative form lies inside the others
+            text = text.replace(form, view)
+    return display_name(_ABSOLUTE_PATH.sub("<path>", text))
+
+
 def unreadable_reason(error: BaseException, path: str | Path, name: str) -> str:
     """Why a file could not be read, on one line that starts with its ``name`` instead of its ``path``.
 
-    Readers name the file by the path they opened, which is absolute and may hold a
-    patient's name in a folder; a report names it by the reference the user gave. Names
-    that are not UTF-8 show their bytes as ``\\xNN`` (as ``convert``'s report does).
+    :func:`input_error`'s rule (the file named by the reference the user gave, never by an
+    absolute path that may hold a patient's name; ``\\xNN`` for bytes that are not UTF-8),
+    led by the name, as a report's reason column reads.
 
     Examples
     --------
@@ -227,8 +277,8 @@ def unreadable_reason(error: BaseException, path: str | Path, name: str) -> str:
     """
     from radiology.convert import display_name
 
-    reason = one_line(error).replace(str(path), name)
-    return display_name(reason if reason.startswith(name) else f"{name}: {reason}")
+    reason, shown = input_error(error, [path], name), display_name(name)
+    return reason if reason.startswith(shown) else f"{shown}: {reason}"
 
 
 def data_report(failures: list[tuple[str, str]]) -> bytes:

@@ -198,9 +198,10 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
     """
     from tqdm.auto import tqdm
 
+    from radiology.data import input_error
     from radiology.io import atomic_write, write_image
     from radiology.models import Bundle, load_bundle
-    from radiology.train.inference import PredictionInputs, input_error, prediction_inputs
+    from radiology.train.inference import PredictionInputs, prediction_inputs
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +27,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "Ensemble", "PredictionInputs", "prediction_inputs", "predict_table", "input_error", "kaggle_submission",
-    "evaluate_predictions",
+    "Ensemble", "PredictionInputs", "prediction_inputs", "predict_table", "kaggle_submission", "evaluate_predictions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -209,6 +207,8 @@ def predict_table(
     """
     from tqdm.auto import tqdm
 
+    from radiology.data import input_error
+
     ensemble = model if isinstance(model, Ensemble) else Ensemble([model])
     classes = ensemble.classes
     if ensemble.views and len(ensemble.views) > 1:
@@ -253,54 +253,6 @@ def predict_table(
         table[f"prob_{name}"] = np.where(ok, probs[:, index], np.nan)
     table["error"] = errors
     return table
-
-
-# An absolute path (POSIX, or a Windows drive) that starts a word: the backstop for paths an error names
-# besides the input's own, such as a symlink's target.
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:-])(?:/|[A-Za-z]:[\\/])[^\s'\"]+")
-
-
-def input_error(error: BaseException | str, paths: Sequence[str | os.PathLike], name: str) -> str:
-    """The error cell of one input: the exception (or message) on one line, naming the input by ``name``.
-
-    Readers name the file they failed on by its full path, which holds the caller's folders
-    (often a patient's name). Every form of each path (as given, absolute, resolved) is
-    replaced by the input's id, any other absolute path by ``<path>``, and undecodable bytes
-    are shown as ``\\xNN``, as in convert's report.
-
-    Parameters
-    ----------
-    error : BaseException or str
-        What reading the input raised, or a message about it.
-    paths : sequence of path
-        The files of the input, one per view.
-    name : str
-        The input's id; for several views, the views' ids joined by ``|``.
-
-    Returns
-    -------
-    str
-
-    Examples
-    --------
-    >>> input_error(FileNotFoundError("/data/Doe_John/a.dcm: no such file"), ["/data/Doe_John/a.dcm"], "a.dcm")
-    'a.dcm: no such file'
-    >>> input_error(ValueError("bad link to /data/Doe_John/b.dcm"), ["/scans/a.dcm"], "a.dcm")
-    'bad link to <path>'
-    """
-    from radiology.convert import display_name
-    from radiology.errors import one_line
-
-    text = one_line(error) if isinstance(error, BaseException) else " ".join(str(error).split())
-    paths = [Path(p) for p in paths]
-    views = name.split("|")
-    if len(views) != len(paths):
-        views = [name] * len(paths)
-    for path, view in zip(paths, views):
-        forms = {os.fspath(path), os.fspath(path.absolute()), os.fspath(path.resolve())}
-        for form in sorted(forms, key=len, reverse=True):  # longest first: a relative form lies inside the others
-            text = text.replace(form, view)
-    return display_name(_ABSOLUTE_PATH.sub("<path>", text))
 
 
 def kaggle_submission(table: pd.DataFrame, inputs: PredictionInputs | None = None) -> pd.DataFrame:

@@ -11,13 +11,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 pytest.importorskip("onnxruntime")
 
+from radiology.data import input_error  # noqa: E402
 from radiology.io import write_image  # noqa: E402
 from radiology.models import RadiographClassifier, load_bundle, save_bundle  # noqa: E402
 from radiology.pipeline import PadSquare, Percentile, Pipeline, Resize  # noqa: E402
 from radiology.synthetic import phantom_radiograph, write_phantom_dicom  # noqa: E402
 from radiology.train.inference import (  # noqa: E402
     evaluate_predictions,
-    input_error,
     predict_table,
     prediction_inputs,
 )
