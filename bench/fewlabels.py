@@ -59,8 +59,9 @@ import pandas as pd
 import torch
 
 from radiology.data import ImageCache, ImageDataset, from_csv, kfold_splits, train_valid_split
-from radiology.train import TrainConfig, default_pipeline
-from radiology.train.metrics import balanced_accuracy, macro_auc
+from radiology.evaluate import balanced_accuracy, macro_auc
+from radiology.pipeline import default_pipeline
+from radiology.train import TrainConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ARCH = "tf_efficientnet_lite0"

@@ -48,7 +48,7 @@ import pandas as pd
 import torch
 
 from radiology.data import ImageCache, ImageDataset, from_csv, train_valid_split
-from radiology.train.metrics import accuracy, balanced_accuracy, macro_auc, odir_score, quadratic_kappa
+from radiology.evaluate import accuracy, balanced_accuracy, macro_auc, odir_score, quadratic_kappa
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ODIR_LABELS = ("N", "D", "G", "C", "A", "H", "M", "O")
@@ -149,8 +149,7 @@ def sources(items):
 def colour_pipeline(size: int):
     """``default_pipeline(size)`` that keeps RGB: with ``channels=3`` the default one reads colour
     photographs as gray and repeats the gray image into three channels (the ``ours_rgb`` method)."""
-    from radiology.pipeline import Decode, Pipeline
-    from radiology.train import default_pipeline
+    from radiology.pipeline import Decode, Pipeline, default_pipeline
 
     return Pipeline(default_pipeline(size).steps, Decode(color="keep"))
 
@@ -217,7 +216,7 @@ def _probe_probs(model, x: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def run_probe(task: Task, train_items, test_items, size: int, cache, device: str, refit: bool = False):
-    from radiology.train import default_pipeline
+    from radiology.pipeline import default_pipeline
 
     # Colour photographs: the probe sees colour (a stronger anchor than gray copies).
     pipeline = colour_pipeline(size) if task.channels == 3 else default_pipeline(size)

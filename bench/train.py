@@ -35,9 +35,10 @@ import torch
 from torch import nn
 
 from radiology.data import ImageCache, ImageDataset, from_csv, train_valid_split
+from radiology.evaluate import balanced_accuracy, macro_auc
 from radiology.models import create_model
-from radiology.train import TrainConfig, default_pipeline
-from radiology.train.metrics import balanced_accuracy, macro_auc
+from radiology.pipeline import default_pipeline
+from radiology.train import TrainConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ARCH = "tf_efficientnet_lite0"

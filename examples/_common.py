@@ -22,8 +22,10 @@ import torch
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 from radiology.data import from_csv, kfold_splits, train_valid_split  # noqa: E402 - after the filter
+from radiology.evaluate import evaluate_predictions  # noqa: E402
 from radiology.models import load_bundle  # noqa: E402
-from radiology.train import TrainConfig, evaluate_predictions, predict_table, prediction_inputs, train  # noqa: E402
+from radiology.predict import predict_table, prediction_inputs  # noqa: E402
+from radiology.train import TrainConfig, train  # noqa: E402
 
 
 def shared_data() -> Path:

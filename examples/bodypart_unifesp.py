@@ -60,18 +60,13 @@ from _common import (
     write_test_split,
 )
 
-from radiology.convert import ConvertOptions, convert_folder
+from radiology.convert import ConvertOptions, convert_folder, render_pipeline
 from radiology.data import dicom_patient_ids, from_csv
 from radiology.dicom import metadata_table
+from radiology.evaluate import evaluate_predictions
 from radiology.models import load_bundle
-from radiology.train import (
-    TrainConfig,
-    evaluate_predictions,
-    kaggle_submission,
-    predict_table,
-    prediction_inputs,
-    train,
-)
+from radiology.predict import kaggle_submission, predict_table, prediction_inputs
+from radiology.train import TrainConfig, train
 
 UID, TARGET = "SOPInstanceUID", "Target"
 BODY_PARTS = ("Abdomen", "Ankle", "Cervical Spine", "Chest", "Clavicles", "Elbow", "Feet", "Finger", "Forearm",
@@ -173,7 +168,7 @@ def submission(root: Path, out: Path, settings: dict, args) -> dict | None:
 
 def convert(root: Path, out: Path, workers: int, progress: bool = True) -> None:
     """Step 3: DICOM → 512-wide PNGs named by UID, the conversion report and a non-PHI metadata table."""
-    options = ConvertOptions(width=512, naming="uid")
+    options = ConvertOptions(render_pipeline(width=512), naming="uid")
     report = convert_folder(root / "train", out / "train", options, workers=workers, progress=progress)
     print(report.summary)
     metadata_table(root / "train", progress=progress).to_csv(out / "train_metadata.csv", index=False)

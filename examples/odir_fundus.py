@@ -15,7 +15,7 @@ during training and stored in the bundle.
 Steps: a test set of patients is split off first (stratified by each patient's rarest
 label); the model is trained on the other patients only (its own validation split is carved
 from them); the bundle predicts the unseen test patients; they are scored with the ODIR-5K
-challenge score (``radiology.train.metrics.odir_score``: kappa, F1 and AUC of the flattened
+challenge score (``radiology.evaluate.odir_score``: kappa, F1 and AUC of the flattened
 matrices at p > 0.5) beside the macro and per-label AUC. Written to OUT: ``pipeline.json``,
 ``bundle/``, ``predictions.csv``, ``test_evaluation/``.
 
@@ -49,9 +49,9 @@ from _common import (
 )
 
 from radiology.data import from_csv
-from radiology.pipeline import Decode, Pipeline
-from radiology.train import TrainConfig, default_pipeline
-from radiology.train.metrics import odir_score
+from radiology.evaluate import odir_score
+from radiology.pipeline import Decode, Pipeline, default_pipeline
+from radiology.train import TrainConfig
 
 VIEWS = ("left", "right")
 LABELS = ("N", "D", "G", "C", "A", "H", "M", "O")

@@ -196,9 +196,11 @@ def run_model_demo(out: str | os.PathLike, *, progress: bool = True, epochs: int
     ModelDemoResult
         ``metrics`` are those of the *test* phantoms.
     """
+    from radiology.evaluate import evaluate_predictions
     from radiology.models import load_bundle
+    from radiology.predict import predict_table, prediction_inputs
     from radiology.synthetic import write_findings_dataset
-    from radiology.train import TrainConfig, evaluate_predictions, predict_table, prediction_inputs, train
+    from radiology.train import TrainConfig, train
 
     out = Path(out)
     data = out / "data"
@@ -253,7 +255,7 @@ def explain_demo(bundle, test_csv: str | os.PathLike, out: str | os.PathLike, *,
         ``out/explanations.csv``.
     """
     from radiology.explain import explain_inputs
-    from radiology.train import PredictionInputs, prediction_inputs
+    from radiology.predict import PredictionInputs, prediction_inputs
 
     if int(count) < 1:
         raise ValueError(f"count must be positive, got {count}")

@@ -8,22 +8,25 @@ readers return the same convention, so a 16-bit PNG round trip is exact to 1/655
 from __future__ import annotations
 
 import io
+import json
 import os
 import secrets
 import struct
 import zlib
+from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from radiology.files import IMAGE_SUFFIXES  # re-exported: the extensions read_image reads
+
 __all__ = ["FORMATS", "IMAGE_SUFFIXES", "to_uint", "encode_image", "atomic_write", "check_output_folders",
-           "write_image", "read_image"]
+           "write_image", "read_image", "jsonable", "write_json", "versions", "column_names"]
 
 #: Output formats and their file extensions.
 FORMATS = {"png": ".png", "jpeg": ".jpg", "npy": ".npy"}
-#: Extensions :func:`read_image` reads (everything else is treated as DICOM by the tools).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy", ".tif", ".tiff", ".bmp")
 
 
 def to_uint(image: np.ndarray, bit_depth: int = 8) -> np.ndarray:
@@ -255,3 +258,84 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         pixels = cv2.cvtColor(pixels, code)
     top = 65535.0 if pixels.dtype == np.uint16 else 255.0
     return pixels.astype(np.float32) / np.float32(top)
+
+
+def jsonable(value):
+    """``value`` with NumPy scalars and arrays, tuples and paths turned into plain JSON types.
+
+    Mappings get string keys; anything else JSON cannot hold is left for :func:`json.dumps`
+    to refuse. Plain containers and numbers are also all that ``torch.load(weights_only=True)``
+    reads back, which is why checkpoints store optimizer state through it.
+
+    Examples
+    --------
+    >>> jsonable({"n": np.int64(3), "xs": np.array([0.5, 1.0]), 1: (Path("a"), np.float32(2))})
+    {'n': 3, 'xs': [0.5, 1.0], '1': ['a', 2.0]}
+    """
+    if isinstance(value, Mapping):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "L":  # fastai's list type too
+        return [jsonable(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def write_json(path: str | os.PathLike, data) -> Path:
+    """Write ``data`` (through :func:`jsonable`) as indented UTF-8 JSON with :func:`atomic_write`.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "metrics.json"
+    >>> print(write_json(target, {"auc": np.float64(0.75)}).read_text(), end="")
+    {
+      "auc": 0.75
+    }
+    """
+    return atomic_write(path, (json.dumps(jsonable(data), indent=2, allow_nan=True) + "\n").encode())
+
+
+def versions(*packages: str) -> dict[str, str]:
+    """Installed versions of ``radiology``, Python and the named packages, for provenance records.
+
+    Read from the installed distributions' metadata, so nothing is imported; a package that
+    is not installed is reported as ``"not installed"``.
+
+    Examples
+    --------
+    >>> record = versions("numpy", "no-such-package")
+    >>> sorted(record), record["no-such-package"]
+    (['no-such-package', 'numpy', 'python', 'radiology'], 'not installed')
+    """
+    import platform
+
+    from radiology import __version__
+
+    record = {"radiology": __version__, "python": platform.python_version()}
+    for name in packages:
+        try:
+            record[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            record[name] = "not installed"
+    return record
+
+
+def column_names(value) -> tuple[str, ...]:
+    """Table column names given as ``"a,b"`` or a sequence: stripped, empty ones dropped.
+
+    The one reading of ``image_cols``/``label_cols`` for training, prediction and scoring.
+
+    Examples
+    --------
+    >>> column_names("left, right"), column_names(["N", "D"]), column_names(None), column_names(" ,")
+    (('left', 'right'), ('N', 'D'), (), ())
+    """
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(name for name in (str(item).strip() for item in items) if name)

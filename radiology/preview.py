@@ -89,9 +89,11 @@ def pipeline_preview(paths: Sequence, pipeline, options=None, *, tile: int = 192
     paths : sequence of path
         DICOM files or PNG/JPEG/NPY/TIFF images.
     pipeline : radiology.pipeline.Pipeline
+        What the sheet shows, decoding included (build one from flat settings with
+        :func:`radiology.convert.render_pipeline`).
     options : radiology.convert.ConvertOptions, optional
-        When given, the sheet shows ``replace(options, pipeline=pipeline).to_pipeline()``
-        (its decoding, normalization and geometry around ``pipeline``'s steps).
+        Deprecated (a ``DeprecationWarning``): ``pipeline`` is the whole render description.
+        When given, ``pipeline``'s steps are read with the decoding of ``options.pipeline``.
     tile : int, optional
         Tile side in pixels.
 
@@ -111,13 +113,17 @@ def pipeline_preview(paths: Sequence, pipeline, options=None, *, tile: int = 192
     >>> sheet.shape
     (102, 192, 3)
     """
-    from dataclasses import replace
+    import warnings
     from pathlib import Path
 
     from radiology.errors import RadiologyError
+    from radiology.pipeline import Pipeline
 
     if options is not None:
-        pipeline = replace(options, pipeline=pipeline).to_pipeline()
+        warnings.warn("pipeline_preview(options=...) is deprecated and will be removed in the next release: pass "
+                      "the whole render description as the pipeline (radiology.convert.render_pipeline)",
+                      DeprecationWarning, stacklevel=2)
+        pipeline = Pipeline(pipeline.steps, options.to_pipeline().decode)
     implied = [] if pipeline.normalizes else ["percentile"]
     columns = ["input"] + implied + [step.name for step in pipeline.steps]
     rows = []

@@ -15,6 +15,20 @@ def test_contact_sheet_layout():
         contact_sheet([])
 
 
+
+def test_pipeline_preview_options_are_deprecated_and_keep_their_decoding():
+    from pydicom.data import get_testdata_file
+
+    from radiology.convert import ConvertOptions, render_pipeline
+    from radiology.pipeline import CLAHE, Pipeline
+    from radiology.preview import pipeline_preview
+
+    path = get_testdata_file("CT_small.dcm")
+    flipped = render_pipeline(Pipeline([CLAHE()]), polarity=False)
+    with pytest.warns(DeprecationWarning, match="pipeline_preview"):
+        old = pipeline_preview([path], Pipeline([CLAHE()]), ConvertOptions(render_pipeline(polarity=False)), tile=32)
+    assert np.array_equal(old, pipeline_preview([path], flipped, tile=32))
+
 def test_demo_runs_offline(tmp_path):
     result = run_demo(tmp_path, progress=False)
     table = pd.read_csv(result.report.path, keep_default_na=False)

@@ -1,6 +1,7 @@
 """Package-level promises: light import, documented public API, docs coverage."""
 
 import importlib
+import importlib.util
 import inspect
 import subprocess
 import sys
@@ -8,34 +9,51 @@ from pathlib import Path
 
 import pytest
 
-PUBLIC_MODULES = [
-    "radiology", "radiology.errors", "radiology.dicom", "radiology.intensity", "radiology.geometry",
-    "radiology.io", "radiology.convert", "radiology.synthetic", "radiology.preview", "radiology.demo",
-    "radiology.cli", "radiology.pipeline", "radiology.geometry.fov", "radiology.geometry.background",
-    "radiology.geometry.knee", "radiology.geometry.affine", "radiology.intensity.contrast", "radiology.intensity.color",
-]
+PACKAGE = Path(__file__).resolve().parents[1] / "radiology"
+#: Packages importable without torch (the base install); the others need the ``models`` extras.
+LIGHT = {"", "errors", "files", "naming", "io", "manifest", "intensity", "dicom", "geometry", "synthetic", "pipeline",
+         "convert", "preview", "evaluate", "demo", "cli"}
+
+
+def _modules() -> list[str]:
+    names = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        if parts[-1] == "__main__" or any(part.startswith("_") for part in parts[1:]):
+            continue
+        names.append(".".join(parts))
+    return names
+
+
+PUBLIC_MODULES = [name for name in _modules() if (name.split(".") + [""])[1] in LIGHT]
 #: Modules that import torch (the ``augment`` / ``models`` extras).
-TORCH_MODULES = [
-    "radiology.augment", "radiology.data", "radiology.data.labels", "radiology.data.cache", "radiology.data.dataset",
-    "radiology.data.splits", "radiology.data.sampling", "radiology.data.loaders", "radiology.models",
-    "radiology.models.classifier", "radiology.models.pretrained", "radiology.models.bundle", "radiology.train",
-    "radiology.train.config", "radiology.train.learner", "radiology.train.inference", "radiology.train.metrics",
-    "radiology.train.losses", "radiology.train.plots", "radiology.ssl", "radiology.ssl.contrastive",
-    "radiology.ssl.metadata", "radiology.ssl.pretrain", "radiology.semisup", "radiology.semisup.augment",
-    "radiology.semisup.callbacks", "radiology.semisup.data", "radiology.semisup.functional", "radiology.explain",
-    "radiology.explain.cam", "radiology.explain.overlays",
-]
+TORCH_MODULES = [name for name in _modules() if name not in PUBLIC_MODULES]
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def test_core_does_not_import_torch():
-    code = "import sys, radiology, radiology.convert, radiology.cli, radiology.demo; print('torch' in sys.modules)"
+    scoring = importlib.util.find_spec("sklearn") is not None  # radiology.evaluate needs the `evaluate` extra
+    light = ", ".join(name for name in PUBLIC_MODULES if scoring or not name.startswith("radiology.evaluate"))
+    code = f"import sys, {light}; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
 
+def test_serving_does_not_import_fastai():
+    """Bundles, prediction, scoring and explanations need torch (or onnxruntime) but never fastai."""
+    pytest.importorskip("fastai")
+    code = ("import sys, radiology.models, radiology.predict, radiology.evaluate, radiology.explain, radiology.data; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastai', 'lightly')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
 def test_every_public_object_has_a_docstring(name):
+    if name.startswith("radiology.evaluate"):
+        pytest.importorskip("sklearn")  # the `evaluate` extra
     module = importlib.import_module(name)
     assert inspect.getdoc(module)
     for attribute in getattr(module, "__all__", []):

@@ -5,7 +5,7 @@ import pandas as pd
 import pydicom
 import pytest
 
-from radiology.convert import ConvertOptions, convert_folder, dicom_to_image
+from radiology.convert import ConvertOptions, convert_folder, dicom_to_image, render_pipeline
 from radiology.dicom import DicomError, read_dicom
 from radiology.io import read_image
 from tests.conftest import correlation, shared_path
@@ -67,7 +67,7 @@ def test_corpus_monochrome1_cr_is_bone_bright():
 
 def test_unifesp_layout_by_uid(tmp_path):
     root = shared_path("unifesp_layout")
-    report = convert_folder(root / "train", tmp_path / "png", ConvertOptions(naming="uid", width=128),
+    report = convert_folder(root / "train", tmp_path / "png", ConvertOptions(render_pipeline(width=128), naming="uid"),
                             workers=2, progress=False)
     train = pd.read_csv(root / "train.csv")
     assert report.count("ok") == len(train) == len(report.table)

@@ -23,6 +23,7 @@ from radiology.data.dataset import (
     data_report,
     drop_unreadable,
     input_error,
+    model_input,
     output_size,
     unreadable_reason,
 )
@@ -51,7 +52,7 @@ __all__ = [
     "LabeledImages", "from_folder", "from_csv", "from_paths", "from_unlabeled", "index_dicom_uids", "dicom_patient_ids",
     "resolve_images", "escapes_root",
     "ImageCache", "default_cache_dir", "pipeline_key", "open_cache",
-    "ImageDataset", "output_size", "drop_unreadable", "input_error", "unreadable_reason", "data_report",
+    "ImageDataset", "model_input", "output_size", "drop_unreadable", "input_error", "unreadable_reason", "data_report",
     "train_valid_split", "kfold_splits", "group_overlap", "stratification_labels", "untrained_classes",
     "keep_classes_in_training",
     "class_weights", "sample_weights", "MinPerClassSampler",

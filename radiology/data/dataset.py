@@ -17,7 +17,8 @@ from radiology.errors import one_line
 from radiology.geometry.resize import target_size
 from radiology.intensity import to_gray
 
-__all__ = ["ImageDataset", "output_size", "drop_unreadable", "input_error", "unreadable_reason", "data_report"]
+__all__ = ["ImageDataset", "model_input", "output_size", "drop_unreadable", "input_error", "unreadable_reason",
+           "data_report"]
 
 #: Steps that keep the image's height and width (intensity only).
 _SHAPE_KEEPING = {"percentile", "histogram", "minmax", "voi", "clahe", "enhance"}
@@ -62,6 +63,58 @@ def output_size(pipeline) -> tuple[int, int] | None:
     return size
 
 
+def model_input(image: np.ndarray, channels: int, name: str = "image") -> np.ndarray:
+    """One view of a pipeline's output as a model takes it: ``(C, H, W)`` float32.
+
+    The one rule from ``Pipeline.read``'s image to a model's input, for training
+    (:class:`ImageDataset`) and serving (:meth:`radiology.models.Bundle.model_input`) alike:
+    a gray ``(H, W)`` image is repeated into ``channels``; an RGB ``(H, W, 3)`` image is kept
+    for 3 channels and otherwise made gray first (:func:`radiology.intensity.to_gray`, the
+    ITU-R BT.601 luma).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(H, W)`` or ``(H, W, 3)`` float in ``[0, 1]``, what ``Pipeline.read`` returns.
+    channels : int
+        The model's input channels (``in_chans``), >= 1.
+    name : str, optional
+        Names the input in errors.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (channels, H, W)
+
+    Raises
+    ------
+    ValueError
+        Another shape, or ``channels`` < 1; the message starts with ``name``.
+
+    Examples
+    --------
+    >>> gray = np.array([[0.0, 0.5], [1.0, 0.25]], np.float32)
+    >>> model_input(gray, 3).shape, bool((model_input(gray, 3)[2] == gray).all())
+    ((3, 2, 2), True)
+    >>> rgb = np.stack([gray, gray, np.ones_like(gray)], axis=-1)
+    >>> model_input(rgb, 3).shape, model_input(rgb, 1).shape
+    ((3, 2, 2), (1, 2, 2))
+    >>> model_input(np.zeros((2, 2, 4)), 1, "a.png")
+    Traceback (most recent call last):
+    ...
+    ValueError: a.png: pipeline produced shape (2, 2, 4), expected (H, W) or (H, W, 3)
+    """
+    image = np.asarray(image)
+    if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
+        raise ValueError(f"{name}: channels must be a positive integer, got {channels!r}")
+    if image.ndim == 3 and image.shape[2] == 3:
+        if channels == 3:
+            return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+        image = to_gray(image)
+    if image.ndim != 2:
+        raise ValueError(f"{name}: pipeline produced shape {image.shape}, expected (H, W) or (H, W, 3)")
+    return np.repeat(image[None].astype(np.float32, copy=False), int(channels), axis=0)
+
+
 class ImageDataset(Dataset):
     """Samples of a :class:`LabeledImages`, preprocessed by a pipeline, as tensors.
 
@@ -75,7 +128,7 @@ class ImageDataset(Dataset):
         On-disk cache of the pipeline's output (recommended for training).
     channels : {1, 3}
         Gray images are repeated into ``channels``; RGB images are kept (3) or made gray
-        with :func:`radiology.intensity.to_gray` (1).
+        with :func:`radiology.intensity.to_gray` (1): :func:`model_input`, as bundles do.
 
     Returns (``__getitem__``)
     -------------------------
@@ -136,11 +189,7 @@ class ImageDataset(Dataset):
         image = self.cache.load(path, self.pipeline) if self.cache is not None else _read(self.pipeline, Path(path))
         if image.shape[:2] != self.size:
             raise ValueError(f"{path}: the pipeline gave {image.shape[:2]}, expected {self.size}")
-        if image.ndim == 3 and self.channels == 1:
-            image = to_gray(image)
-        if image.ndim == 2:
-            return np.repeat(image[None], self.channels, axis=0).astype(np.float32, copy=False)
-        return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+        return model_input(image, self.channels, str(path))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         views = [self.read(path) for path in self.items.paths[index]]
@@ -247,7 +296,7 @@ def input_error(error: BaseException | str, paths: Sequence[str | os.PathLike], 
     >>> input_error(ValueError("bad link to /data/Doe_John/b.dcm"), ["/scans/a.dcm"], "a.dcm")
     'bad link to <path>'
     """
-    from radiology.convert import display_name
+    from radiology.naming import display_name
 
     text = one_line(error) if isinstance(error, BaseException) else " ".join(str(error).split())
     paths = [Path(p) for p in paths]
@@ -275,7 +324,7 @@ def unreadable_reason(error: BaseException, path: str | Path, name: str) -> str:
     >>> unreadable_reason(ValueError("image is empty"), "/data/Doe_John/b\\udcff.png", "b\\udcff.png")
     'b\\\\xff.png: image is empty'
     """
-    from radiology.convert import display_name
+    from radiology.naming import display_name
 
     reason, shown = input_error(error, [path], name), display_name(name)
     return reason if reason.startswith(shown) else f"{shown}: {reason}"
@@ -293,7 +342,7 @@ def data_report(failures: list[tuple[str, str]]) -> bytes:
     import csv
     import io
 
-    from radiology.convert import display_name
+    from radiology.naming import display_name
 
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")

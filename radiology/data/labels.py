@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from radiology.dicom import DicomError, find_files, read_dataset
-from radiology.io import IMAGE_SUFFIXES
+from radiology.dicom import DicomError, read_dataset
+from radiology.files import find_inputs, is_image_file
 
 __all__ = [
     "LabeledImages", "from_folder", "from_csv", "from_paths", "index_dicom_uids", "dicom_patient_ids", "resolve_images",
@@ -34,10 +34,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Suffixes never parsed as DICOM when indexing a folder (images, tables, notes).
-# Tables, text and archives that lie beside images in exported folders: never images.
-_NOT_IMAGE = {".csv", ".json", ".txt", ".md", ".yaml", ".yml", ".py", ".zip", ".gz", ".html"}
-_NOT_DICOM = set(IMAGE_SUFFIXES) | _NOT_IMAGE
 _INTEGER = re.compile(r"^[+-]?\d+$")
 
 
@@ -145,11 +141,6 @@ class LabeledImages:
         }
 
 
-def _is_image_file(path: Path) -> bool:
-    suffix = path.suffix.lower()
-    return suffix in IMAGE_SUFFIXES or suffix in (".dcm", ".dicom") or suffix == ""
-
-
 def _sort_classes(names: Iterable[str]) -> list[str]:
     # Integer codes (UNIFESP "Target" 0..21) sort as numbers so "10" comes after "9".
     names = sorted(set(names))
@@ -161,8 +152,10 @@ def _sort_classes(names: Iterable[str]) -> list[str]:
 def from_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None) -> LabeledImages:
     """Images in one sub-folder per class (``root/<class>/**/<image>``), single-label.
 
-    Image files (:data:`radiology.io.IMAGE_SUFFIXES`) and DICOM files (``.dcm``,
-    ``.dicom`` or no extension) are taken; hidden files and folders are skipped.
+    The files :func:`radiology.files.find_inputs` finds, the ones ``predict`` reads: image
+    files and DICOM files under any name (``.dcm``, no extension, or a UID such as
+    ``1.2.840.113619.2.55.321``); tables, text and archives beside them and hidden files
+    and folders are skipped.
 
     Parameters
     ----------
@@ -199,11 +192,10 @@ def from_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None
         raise ValueError(f"{root}: no class sub-folders")
     paths, ids, targets = [], [], []
     for index, name in enumerate(classes):
-        for path in find_files(root / name):
-            if _is_image_file(path):
-                paths.append((path,))
-                ids.append(path.relative_to(root).as_posix())
-                targets.append(index)
+        for path in find_inputs(root / name):
+            paths.append((path,))
+            ids.append(path.relative_to(root).as_posix())
+            targets.append(index)
     if not paths:
         raise ValueError(f"{root}: no image files in the class sub-folders")
     order = sorted(range(len(ids)), key=ids.__getitem__)  # by relative path, whatever the class order
@@ -246,8 +238,8 @@ def from_paths(paths: Iterable[str | os.PathLike | Sequence[str | os.PathLike]],
 def from_unlabeled(root: str | os.PathLike) -> LabeledImages:
     """Every image or DICOM file below ``root``, unlabeled (self- and semi-supervised data).
 
-    The same files :func:`from_folder` would take (image suffixes, ``.dcm``/``.dicom`` or no
-    extension; hidden files and folders skipped), in any folder layout.
+    The same files :func:`from_folder` would take (:func:`radiology.files.find_inputs`), in
+    any folder layout.
 
     Parameters
     ----------
@@ -271,7 +263,7 @@ def from_unlabeled(root: str | os.PathLike) -> LabeledImages:
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{root}: not a folder")
-    files = sorted((p for p in find_files(root) if _is_image_file(p)), key=lambda p: p.relative_to(root).as_posix())
+    files = sorted(find_inputs(root), key=lambda p: p.relative_to(root).as_posix())
     if not files:
         raise ValueError(f"{root}: no image or DICOM files")
     ids = [p.relative_to(root).as_posix() for p in files]
@@ -306,7 +298,7 @@ def index_dicom_uids(root: str | os.PathLike, *, progress: bool = True) -> dict[
     """
     from tqdm.auto import tqdm
 
-    files = [p for p in find_files(root) if p.suffix.lower() not in _NOT_DICOM]
+    files = [p for p in find_inputs(root) if not is_image_file(p)]
     index: dict[str, Path] = {}
     duplicates = 0
     for path in tqdm(files, desc="indexing DICOM UIDs", unit="file", disable=not progress, leave=False):

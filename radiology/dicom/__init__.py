@@ -24,9 +24,10 @@ from radiology.dicom.metadata import (
     DicomMetadata,
     hashed_name,
     metadata_from_dataset,
-    metadata_table,
 )
-from radiology.dicom.read import DEFAULT_MAX_PIXELS, DicomImage, find_files, read_dataset, read_dicom
+from radiology.dicom.read import DEFAULT_MAX_PIXELS, DicomImage, read_dataset, read_dicom
+from radiology.dicom.table import TABLE_COLUMNS, metadata_table
+from radiology.files import find_files  # the walk DICOM archives are read with
 
 __all__ = [
     "read_dicom",
@@ -36,6 +37,7 @@ __all__ = [
     "DicomMetadata",
     "metadata_from_dataset",
     "metadata_table",
+    "TABLE_COLUMNS",
     "hashed_name",
     "PHI_KEYWORDS",
     "DICOM_SUFFIXES",

@@ -12,9 +12,7 @@ import io
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import BinaryIO, Literal
 
 import numpy as np
@@ -45,7 +43,7 @@ from radiology.dicom.lut import apply_modality_lut, mask_bits, to_grayscale
 from radiology.dicom.metadata import DicomMetadata, metadata_from_dataset
 from radiology.errors import one_line
 
-__all__ = ["DicomImage", "read_dataset", "read_dicom", "find_files", "PIXEL_DATA_KEYWORDS", "DEFAULT_MAX_PIXELS"]
+__all__ = ["DicomImage", "read_dataset", "read_dicom", "PIXEL_DATA_KEYWORDS", "DEFAULT_MAX_PIXELS"]
 
 logger = logging.getLogger(__name__)
 
@@ -424,72 +422,3 @@ def read_dicom(
     return DicomImage(pixels=pixels, metadata=meta, source=name, dataset=ds, warnings=found)
 
 
-def find_files(
-    root: str | os.PathLike,
-    pattern: str = "*",
-    exclude: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
-    *,
-    hidden: bool = False,
-    follow_links: bool = False,
-) -> list[Path]:
-    """List candidate DICOM files below a folder, sorted.
-
-    Every regular file matching ``pattern`` is a candidate, whatever its extension:
-    archives hold DICOM files named by UID with no extension. Non-DICOM files among them
-    are reported as such by the readers rather than silently dropped.
-
-    Parameters
-    ----------
-    root : path
-        Folder searched recursively.
-    pattern : str, optional
-        Glob on file names (e.g. ``"*.dcm"``).
-    exclude : path or paths, optional
-        Folders inside ``root`` to leave out (e.g. the output folder of a conversion),
-        compared after resolving symbolic links.
-    hidden : bool, optional
-        Include files and folders whose name starts with a dot (skipped by default).
-    follow_links : bool, optional
-        Descend into symbolically linked folders; each real folder is visited once, so
-        link loops terminate. Linked files are always listed.
-
-    Returns
-    -------
-    list of pathlib.Path
-
-    Examples
-    --------
-    >>> import pydicom.data, pathlib
-    >>> folder = pathlib.Path(pydicom.data.get_testdata_file("CT_small.dcm")).parent
-    >>> len(find_files(folder, "CT_small*"))
-    1
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise NotADirectoryError(f"{root}: not a folder")
-    if exclude is None:
-        excluded: set[str] = set()
-    elif isinstance(exclude, (str, os.PathLike)):
-        excluded = {os.path.realpath(exclude)}
-    else:
-        excluded = {os.path.realpath(p) for p in exclude}
-    return sorted(_walk(root, pattern, excluded, hidden, follow_links))
-
-
-def _walk(root: Path, pattern: str, excluded: set[str], hidden: bool, follow_links: bool) -> Iterator[Path]:
-    seen = {os.path.realpath(root)}
-    for folder, subfolders, files in os.walk(root, followlinks=follow_links):
-        here = Path(folder)
-        keep = []
-        for name in sorted(subfolders):
-            if name.startswith(".") and not hidden:
-                continue
-            real = os.path.realpath(here / name)
-            if real in excluded or (follow_links and real in seen):
-                continue  # the output folder, or a folder already visited through another link
-            seen.add(real)
-            keep.append(name)
-        subfolders[:] = keep
-        for name in files:
-            if (hidden or not name.startswith(".")) and Path(name).match(pattern):
-                yield here / name

@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radiology.convert import display_name
-from radiology.dicom import DICOM_SUFFIXES
 from radiology.errors import one_line
 from radiology.explain.cam import METHODS, cam_peak, cam_to_original, compute_cam, find_target_layer, overlay
-from radiology.io import IMAGE_SUFFIXES
+from radiology.files import DICOM_SUFFIXES, IMAGE_SUFFIXES
+from radiology.naming import NAME_BYTES, display_name, fit_name, sanitize_component
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ def overlay_name(image_id: str, *parts: str) -> str:
     """A safe PNG file name from an input's reference (its path or CSV value) and labels.
 
     Only the reference *as given* is used (never header fields): its folders and name, with
-    a known image suffix dropped. Characters are kept as :func:`radiology.convert.sanitize_component`
+    a known image suffix dropped. Characters are kept as :func:`radiology.naming.sanitize_component`
     keeps them (letters and digits of any script, NFC); separators and leading or trailing
     dots go. The name fits a file system's 255 bytes with room for a ``-N`` suffix: a long
     reference keeps its start and a hash of the whole, labels are never cut off.
@@ -46,16 +45,14 @@ def overlay_name(image_id: str, *parts: str) -> str:
     >>> overlay_name("胸部/画像.dcm", "結節")
     '胸部_画像__結節.png'
     """
-    from radiology.convert import _NAME_BYTES, _fit, sanitize_component
-
     def clean(text: str) -> str:
         return sanitize_component(str(text).replace("\\", "/").replace("/", "_")).strip("._") or "x"
 
     stem = str(image_id)
     if stem.lower().endswith((*DICOM_SUFFIXES, *IMAGE_SUFFIXES)):
         stem = stem.rsplit(".", 1)[0]
-    tail = "".join(f"__{_fit(clean(part), _LABEL_BYTES)}" for part in parts) + ".png"
-    return _fit(clean(stem), _NAME_BYTES - 8, keep=tail)
+    tail = "".join(f"__{fit_name(clean(part), _LABEL_BYTES)}" for part in parts) + ".png"
+    return fit_name(clean(stem), NAME_BYTES - 8, keep=tail)
 
 
 def original_view(stages: Sequence[tuple]) -> np.ndarray:
@@ -117,8 +114,8 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
     ----------
     bundle : radiology.models.Bundle or path
         A model bundle (its eager model is used, whatever its backend), or its folder.
-    inputs : path or radiology.train.PredictionInputs
-        A folder (recursive), a file or a CSV, as :func:`radiology.train.prediction_inputs`
+    inputs : path or radiology.predict.PredictionInputs
+        A folder (recursive), a file or a CSV, as :func:`radiology.predict.prediction_inputs`
         takes them, or its result.
     out : path
         Output folder (created). A run into a folder that already holds explanations
@@ -145,7 +142,7 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
         :class:`~radiology.models.Bundle` runs where it was loaded.
     allow_outside_root : bool, optional
         Read CSV values that point outside ``root`` (by default they get an error row, as in
-        :func:`radiology.train.prediction_inputs`).
+        :func:`radiology.predict.prediction_inputs`).
 
     Returns
     -------
@@ -201,7 +198,7 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
     from radiology.data import input_error
     from radiology.io import atomic_write, write_image
     from radiology.models import Bundle, load_bundle
-    from radiology.train.inference import PredictionInputs, prediction_inputs
+    from radiology.predict import PredictionInputs, prediction_inputs
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
@@ -338,7 +335,7 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
 def _check_out(out: Path, inputs, root) -> None:
     """Refuse an output folder that is a file, or an input folder itself (before any work)."""
     from radiology.io import check_output_folders
-    from radiology.train.inference import PredictionInputs
+    from radiology.predict import PredictionInputs
 
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: is a file; out is a folder for overlays and explanations.csv "
@@ -359,7 +356,7 @@ def _check_out(out: Path, inputs, root) -> None:
 def _without_earlier_outputs(inputs, source: Path):
     """``inputs`` less the files inside folders an earlier explain run wrote (ones holding its
     ``explanations.csv``): overlays of overlays explain nothing."""
-    from radiology.train.inference import PredictionInputs
+    from radiology.predict import PredictionInputs
 
     header = ",".join(EXPLANATION_COLUMNS)
     holds_table: dict[Path, bool] = {}

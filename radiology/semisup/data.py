@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from collections import Counter
@@ -19,9 +20,9 @@ __all__ = ["unlabeled_loader", "UnlabeledStream", "ImagesOnly", "copies_of"]
 def _instance_uid(path: Path) -> str | None:
     """The SOP Instance UID of a DICOM file, None for an image file or a file without one."""
     from radiology.dicom import DicomError, read_dataset
-    from radiology.io import IMAGE_SUFFIXES
+    from radiology.files import is_image_file
 
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    if is_image_file(path):
         return None
     try:
         uid = read_dataset(path, stop_before_pixels=True).get("SOPInstanceUID")
@@ -30,14 +31,16 @@ def _instance_uid(path: Path) -> str | None:
     return (str(uid).strip() or None) if uid else None
 
 
-def _content_digest(path: Path) -> str | None:
-    """SHA-256 of the file's bytes (the image cache's content key), None when it cannot be read."""
-    from radiology.data.cache import _file_digest
-
+def _content_digest(path: Path, chunk: int = 1 << 20) -> str | None:
+    """SHA-256 of the file's bytes (as the image cache keys content), None when it cannot be read."""
+    digest = hashlib.sha256()
     try:
-        return _file_digest(path)
+        with open(path, "rb") as file:
+            while block := file.read(chunk):
+                digest.update(block)
     except OSError:
         return None
+    return digest.hexdigest()
 
 
 def copies_of(files: Sequence[str | os.PathLike], originals: Sequence[str | os.PathLike]) -> np.ndarray:

@@ -184,7 +184,7 @@ def pretrain(
         Header fields for ``metadata`` (default all of :data:`radiology.ssl.HEADER_FIELDS`
         that vary in the archive).
     pipeline : radiology.pipeline.Pipeline, optional
-        Preprocessing (default :func:`radiology.train.default_pipeline`).
+        Preprocessing (default :func:`radiology.pipeline.default_pipeline`).
     valid_fraction : float
     workers : int
         DataLoader worker processes.
@@ -205,7 +205,8 @@ def pretrain(
 
     from radiology.data import ImageDataset, build_dataloaders, drop_unreadable, from_unlabeled, open_cache
     from radiology.models import create_model
-    from radiology.train.learner import _check_model_settings, _run_settings, default_pipeline
+    from radiology.pipeline import default_pipeline
+    from radiology.train.learner import check_model_settings, run_settings
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -216,17 +217,17 @@ def pretrain(
     if lr is not None and not 0 < float(lr) < float("inf"):
         raise ValueError(f"lr must be positive, got {lr}")
     if fields and method != "metadata":
-        raise ValueError(f"--fields applies to --method metadata, not {method}")
-    _check_model_settings(arch, pretrained)
+        raise ValueError(f"fields apply to method='metadata' only, not method={method!r}")
+    check_model_settings(arch, pretrained)
     root, out = Path(root), Path(out)
     if not root.exists():
         raise FileNotFoundError(f"{root}: no such folder")
     if not root.is_dir():
         raise ValueError(f"{root}: not a folder")
     if out.is_dir():
-        raise ValueError(f"{out}: is a folder; --out names the checkpoint file (e.g. backbone.pt)")
+        raise ValueError(f"{out}: is a folder; out names the checkpoint file to write (e.g. backbone.pt)")
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists: pass --overwrite to replace it, or another --out")
+        raise FileExistsError(f"{out} already exists: pass overwrite=True to replace it, or another out")
     started = time.time()
     set_seed(seed, reproducible=True)
     items = from_unlabeled(root)
@@ -280,7 +281,7 @@ def pretrain(
                             device=device, seed=seed)
     learn = Learner(dls, model.to(device), loss_func=loss, path=out.parent, cbs=cbs,
                     wd=1e-4 if method != "metadata" else 1e-2)
-    _run_settings(learn, progress, device)
+    run_settings(learn, progress, device)
     learn.fit_one_cycle(epochs, lr if lr is not None else _DEFAULT_LR)
 
     names = learn.recorder.metric_names[1:-1]  # epoch ... time

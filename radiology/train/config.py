@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from radiology.io import column_names
+
 __all__ = ["TrainConfig", "MAX_SIZE"]
 
 _LOSSES = ("auto", "ce", "focal", "nce_rce", "bce")
@@ -22,12 +24,7 @@ _LOCATIONS = ("out", "root", "folder", "unlabeled")
 
 def _names(value) -> tuple[str, ...] | None:
     """``"a,b"`` or ``["a", "b"]`` → ``("a", "b")``; None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = value.split(",")
-    names = tuple(str(v).strip() for v in value if str(v).strip())
-    return names or None
+    return column_names(value) or None
 
 
 @dataclass(frozen=True)
@@ -209,7 +206,7 @@ class TrainConfig:
             raise ValueError(f"semi must be one of {_SEMI}, got {self.semi!r}")
         if (self.semi is None) != (self.unlabeled is None):
             raise ValueError("semi-supervised training needs both an unlabeled folder and a method "
-                             "(--unlabeled DIR --semi fixmatch|mixmatch)")
+                             "(unlabeled=FOLDER and semi='fixmatch' or semi='mixmatch')")
         if self.semi is not None and self.multi_label:
             raise ValueError(f"{self.semi} is for single-label data; multi_label cannot be combined with semi")
         if self.semi is not None and len(self.image_cols) > 1:
@@ -218,7 +215,7 @@ class TrainConfig:
             raise ValueError(f"{self.semi} runs in the fine-tuning stage: epochs must be >= 1")
         if self.semi_params:
             if self.semi is None:
-                raise ValueError("semi_params need a semi-supervised method (--semi fixmatch|mixmatch)")
+                raise ValueError("semi_params need a semi-supervised method (semi='fixmatch' or semi='mixmatch')")
             from radiology.semisup import validate_semisup_params
 
             object.__setattr__(self, "semi_params", validate_semisup_params(self.semi, self.semi_params))
@@ -266,9 +263,9 @@ class TrainConfig:
             if data[key] is not None:
                 data[key] = Path(data[key]).name
         if self.pretrained is not None:
-            from radiology.models.pretrained import _is_checkpoint_path
+            from radiology.models.pretrained import is_checkpoint_path
 
-            if _is_checkpoint_path(self.pretrained):
+            if is_checkpoint_path(self.pretrained):
                 data["pretrained"] = Path(self.pretrained).name
         for key in _LOCATIONS:
             data[key] = data[key] is not None

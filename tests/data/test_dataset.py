@@ -91,3 +91,43 @@ def test_a_name_that_is_not_utf8_is_escaped_in_the_data_report(tmp_path):
     assert len(kept) == 2 and len(failures) == 1
     report = data_report(failures).decode("utf-8")  # would fail on a surrogate escape
     assert report.splitlines()[1].startswith("b/\\xff.png,b/\\xff.png: ")
+
+
+def test_model_input_turns_pipeline_images_into_model_channels():
+    from radiology.data import model_input
+
+    gray = np.array([[0.0, 0.25], [0.5, 1.0]], np.float32)
+    one = model_input(gray, 1)
+    assert one.shape == (1, 2, 2) and one.dtype == np.float32
+    np.testing.assert_array_equal(one[0], gray)
+    three = model_input(gray.astype(np.float64), 3)  # gray repeated, float32 whatever came in
+    assert three.shape == (3, 2, 2) and three.dtype == np.float32
+    for channel in three:
+        np.testing.assert_array_equal(channel, gray)
+    rgb = np.stack([gray, 1 - gray, np.full_like(gray, 0.5)], axis=-1)
+    kept = model_input(rgb, 3)  # RGB kept, channels first
+    np.testing.assert_array_equal(kept, rgb.transpose(2, 0, 1))
+    assert kept.flags.c_contiguous
+    luma = model_input(rgb, 1)  # RGB made gray by the package's one rule
+    np.testing.assert_allclose(luma[0], to_gray(rgb), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(luma[0, 0, 0], 0.299 * 0 + 0.587 * 1 + 0.114 * 0.5, atol=1e-6)
+    for bad in (np.zeros(4), np.zeros((2, 2, 4)), np.zeros((1, 2, 2, 3))):
+        with pytest.raises(ValueError, match=r"^scan\.dcm: pipeline produced shape"):
+            model_input(bad, 1, "scan.dcm")
+    with pytest.raises(ValueError, match="channels"):
+        model_input(gray, 0, "scan.dcm")
+
+
+def test_the_dataset_and_a_bundle_read_a_view_alike():
+    """Training and serving share one rule: ImageDataset.read and Bundle.model_input give the same array."""
+    from radiology.data import model_input
+
+    rgb = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    pytest.importorskip("timm")
+    from radiology.models import Bundle
+
+    bundle = Bundle(folder=None, backend="eager", classes=["a", "b"], multi_label=False, thresholds=None,
+                    views=("image",), channels=1, size=(32, 32), pipeline=PIPELINE)
+    np.testing.assert_array_equal(bundle.model_input(rgb, "x.png"), model_input(rgb, 1, "x.png"))
+    with pytest.raises(ValueError, match=r"^x\.png: pipeline produced \(16, 16\) images"):
+        bundle.model_input(np.zeros((16, 16), np.float32), "x.png")

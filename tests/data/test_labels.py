@@ -14,6 +14,7 @@ from radiology.data import (
     from_csv,
     from_folder,
     from_paths,
+    from_unlabeled,
     index_dicom_uids,
 )
 from radiology.io import write_image
@@ -168,3 +169,22 @@ def test_allow_outside_root_reads_a_file_beside_root(labeled_phantoms):
     (labeled_phantoms / "beside.csv").write_text("file,label\n../beside.dcm,a\nb/6.dcm,b\n")
     items = from_csv(labeled_phantoms / "beside.csv", None, "file", "label", progress=False, allow_outside_root=True)
     assert items.paths[0][0].samefile(labeled_phantoms.parent / "beside.dcm") and items.ids[0] == "../beside.dcm"
+
+
+def test_training_and_prediction_see_the_same_files(tmp_path):
+    """A DICOM named by its UID (suffix '.321') is an input to training as it is to predict."""
+    from radiology.files import find_inputs
+    from radiology.synthetic import phantom_radiograph, write_phantom_dicom
+
+    image = phantom_radiograph((32, 32))
+    for name in ("a/1.2.840.113619.2.55.321", "a/x.dcm", "b/IM0001", "b/notes.txt", "b/labels.csv"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        if name.endswith((".txt", ".csv")):
+            (tmp_path / name).write_text("not an image")
+        else:
+            write_phantom_dicom(tmp_path / name, image, sop_instance_uid="1.2." + str(len(name)))
+    items = from_folder(tmp_path)
+    assert items.ids == ["a/1.2.840.113619.2.55.321", "a/x.dcm", "b/IM0001"]
+    assert [p for (p,) in items.paths] == find_inputs(tmp_path)
+    assert from_unlabeled(tmp_path).ids == items.ids
+    assert set(index_dicom_uids(tmp_path, progress=False).values()) == set(find_inputs(tmp_path))

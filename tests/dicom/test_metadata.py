@@ -1,6 +1,6 @@
 from radiology.demo import pydicom_test_files
 from radiology.dicom import PHI_KEYWORDS, metadata_table, read_dicom
-from radiology.dicom.metadata import TABLE_COLUMNS
+from radiology.dicom.table import TABLE_COLUMNS
 from radiology.synthetic import phantom_radiograph, write_phantom_dicom
 
 

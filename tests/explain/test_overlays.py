@@ -16,8 +16,8 @@ from radiology.explain import EXPLANATION_COLUMNS, explain_inputs, original_view
 from radiology.io import read_image, write_image  # noqa: E402
 from radiology.models import RadiographClassifier, save_bundle  # noqa: E402
 from radiology.pipeline import CLAHE, Percentile, Pipeline, Resize  # noqa: E402
+from radiology.predict import prediction_inputs  # noqa: E402
 from radiology.synthetic import write_phantom_dicom  # noqa: E402
-from radiology.train import prediction_inputs  # noqa: E402
 from tests.explain.conftest import ARCH, CLASSES, LAYER, PIPELINE, lesion_image, make_bundle  # noqa: E402
 
 

@@ -16,7 +16,8 @@ from pydicom.data import get_testdata_file  # noqa: E402
 
 from radiology.geometry.knee import N_FEATURES, KneeLocalizer  # noqa: E402
 from radiology.models import BACKENDS, Bundle, BundleError, RadiographClassifier, load_bundle, save_bundle  # noqa: E402
-from radiology.models.bundle import BUNDLE_FILES, _labels_record  # noqa: E402
+from radiology.models.bundle import BUNDLE_FILES  # noqa: E402
+from radiology.models.export import _labels_record  # noqa: E402
 from radiology.pipeline import KneeCrop, PadSquare, Percentile, Pipeline, Resize  # noqa: E402
 from radiology.synthetic import phantom_radiograph, write_phantom_dicom  # noqa: E402
 

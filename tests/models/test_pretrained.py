@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -288,7 +289,7 @@ def test_hub_download_failure_is_a_pretrained_weights_error(monkeypatch):
         return real_create(name, pretrained=pretrained, **kwargs)
 
     monkeypatch.setattr(timm, "create_model", offline)
-    with pytest.raises(PretrainedWeightsError, match=r"'resnet10t'.*offline, use tf_eff.*--pretrained none"):
+    with pytest.raises(PretrainedWeightsError, match=r"'resnet10t'.*offline, use tf_eff.*pretrained=None"):
         create_model(SMALL, 3, pretrained="imagenet")
 
 
@@ -299,3 +300,16 @@ def test_load_pretrained_works_in_place(tmp_path):
     model = _small(seed=10)
     assert load_pretrained(model, path) is model
     _assert_same_backbone(model, source)
+
+
+def test_is_checkpoint_path_tells_files_from_hub_names(tmp_path):
+    from radiology.models import is_checkpoint_path
+
+    existing = tmp_path / "backbone"
+    existing.write_bytes(b"")
+    assert is_checkpoint_path(str(existing)) and is_checkpoint_path(existing)
+    assert is_checkpoint_path("runs/missing.pt") and is_checkpoint_path("weights.safetensors")
+    assert is_checkpoint_path(f"runs{os.sep}backbone")  # a folder separator: a path, existing or not
+    assert not is_checkpoint_path("resnet18") and not is_checkpoint_path("imagenet")
+    assert not is_checkpoint_path("hf-hub:timm/resnet18.a1_in1k")
+

@@ -61,7 +61,7 @@ def semi_config(tmp_path):
 
 
 def test_semi_supervised_training_leaves_out_copies_of_validation_images_and_counts_them(semi_config):
-    from radiology.train.learner import _semisup_callback
+    from radiology.train.recipe import _semisup_callback
 
     config, valid = semi_config
     callback, summary = _semisup_callback(config, valid, default_pipeline(32), None, progress=False)

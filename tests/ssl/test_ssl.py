@@ -197,7 +197,7 @@ def test_pretrain_writes_a_checkpoint_that_training_loads(tmp_path, method):
     for key, value in saved["state_dict"].items():
         assert torch.equal(model.backbone.state_dict()[key], value)
     # A finished pretraining is never replaced unasked; the refusal comes before any work.
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(FileExistsError, match="overwrite=True"):
         pretrain(folder, out, method=method, arch="test_resnet", pretrained=None)
     assert torch.equal(torch.load(out, weights_only=True)["state_dict"][key], value)
 

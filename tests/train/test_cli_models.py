@@ -125,7 +125,7 @@ def test_train_never_replaces_a_model_unasked(bundle, layout, tmp_path, capsys):
     a_file = tmp_path / "bundle.zip"
     a_file.write_bytes(b"")
     assert main([*args, "--out", str(a_file)]) == USAGE_ERROR
-    assert "--out is a file" in capsys.readouterr().err
+    assert "bundle.zip: is a file, not a folder" in capsys.readouterr().err
 
 
 def test_train_rejects_empty_and_one_class_datasets(layout, tmp_path, capsys):

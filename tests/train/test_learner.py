@@ -12,18 +12,12 @@ pytest.importorskip("timm")
 
 from safetensors.torch import load_file  # noqa: E402
 
+from radiology.evaluate import evaluate_predictions  # noqa: E402
 from radiology.models import load_bundle  # noqa: E402
+from radiology.pipeline import default_pipeline  # noqa: E402
+from radiology.predict import Ensemble, predict_table, prediction_inputs  # noqa: E402
 from radiology.synthetic import write_findings_dataset  # noqa: E402
-from radiology.train import (  # noqa: E402
-    Ensemble,
-    TrainConfig,
-    default_pipeline,
-    evaluate_predictions,
-    load_items,
-    predict_table,
-    prediction_inputs,
-    train,
-)
+from radiology.train import TrainConfig, load_items, train  # noqa: E402
 
 SIZE = 64
 
@@ -145,20 +139,20 @@ def test_training_is_reproducible_on_cpu(phantoms, tmp_path, trained):
 
 
 def test_resume_continues_an_interrupted_run(phantoms, tmp_path, monkeypatch):
-    from radiology.train import learner
+    from radiology.train.callbacks import SaveLast
 
     train_csv, _ = phantoms
     config = _config(train_csv, tmp_path / "bundle", epochs=2, head_epochs=1)
-    original = learner._SaveLast.after_epoch
+    original = SaveLast.after_epoch
 
     def interrupt_after_saving(self):
         original(self)
         raise KeyboardInterrupt  # as if the user pressed Ctrl-C after the first epoch
 
-    monkeypatch.setattr(learner._SaveLast, "after_epoch", interrupt_after_saving)
+    monkeypatch.setattr(SaveLast, "after_epoch", interrupt_after_saving)
     with pytest.raises(KeyboardInterrupt):
         train(config, progress=False)
-    monkeypatch.setattr(learner._SaveLast, "after_epoch", original)
+    monkeypatch.setattr(SaveLast, "after_epoch", original)
     marker = tmp_path / "bundle" / "checkpoints" / "last_epoch.json"
     assert json.loads(marker.read_text())["epoch"] == 1
     result = train(TrainConfig(**{**config.to_dict(), "resume": True}), progress=False)

@@ -16,8 +16,8 @@ pytest.importorskip("fastai")
 pytest.importorskip("timm")
 
 from radiology.synthetic import write_findings_dataset  # noqa: E402
-from radiology.train import TrainConfig, train  # noqa: E402
-from radiology.train import learner as learner_module  # noqa: E402
+from radiology.train import TrainConfig, recipe, train  # noqa: E402
+from radiology.train.callbacks import SaveLast  # noqa: E402
 
 
 def _config(csv, out, **overrides):
@@ -29,13 +29,13 @@ def _config(csv, out, **overrides):
 
 
 def _interrupt_after_first_epoch(monkeypatch):
-    original = learner_module._SaveLast.after_epoch
+    original = SaveLast.after_epoch
 
     def interrupt_after_saving(self):
         original(self)
         raise KeyboardInterrupt  # as if the user pressed Ctrl-C once the first epoch was saved
 
-    monkeypatch.setattr(learner_module._SaveLast, "after_epoch", interrupt_after_saving)
+    monkeypatch.setattr(SaveLast, "after_epoch", interrupt_after_saving)
 
 
 @pytest.fixture(scope="module")
@@ -164,12 +164,12 @@ def test_resume_continues_with_the_saved_optimizer_state(run, monkeypatch):
             seen["state"] = [{key: value.clone() if torch.is_tensor(value) else value for key, value in state.items()}
                              for state in self.learn.opt.state_dict()["state"]]  # steps update them in place
 
-    original = learner_module.fine_tune
+    original = recipe.fine_tune
 
     def fine_tune_with_probe(*args, cbs=(), **kwargs):
         return original(*args, cbs=[*cbs, Probe()], **kwargs)
 
-    monkeypatch.setattr(learner_module, "fine_tune", fine_tune_with_probe)
+    monkeypatch.setattr(recipe, "fine_tune", fine_tune_with_probe)
     _resume(csv, out)
     moments = [index for index, state in enumerate(saved) if "grad_avg" in state]
     assert moments, "the interrupted run saved no Adam moments"

@@ -108,7 +108,7 @@ def test_empty_labels_are_left_out_with_a_warning_counting_them(tmp_path, caplog
     csv, table = _dataset(tmp_path / "data")
     table.loc[[0, 5], "label"] = ""
     config = TrainConfig(csv=_rewrite(csv, table, "partly.csv"), out=tmp_path / "b", **TINY)
-    with caplog.at_level(logging.WARNING, logger="radiology.train.learner"):
+    with caplog.at_level(logging.WARNING, logger="radiology.train.recipe"):
         items = load_items(config, progress=False)
     assert len(items) == 10 and (items.targets >= 0).all()
     assert "2 row(s) with an empty label" in caplog.text

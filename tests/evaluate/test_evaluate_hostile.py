@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from radiology.cli import USAGE_ERROR, main
-from radiology.train.inference import evaluate_predictions
+from radiology.errors import RadiologyError
+from radiology.evaluate import evaluate_predictions
 
 
 def _predictions(rows: dict[str, tuple[str, list[float]]], classes: list[str]) -> pd.DataFrame:
@@ -93,14 +94,12 @@ def test_multi_label_values_against_single_label_predictions_are_refused(tmp_pat
 
 
 def _bundle(folder, **record):
-    """A bundle folder as evaluate reads it: labels.json, listed with its sha256 in the manifest."""
-    from radiology.models.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST
-
+    """A bundle folder as evaluate reads it: labels.json, listed with its sha256 in the manifest (bundle.json)."""
     folder.mkdir()
     data = json.dumps(record).encode()
     (folder / "labels.json").write_bytes(data)
-    manifest = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "files": {"labels.json": sha256(data).hexdigest()}}
-    (folder / MANIFEST).write_text(json.dumps(manifest))
+    manifest = {"format": "radiology.bundle", "version": 1, "files": {"labels.json": sha256(data).hexdigest()}}
+    (folder / "bundle.json").write_text(json.dumps(manifest))
     return folder
 
 
@@ -129,18 +128,18 @@ def test_the_bundle_decides_the_kind_and_must_match_the_predictions(tmp_path):
 
 
 def test_a_bundle_changed_since_saving_is_refused(tmp_path):
-    from radiology.models import BundleError
-
+    # A ValueError and RadiologyError with verify_bundle's one line (test_scoring.py compares them).
     bundle = _bundle(tmp_path / "multi", classes=["B", "C", "D"], multi_label=True, thresholds=[0.5, 0.5, 0.5])
     labels = _labels(["B | C", "C", "D", "B|D"])
     assert evaluate_predictions(MULTI, labels, bundle=bundle)["macro_f1"] == 1.0
     # Thresholds lowered by hand to flatter the scores: the manifest no longer matches.
     (bundle / "labels.json").write_text(json.dumps({"classes": ["B", "C", "D"], "multi_label": True,
                                                     "thresholds": [0.05, 0.05, 0.05]}))
-    with pytest.raises(BundleError, match=r"labels.json: sha256 does not match bundle.json"):
+    with pytest.raises(ValueError, match=r"labels.json: sha256 does not match bundle.json") as caught:
         evaluate_predictions(MULTI, labels, bundle=bundle)
+    assert isinstance(caught.value, RadiologyError)
     (bundle / "bundle.json").unlink()
-    with pytest.raises(BundleError, match=r"bundle.json: missing"):
+    with pytest.raises(ValueError, match=r"bundle.json: missing"):
         evaluate_predictions(MULTI, labels, bundle=bundle)
 
 

@@ -17,7 +17,7 @@ import pydicom.data
 import pytest
 
 from radiology.cli import main
-from radiology.convert import REPORT_NAME, ConvertOptions, convert_folder
+from radiology.convert import REPORT_NAME, ConvertOptions, convert_folder, render_pipeline
 from radiology.dicom import ImageTooLargeError, read_dicom
 from radiology.synthetic import phantom_radiograph, write_phantom_dicom
 
@@ -273,7 +273,7 @@ def test_b_a_file_already_inside_a_dst_inside_src_gets_a_skipped_row(tmp_path):
         assert table.loc["a.dcm", "status"] == "ok"
         assert table.loc["z_alias", "status"] == "skipped" and "reached earlier" in table.loc["z_alias", "reason"]
         for name in ("converted/old/b.dcm", "converted/notes.txt"):
-            assert table.loc[name, "status"] == "skipped" and "inside DST" in table.loc[name, "reason"]
+            assert table.loc[name, "status"] == "skipped" and "inside dst" in table.loc[name, "reason"]
             assert table.loc[name, "output"] == ""
     assert (dst / "notes.txt").read_text() == "mine" and not (dst / "old" / "b.png").exists()
 
@@ -426,8 +426,8 @@ def test_c_empty_optional_lut_items_are_ignored_with_a_warning(tmp_path, keyword
         image = read_dicom(path)
     assert (image.pixels == clean).all() and image.warnings == [f"{keyword} empty or incomplete: ignored"]
     for normalization in ("percentile", "voi"):
-        report = convert_folder(tmp_path / "src", tmp_path / normalization, ConvertOptions(normalization=normalization),
-                                progress=False)
+        options = ConvertOptions(render_pipeline(normalization=normalization))
+        report = convert_folder(tmp_path / "src", tmp_path / normalization, options, progress=False)
         row = report.table.iloc[0]
         assert row.status == "ok" and keyword in row.warnings
     assert keyword in _report(tmp_path / "voi").loc["lut.dcm", "warnings"]
@@ -441,7 +441,7 @@ def test_c_warnings_go_to_the_report_not_the_terminal(tmp_path):
     ds = pydicom.dcmread(path)
     ds.ModalityLUTSequence = Sequence([Dataset()])
     ds.save_as(path)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     result = subprocess.run([sys.executable, "-m", "radiology", "convert", str(tmp_path / "src"), str(tmp_path / "dst"),
                              "-q"], capture_output=True, text=True, env=env)
     assert result.returncode == 0 and "ModalityLUTSequence" not in result.stderr, result.stderr
@@ -485,13 +485,13 @@ def test_d_resume_with_other_options_reconverts_and_skipped_rows_keep_their_colu
     _phantom(src / "a.dcm", sop_instance_uid="1.2.3.1")
     _phantom(src / "b.dcm", seed=1, sop_instance_uid="1.2.3.2", photometric="MONOCHROME1")
     dst = tmp_path / "dst"
-    first = convert_folder(src, dst, ConvertOptions(width=20, naming=naming), progress=False).table
+    first = convert_folder(src, dst, ConvertOptions(render_pipeline(width=20), naming=naming), progress=False).table
     outputs = list(first.output)
-    other = convert_folder(src, dst, ConvertOptions(width=10, naming=naming), skip_existing=True,
+    other = convert_folder(src, dst, ConvertOptions(render_pipeline(width=10), naming=naming), skip_existing=True,
                            progress=False).table
     assert list(other.status) == ["ok", "ok"] and list(other.output) == outputs
     assert all(read_image(dst / o).shape[1] == 10 for o in outputs)  # not the stale width-20 images
-    again = convert_folder(src, dst, ConvertOptions(width=10, naming=naming), skip_existing=True,
+    again = convert_folder(src, dst, ConvertOptions(render_pipeline(width=10), naming=naming), skip_existing=True,
                            progress=False).table
     assert list(again.status) == ["skipped", "skipped"]
     columns = ["output", "rows", "columns", "photometric", "transfer_syntax", "modality", "options"]
@@ -591,7 +591,7 @@ def test_f_workers_die_with_the_parent_and_its_scratch_is_cleaned_next_run(tmp_p
     for i in range(3):
         _phantom(src / f"{i}.dcm", seed=i)
     dst = tmp_path / "dst"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     parent = subprocess.Popen([sys.executable, "-c", _SLOW_RUN, str(src), str(dst)], env=env)
     try:
         deadline = time.monotonic() + 60

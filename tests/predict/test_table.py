@@ -4,37 +4,20 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("timm")
 pytest.importorskip("onnxruntime")
 
 from radiology.data import input_error  # noqa: E402
 from radiology.io import write_image  # noqa: E402
-from radiology.models import RadiographClassifier, load_bundle, save_bundle  # noqa: E402
-from radiology.pipeline import PadSquare, Percentile, Pipeline, Resize  # noqa: E402
+from radiology.models import decide  # noqa: E402
+from radiology.predict import Ensemble, PredictionInputs, kaggle_submission, predict_table, prediction_inputs  # noqa: E402
 from radiology.synthetic import phantom_radiograph, write_phantom_dicom  # noqa: E402
-from radiology.train.inference import (  # noqa: E402
-    evaluate_predictions,
-    predict_table,
-    prediction_inputs,
-)
+from tests.predict.conftest import CLASSES  # noqa: E402
 
-SIZE = 32
 PATIENT = "Doe_John"
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    """A tiny untrained two-class bundle (ONNX backend): what predict_table does with inputs is under test."""
-    torch.manual_seed(0)
-    model = RadiographClassifier("resnet10t", 2, in_chans=1)
-    pipeline = Pipeline([Percentile(), Resize(longest=SIZE), PadSquare()])
-    folder = save_bundle(tmp_path_factory.mktemp("bundle") / "bundle", model, pipeline,
-                         {"classes": ["normal", "finding"]}, size=SIZE)
-    return load_bundle(folder, backend="onnx")
 
 
 def _patient_folder(tmp_path):
@@ -94,16 +77,6 @@ def test_input_error_replaces_every_form_of_the_path(tmp_path):
     assert views == "l.dcm and r.dcm differ"
 
 
-def test_a_saved_bundle_scores_its_own_predictions(bundle, tmp_path):
-    folder = tmp_path / "in"
-    for seed in range(4):
-        write_phantom_dicom(folder / f"{seed}.dcm", phantom_radiograph((40, 40), seed=seed))
-    table = predict_table(bundle, prediction_inputs(folder), progress=False)
-    labels = pd.DataFrame({"image": table["image"], "label": table["prediction"]})
-    metrics = evaluate_predictions(table, labels, bundle=bundle.folder)
-    assert metrics["multi_label"] is False and metrics["accuracy"] == 1.0 and metrics["n"] == 4
-
-
 def test_csv_values_outside_the_root_get_an_error_row_and_are_not_read(bundle, tmp_path):
     # The rule training applies (radiology.data.escapes_root), as a row: every input keeps its row.
     root = tmp_path / "images"
@@ -119,3 +92,82 @@ def test_csv_values_outside_the_root_get_an_error_row_and_are_not_read(bundle, t
     assert list(table["error"] != "") == [False, True, True, True]
     allowed = prediction_inputs(csv, root=root, progress=False, allow_outside_root=True)
     assert allowed.sources[1] is not None and allowed.sources[2] is not None and allowed.errors[:3] == ["", "", ""]
+
+
+def test_a_folder_predicts_the_files_training_would_read(tmp_path):
+    """The one rule of radiology.files: tables, notes and archives beside the images are not inputs."""
+    from radiology.files import find_inputs
+
+    for name in ("a.png", "1.2.840.113619.321", "IM0001", "report.csv", "README.txt", "notes.md", "scans.zip",
+                 "meta.yaml", "log.log"):
+        (tmp_path / name).write_bytes(b"")
+    inputs = prediction_inputs(tmp_path)
+    assert inputs.ids == ["1.2.840.113619.321", "IM0001", "a.png"]
+    assert [s[0] for s in inputs.sources] == find_inputs(tmp_path)
+    empty = tmp_path / "tables"
+    empty.mkdir()
+    (empty / "labels.csv").write_bytes(b"")
+    with pytest.raises(ValueError, match="no files to predict"):
+        prediction_inputs(empty)
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        prediction_inputs(tmp_path / "nowhere")
+
+
+def test_the_table_decides_as_the_bundle_does(bundle, tmp_path):
+    folder = tmp_path / "in"
+    for seed in range(3):
+        write_phantom_dicom(folder / f"{seed}.dcm", phantom_radiograph((40, 40), seed=seed))
+    inputs = prediction_inputs(folder)
+    table = predict_table(bundle, inputs, progress=False)
+    probs = table[[f"prob_{c}" for c in CLASSES]].to_numpy()
+    np.testing.assert_allclose(probs, bundle.predict([s[0] for s in inputs.sources]), atol=1e-6)
+    assert table["prediction"].tolist() == decide(probs, CLASSES, multi_label=False)
+    assert table["prediction"].tolist() == [CLASSES[i] for i in bundle.decide(probs)]
+    assert table.columns.tolist() == ["image", "prediction", "prob_normal", "prob_finding", "error"]
+
+
+def test_an_ensemble_of_one_bundle_twice_predicts_as_the_bundle(bundle, tmp_path):
+    folder = tmp_path / "in"
+    for seed in range(2):
+        write_phantom_dicom(folder / f"{seed}.dcm", phantom_radiograph((40, 40), seed=seed))
+    inputs = prediction_inputs(folder)
+    single = predict_table(bundle, inputs, progress=False)
+    pair = predict_table(Ensemble([bundle, bundle]), inputs, progress=False)
+    pd.testing.assert_frame_equal(single, pair, atol=1e-6)
+    flipped = Ensemble([bundle], tta=True)
+    batch = np.stack([bundle.load_sample(s) for s in inputs.sources])
+    expected = (bundle.predict_batch(batch) + bundle.predict_batch(batch[..., ::-1].copy())) / 2
+    np.testing.assert_allclose(flipped.predict_arrays(0, batch), expected, atol=1e-6)
+    assert flipped.decide(expected) == decide(expected, CLASSES, multi_label=False)
+    with pytest.raises(ValueError, match="at least one bundle"):
+        Ensemble([])
+
+
+def test_a_multi_label_ensemble_decides_with_the_mean_thresholds():
+    class Member:
+        classes, multi_label, views = ["A", "B"], True, ("image",)
+
+        def __init__(self, thresholds):
+            self.thresholds = thresholds
+
+    ensemble = Ensemble([Member([0.2, 0.6]), Member([0.4, 0.8])])
+    np.testing.assert_allclose(ensemble.thresholds, [0.3, 0.7])
+    assert ensemble.decide(np.array([[0.35, 0.75], [0.25, 0.65], [0.9, 0.1]])) == ["A|B", "", "A"]
+    assert Ensemble([Member(None)]).decide(np.array([[0.5, 0.51]])) == ["B"]  # 0.5 where none was stored
+
+
+def test_kaggle_submission_reads_uids_from_headers(bundle, tmp_path):
+    folder = tmp_path / "in"
+    write_phantom_dicom(folder / "scan.dcm", phantom_radiograph((40, 40), seed=4))
+    inputs = prediction_inputs(folder)
+    table = predict_table(bundle, inputs, progress=False)
+    from radiology.dicom import read_dataset
+
+    uid = str(read_dataset(folder / "scan.dcm", stop_before_pixels=True).SOPInstanceUID)
+    submission = kaggle_submission(table, inputs)
+    assert submission.columns.tolist() == ["SOPInstanceUID", "Target"]
+    assert submission["SOPInstanceUID"].tolist() == [uid]
+    assert submission["Target"].tolist() == table["prediction"].tolist()
+    assert kaggle_submission(table)["SOPInstanceUID"].tolist() == ["scan"]  # <UID>.dcm without the inputs
+    with pytest.raises(ValueError, match="2 inputs for a table of 1 rows"):
+        kaggle_submission(table, PredictionInputs(["a", "b"], [None, None], ["", ""]))

@@ -16,6 +16,7 @@ from radiology.convert import (
     fit_histogram_bins,
     output_name,
     render,
+    render_pipeline,
     sanitize_component,
 )
 from radiology.dicom import read_dicom
@@ -44,11 +45,11 @@ def batch(tmp_path):
 
 def test_options_are_validated():
     with pytest.raises(ValueError, match="normalization"):
-        ConvertOptions(normalization="zscore")
+        render_pipeline(normalization="zscore")
     with pytest.raises(ValueError, match="8-bit only"):
         ConvertOptions(fmt="jpg", bit_depth=16)
-    with pytest.raises(ValueError, match="width or longest"):
-        ConvertOptions(width=5, longest=5)
+    with pytest.raises(ValueError, match="resize: longest cannot be combined with width"):
+        render_pipeline(width=5, longest=5)
     assert ConvertOptions(fmt="JPG").extension == ".jpg"
 
 
@@ -62,7 +63,7 @@ def test_output_names_are_sanitized():
 
 def test_render_resizes_and_pads():
     image = read_dicom(pydicom.data.get_testdata_file("JPEG2000.dcm"))  # 1024 x 256
-    out = render(image, ConvertOptions(longest=128, pad_square=True))
+    out = render(image, render_pipeline(longest=128, pad_square=True))
     assert out.shape == (128, 128) and out[:, :40].max() == 0.0
 
 
@@ -169,7 +170,7 @@ def test_16bit_output_keeps_the_detail(tmp_path):
 def test_fitted_bins_drive_histogram_conversion(batch, tmp_path):
     files = sorted(batch.glob("im*.dcm"))
     bins = fit_histogram_bins(files, n_bins=16)
-    options = ConvertOptions(normalization="histogram", bins=bins)
+    options = ConvertOptions(render_pipeline(normalization="histogram", bins=bins))
     a = dicom_to_image(files[0], options)  # MONOCHROME1
     b = dicom_to_image(files[1], options)  # MONOCHROME2, same content
     assert np.allclose(a, b, atol=1e-5) and correlation(a, dicom_to_image(files[1])) > 0.9
@@ -206,19 +207,20 @@ def test_uid_naming_resume_and_missing_uid(tmp_path):
 def test_convert_options_are_one_pipeline(tmp_path):
     from radiology.pipeline import CLAHE, VOI, Decode, Histogram, PadSquare, Pipeline, Resize
 
-    options = ConvertOptions(normalization="histogram", n_bins=10, pipeline=Pipeline([CLAHE()]), longest=64,
-                             pad_square=True, polarity=False, frame=0)
+    options = ConvertOptions(render_pipeline(Pipeline([CLAHE()]), normalization="histogram", n_bins=10, longest=64,
+                                             pad_square=True, polarity=False, frame=0))
     assert options.to_pipeline() == Pipeline([Histogram(n_bins=10), CLAHE(), Resize(longest=64), PadSquare()],
                                              Decode(polarity=False))
-    # A normalizing pipeline replaces `normalization`; the pipeline's own decode is replaced by the options'.
+    # A normalizing pipeline replaces `normalization`; the pipeline's own decode is kept.
     own = Pipeline([VOI(index=1)], Decode(color="keep"))
-    assert ConvertOptions(pipeline=own).to_pipeline() == Pipeline([VOI(index=1)])
+    assert ConvertOptions(own).to_pipeline() == own
+    assert render_pipeline(own, normalization="minmax") == own
     path = write_phantom_dicom(tmp_path / "p.dcm", phantom_radiograph((64, 48)), photometric="MONOCHROME1")
     assert np.array_equal(dicom_to_image(path, options), options.to_pipeline().read(path))
 
 
 def test_convert_folder_writes_what_pipeline_read_returns(batch, tmp_path):
-    options = ConvertOptions(normalization="minmax", width=40, bit_depth=16)
+    options = ConvertOptions(render_pipeline(normalization="minmax", width=40), bit_depth=16)
     report = convert_folder(batch, tmp_path / "out", options, progress=False)
     pipeline = options.to_pipeline()
     for row in report.table[report.table.status == "ok"].itertuples():
@@ -243,7 +245,7 @@ def test_pipeline_input_of_a_colour_image_is_bt601(tmp_path):
     rgb[..., 1] = 1.0
     path = write_image(tmp_path / "g.png", rgb)
     assert np.allclose(pipeline_input(path), 0.587, atol=1e-6)
-    assert pipeline_input(path, ConvertOptions(color="keep")).shape == (8, 8, 3)
+    assert pipeline_input(path, render_pipeline(color="keep")).shape == (8, 8, 3)
 
 
 @pytest.mark.parametrize("text, fragment", [
@@ -268,7 +270,8 @@ def test_cli_bad_pipeline_file_exits_2_with_one_line(batch, tmp_path, capsys, te
 
 
 def test_cli_takes_decoding_from_the_pipeline_file(tmp_path):
-    from radiology.cli import _render_options, build_parser
+    from radiology.cli import build_parser
+    from radiology.cli.convert import _render_options
     from radiology.pipeline import CLAHE, Decode, Pipeline
 
     path = Pipeline([CLAHE()], Decode(polarity=False, color="keep")).save(tmp_path / "p.yaml")

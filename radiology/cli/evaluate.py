@@ -1,0 +1,55 @@
+"""``radiology evaluate``: score a predictions table against labels."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from radiology.cli.common import headline
+
+
+def add_evaluate_parsers(commands) -> None:
+    """Add the evaluate commands to the ``radiology`` subparsers."""
+    evaluate = commands.add_parser("evaluate", help="score a predictions CSV against labels")
+    evaluate.add_argument("--predictions", type=Path, required=True)
+    evaluate.add_argument("--labels", type=Path, required=True)
+    evaluate.add_argument("--image-col", dest="image_cols", default="image")
+    evaluate.add_argument("--label-col", dest="label_cols", default="label")
+    evaluate.add_argument("--multi-label", action="store_true", default=None,
+                          help="the labels are multi-label (checked against the predictions; they tell by themselves)")
+    evaluate.add_argument("--bundle", type=Path,
+                          help="the bundle that made the predictions (verified against its manifest): its label "
+                               "kind, classes and thresholds (multi-label default 0.5)")
+    evaluate.add_argument("--out", type=Path, required=True, help="folder for metrics.json, report and plots")
+    evaluate.add_argument("--overwrite", action="store_true",
+                          help="replace the metrics, report and plots of an earlier evaluation in --out")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Run ``radiology evaluate`` with parsed arguments; returns the exit code."""
+    # radiology.evaluate imports neither torch nor fastai: scoring starts fast and runs where they are not installed.
+    from radiology.evaluate import evaluate_predictions
+
+    for path in (args.predictions, args.labels):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+    if args.bundle is not None and not args.bundle.is_dir():
+        raise FileNotFoundError(f"--bundle {args.bundle}: no such bundle folder")
+    if args.out.exists() and not args.out.is_dir():
+        raise FileExistsError(f"--out {args.out}: is a file; give a folder for the metrics, report and plots")
+    # Checked before any work: an earlier evaluation's files (or a user's of the same names) are replaced
+    # only when asked, and nothing else in --out ever is.
+    earlier = [name for name in _EVALUATION_FILES if (args.out / name).exists() or (args.out / name).is_symlink()]
+    if earlier and not args.overwrite:
+        raise FileExistsError(f"--out {args.out}: already holds {', '.join(earlier)}; add --overwrite to replace them")
+    metrics = evaluate_predictions(args.predictions, args.labels, image_cols=args.image_cols,
+                                   label_cols=args.label_cols, multi_label=args.multi_label, out=args.out,
+                                   bundle=args.bundle)
+    print(f"{metrics['n']} scored ({metrics['missing']} without prediction): {headline(metrics)}")
+    kind = "multi-label" if metrics["multi_label"] else "single-label"
+    print(f"scored as {kind}; {metrics['unlabeled']} unlabeled label rows skipped")
+    print(f"metrics, report and plots: {args.out}")
+    return 0
+
+
+_EVALUATION_FILES = ("metrics.json", "report.txt", "confusion_matrix.png", "roc.png")

@@ -1,0 +1,186 @@
+"""Classification reports: the headline metrics of one evaluation set as a JSON-ready dict, or as text.
+
+Built from :mod:`radiology.evaluate.metrics`; undefined values (``nan`` there) are ``None`` here,
+so the dict is strict JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn import metrics as skm
+
+from radiology.evaluate.metrics import (
+    _defined_mean,
+    _indicator,
+    _label_f1,
+    _labels,
+    _nan_to_none,
+    _scores,
+    accuracy,
+    balanced_accuracy,
+    macro_auc,
+    macro_f1,
+    odir_score,
+    quadratic_kappa,
+    roc_auc_per_class,
+)
+
+__all__ = ["classification_metrics", "classification_report"]
+
+
+def _check_classes(classes: Sequence[str], width: int) -> list[str]:
+    classes = [str(name) for name in classes]
+    if len(classes) != width:
+        raise ValueError(f"{len(classes)} class names for {width} probability columns")
+    return classes
+
+
+def classification_metrics(
+    targets, probs, classes: Sequence[str], *, multi_label: bool, thresholds=None
+) -> dict:
+    """The headline metrics of a classifier on one evaluation set, as a JSON-ready dict.
+
+    Parameters
+    ----------
+    targets : array_like
+        Single-label: class indices ``(N,)``. Multi-label: 0/1 matrix ``(N, L)``.
+    probs : array_like, shape (N, C) or (N, L)
+        Probabilities (softmax for single-label, sigmoid for multi-label).
+    classes : sequence of str
+        Class (label) names, one per column.
+    multi_label : bool
+    thresholds : float or array_like of shape (L,), optional
+        Multi-label decision thresholds (``p > t``); default 0.5 for every label, e.g. from
+        :func:`~radiology.evaluate.metrics.best_thresholds` on the validation split. The
+        ODIR-style numbers always use 0.5, as the challenge does.
+
+    Returns
+    -------
+    dict
+        Single-label: ``n, accuracy, balanced_accuracy, macro_f1, quadratic_kappa, macro_auc``,
+        per-class ``auc``, ``recall``, ``support`` (dicts keyed by class name) and
+        ``confusion_matrix`` (rows = truth, columns = prediction, nested lists of int).
+        Multi-label: ``n, macro_auc, micro_f1, macro_f1, subset_accuracy, thresholds``, per-label
+        ``auc``, ``f1``, ``support``, and ``odir`` (``kappa, f1, auc, score`` of the flattened
+        matrices). Undefined values are ``None``: the F1 of a label neither present nor predicted
+        is, and ``macro_f1`` is the mean over the labels where F1 is defined, as for ``macro_auc``.
+
+    Examples
+    --------
+    >>> result = classification_metrics([0, 1, 1], [[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]],
+    ...                                 ["neg", "pos"], multi_label=False)
+    >>> round(result["accuracy"], 3), result["confusion_matrix"]
+    (0.667, [[1, 0], [1, 1]])
+    """
+    if multi_label:
+        truth = _indicator(targets)
+        probs = _scores(probs, truth.shape)
+        classes = _check_classes(classes, truth.shape[1])
+        if thresholds is None:
+            thresholds = 0.5
+        thresholds = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (truth.shape[1],))
+        decisions = (probs > thresholds[None, :]).astype(np.int64)
+        auc = roc_auc_per_class(truth, probs)
+        f1 = _label_f1(truth, decisions)
+        result = {
+            "n": int(len(truth)),
+            "macro_auc": macro_auc(truth, probs),
+            "micro_f1": float(skm.f1_score(truth, decisions, average="micro", zero_division=0.0)),
+            "macro_f1": _defined_mean(f1),
+            "subset_accuracy": float(np.mean((decisions == truth).all(axis=1))),
+            "thresholds": [float(t) for t in thresholds],
+            "auc": {name: float(v) for name, v in zip(classes, auc)},
+            "f1": {name: float(v) for name, v in zip(classes, f1)},
+            "support": {name: int(v) for name, v in zip(classes, truth.sum(axis=0))},
+            "odir": odir_score(truth, probs),
+        }
+        return _nan_to_none(result)
+
+    labels = _labels(targets)
+    probs = _scores(probs, n=len(labels))
+    classes = _check_classes(classes, probs.shape[1])
+    if labels.max() >= len(classes):
+        raise ValueError(f"class index {labels.max()} but only {len(classes)} classes")
+    predictions = probs.argmax(axis=1)
+    everyone = np.arange(len(classes))
+    confusion = skm.confusion_matrix(labels, predictions, labels=everyone)
+    support = confusion.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(support > 0, np.diag(confusion) / np.maximum(support, 1), np.nan)
+    auc = roc_auc_per_class(labels, probs)
+    result = {
+        "n": int(len(labels)),
+        "accuracy": accuracy(labels, predictions),
+        "balanced_accuracy": balanced_accuracy(labels, predictions),
+        "macro_f1": macro_f1(labels, predictions),
+        "quadratic_kappa": quadratic_kappa(labels, predictions, len(classes)),
+        "macro_auc": macro_auc(labels, probs),
+        "auc": {name: float(v) for name, v in zip(classes, auc)},
+        "recall": {name: float(v) for name, v in zip(classes, recall)},
+        "support": {name: int(v) for name, v in zip(classes, support)},
+        "confusion_matrix": confusion.astype(int).tolist(),
+    }
+    return _nan_to_none(result)
+
+
+def _fmt(value) -> str:
+    return "   n/a" if value is None else f"{value:6.3f}"
+
+
+def classification_report(targets, probs, classes: Sequence[str], *, multi_label: bool, thresholds=None) -> str:
+    """:func:`classification_metrics` as readable text: headline numbers, then one row per class.
+
+    Parameters are those of :func:`classification_metrics`.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> print(classification_report([0, 1, 1], [[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]],
+    ...                             ["neg", "pos"], multi_label=False))  # doctest: +ELLIPSIS
+    samples            3
+    accuracy           0.667
+    ...
+    """
+    result = classification_metrics(targets, probs, classes, multi_label=multi_label, thresholds=thresholds)
+    names = list(result["auc"])
+    width = max(8, *(len(name) for name in names))
+    lines = [f"{'samples':<18} {result['n']}"]
+    if multi_label:
+        headline = ["macro_auc", "micro_f1", "macro_f1", "subset_accuracy"]
+        lines += [f"{key:<18} {_fmt(result[key]).strip()}" for key in headline]
+        odir = result["odir"]
+        lines.append(
+            "odir (p > 0.5)     "
+            f"kappa {_fmt(odir['kappa']).strip()}  f1 {_fmt(odir['f1']).strip()}  "
+            f"auc {_fmt(odir['auc']).strip()}  score {_fmt(odir['score']).strip()}"
+        )
+        lines.append("")
+        lines.append(f"{'label':<{width}}  support     auc      f1  threshold")
+        for name, threshold in zip(names, result["thresholds"]):
+            lines.append(
+                f"{name:<{width}}  {result['support'][name]:7d}  {_fmt(result['auc'][name])}  "
+                f"{_fmt(result['f1'][name])}  {threshold:9.3f}"
+            )
+    else:
+        headline = ["accuracy", "balanced_accuracy", "macro_f1", "quadratic_kappa", "macro_auc"]
+        lines += [f"{key:<18} {_fmt(result[key]).strip()}" for key in headline]
+        lines.append("")
+        lines.append(f"{'class':<{width}}  support     auc  recall")
+        for name in names:
+            lines.append(
+                f"{name:<{width}}  {result['support'][name]:7d}  {_fmt(result['auc'][name])}  "
+                f"{_fmt(result['recall'][name])}"
+            )
+        lines.append("")
+        lines.append("confusion matrix (rows: truth, columns: prediction)")
+        cell = max(5, len(str(max(max(row) for row in result["confusion_matrix"]))) + 1)
+        lines.append(" " * width + "".join(f"{i:>{cell}d}" for i in range(len(names))))
+        for i, (name, row) in enumerate(zip(names, result["confusion_matrix"])):
+            label = f"{i} {name}"[:width]
+            lines.append(f"{label:<{width}}" + "".join(f"{v:>{cell}d}" for v in row))
+    return "\n".join(lines)

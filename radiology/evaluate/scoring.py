@@ -1,0 +1,333 @@
+"""Scoring prediction files: a predictions table and a label table in, metrics, a report and plots out.
+
+A predictions table is what :func:`radiology.predict.predict_table` (``radiology predict``)
+writes: one row per input with ``image`` (several image columns joined by ``|``),
+``prediction``, one ``prob_<class>`` column per class and ``error`` (empty when the input was
+fine). :func:`evaluate_predictions` matches its rows to a label table on the image reference,
+reads the labels as training reads them, scores with :func:`radiology.evaluate.classification_metrics`
+and writes ``metrics.json``, ``report.txt``, ``confusion_matrix.png`` (single-label) and
+``roc.png``.
+
+Scoring refuses, in one line, what it cannot score truthfully: unknown labels, and a label
+kind (single- or multi-label) on which the predictions, the bundle, the caller and the label
+table disagree. It needs numpy, pandas, scikit-learn and matplotlib, never torch: a bundle's
+manifest is verified here with the checks and messages of :func:`radiology.models.verify_bundle`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from radiology.errors import one_line
+from radiology.evaluate.plots import plot_confusion_matrix, plot_roc
+from radiology.evaluate.reports import classification_metrics, classification_report
+from radiology.io import atomic_write, column_names, write_json
+from radiology.manifest import MANIFEST, BundleError, read_manifest, verified_bytes
+
+__all__ = ["evaluate_predictions"]
+
+
+#: A softmax row sums to 1 up to float32 rounding and the decimal text of a CSV.
+_SUM_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A table with every cell as text (missing cells empty), and how errors name it."""
+
+    frame: pd.DataFrame
+    name: str
+    from_file: bool
+
+    def row(self, position: int) -> str:
+        """One data row by its line in the file (the header is line 1), or by its DataFrame index."""
+        if self.from_file:
+            return f"{self.name} line {position + 2}"
+        return f"{self.name} row {self.frame.index[position]!r}"
+
+
+def _read_table(source: str | os.PathLike | pd.DataFrame, what: str) -> _Table:
+    if isinstance(source, pd.DataFrame):
+        text = source.astype(object).where(source.notna(), "").astype(str)
+        return _Table(text, what, False)
+    return _Table(pd.read_csv(source, dtype=str, keep_default_na=False), os.fspath(source), True)
+
+
+def _label_tokens(value: str) -> list[str]:
+    """The labels of one multi-label cell, split and stripped as training reads them (``"B | C"`` is B and C)."""
+    return [token.strip() for token in value.split("|") if token.strip()]
+
+
+def _is_softmax(probs: np.ndarray, predictions: Sequence[str] | None, classes: Sequence[str]) -> bool:
+    """Whether every row is a single-label model's: it sums to 1 and its prediction is its most probable class.
+
+    Sigmoid rows of several labels sum to 1 only by chance, and their prediction is the set of
+    labels above threshold, so both must hold on every row.
+    """
+    if not np.allclose(probs.sum(axis=1), 1.0, rtol=0.0, atol=_SUM_TOLERANCE):
+        return False
+    return predictions is None or all(p == classes[i] for p, i in zip(predictions, probs.argmax(axis=1)))
+
+
+def _kind(multi_label: bool) -> str:
+    return "multi-label" if multi_label else "single-label"
+
+
+def _bundle_labels(folder: str | os.PathLike) -> tuple[dict, str]:
+    """A bundle's ``labels.json`` (read as data only, after its manifest is verified) and its name for errors."""
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"{folder}: no such bundle folder")
+    # As load_bundle does: a bundle damaged or changed since it was saved is refused, naming the file.
+    data = _verified_labels(Path(folder))
+    name = os.fspath(Path(folder) / _LABELS)
+    try:
+        record = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise ValueError(f"{name}: not valid JSON ({one_line(error)})") from None
+    if (not isinstance(record, dict) or not isinstance(record.get("classes"), list)
+            or not isinstance(record.get("multi_label"), bool)):
+        raise ValueError(f"{name}: needs 'classes' (a list) and 'multi_label' (true or false)")
+    return record, name
+
+
+def _verified_labels(folder: Path) -> bytes:
+    """``labels.json``'s bytes, after every file the manifest lists is checked (as ``verify_bundle`` does)."""
+    files = read_manifest(folder)
+    if _LABELS not in files:  # nothing would vouch for it
+        raise BundleError(f"{folder / _LABELS}: not listed in {MANIFEST}")
+    for name in files:  # one file in memory at a time
+        if name != _LABELS:
+            verified_bytes(folder, files, name)
+    return verified_bytes(folder, files, _LABELS)
+
+
+_LABELS = "labels.json"
+
+
+def _label_kind(declared: bool | None, record: dict | None, record_name: str, softmax: bool, pred_name: str) -> bool:
+    """The label kind of the predictions: the bundle's when given, else their probability rows'; checked."""
+    looks = ("single-label (every probability row sums to 1)" if softmax
+             else "multi-label (probability rows that do not sum to 1)")
+    if record is not None:
+        kind = record["multi_label"]
+        if kind == softmax:
+            raise ValueError(f"{record_name} says {_kind(kind)} but {pred_name} are {looks}: "
+                             f"they were not made by this bundle")
+        source = f"as {record_name} says"
+    else:
+        kind, source = not softmax, looks.split(" ", 1)[1]
+    if declared is not None and bool(declared) != kind:
+        raise ValueError(f"multi_label={bool(declared)} but {pred_name} are {_kind(kind)} {source}")
+    return kind
+
+
+def _single_targets(truth: _Table, column: str, classes: list[str], kind_note: str) -> np.ndarray:
+    """Class indices of a single-label column; -1 where the label is empty (unlabeled)."""
+    values = truth.frame[column].str.strip().tolist()
+    joined = next((i for i, v in enumerate(values) if "|" in v), None)
+    if joined is not None:
+        raise ValueError(f"{truth.row(joined)}: multi-label value {values[joined]!r} in column {column!r} "
+                         f"but {kind_note}")
+    unknown = sorted({v for v in values if v} - set(classes))
+    if unknown:
+        raise ValueError(f"{truth.name}: label(s) {unknown[:5]} in column {column!r} are not among the predicted "
+                         f"classes {classes}")
+    position = {c: i for i, c in enumerate(classes)}
+    return np.array([position[v] if v else -1 for v in values], np.int64)
+
+
+def _token_targets(truth: _Table, column: str, classes: list[str]) -> np.ndarray:
+    """0/1 rows of a ``A|B`` column; an empty cell is no label present, as training reads it."""
+    rows = [_label_tokens(v) for v in truth.frame[column]]
+    unknown = sorted({t for tokens in rows for t in tokens} - set(classes))
+    if unknown:
+        first = next(i for i, tokens in enumerate(rows) if set(tokens) & set(unknown))
+        raise ValueError(f"{truth.name}: label(s) {unknown[:5]} in column {column!r} are not among the predicted "
+                         f"classes {classes} (first: {truth.row(first)})")
+    return np.array([[c in tokens for c in classes] for tokens in rows], np.float32).reshape(len(rows), len(classes))
+
+
+def _binary_targets(truth: _Table, columns: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 columns as a matrix, and which rows are labeled (a row with every cell empty is not)."""
+    cells = truth.frame[list(columns)].apply(lambda column: column.str.strip())
+    labeled = (cells != "").any(axis=1).to_numpy()
+    values = cells.apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    bad = labeled[:, None] & ~np.isin(values, (0.0, 1.0))
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise ValueError(f"{truth.row(row)}: label column {columns[column]!r} holds "
+                         f"{cells.iat[row, column]!r}; 0/1 label columns take 0 or 1")
+    return np.where(labeled[:, None], values, 0.0).astype(np.float32), labeled
+
+
+def _thresholds(given, record: dict | None, n: int) -> np.ndarray | None:
+    """Multi-label thresholds: the ones given, else the bundle's; one per predicted class."""
+    chosen = given if given is not None else (record or {}).get("thresholds")
+    if chosen is None:
+        return None
+    chosen = np.asarray(chosen, np.float64).reshape(-1)
+    if chosen.size != n:
+        raise ValueError(f"{chosen.size} thresholds for {n} predicted classes")
+    return chosen
+
+
+def evaluate_predictions(
+    predictions: str | os.PathLike | pd.DataFrame,
+    labels: str | os.PathLike | pd.DataFrame,
+    *,
+    image_cols: Sequence[str] | str = ("image",),
+    label_cols: Sequence[str] | str = ("label",),
+    multi_label: bool | None = None,
+    out: str | os.PathLike | None = None,
+    thresholds: Sequence[float] | None = None,
+    bundle: str | os.PathLike | None = None,
+) -> dict:
+    """Score a prediction table against a label table, refusing what cannot be scored truthfully.
+
+    Rows are matched on the image reference (several image columns joined by ``|``, as
+    ``radiology predict`` writes them). Classes are taken from the ``prob_<class>``
+    columns, and so is the label kind unless ``bundle`` is given: single-label when every
+    probability row sums to 1 (within 1e-3) and its prediction is its most probable class,
+    else multi-label. A ``multi_label``, a bundle or a label table that disagrees with the
+    predictions is an error, never a silent re-reading.
+
+    Labels are read as training reads them. Single-label: one column of class names; an
+    empty cell is unlabeled, skipped and counted. Multi-label: one column of ``A|B`` strings,
+    each name stripped (``"B | C"`` is B and C; an empty cell is no label present), or one
+    0/1 column per label (a row with every cell empty is unlabeled). A label that is not a
+    predicted class is an error naming it.
+
+    Parameters
+    ----------
+    predictions, labels : path or DataFrame
+    image_cols, label_cols : str or sequence of str
+    multi_label : bool, optional
+        The kind the caller expects; checked against the predictions.
+    out : path, optional
+        Folder for ``metrics.json``, ``report.txt``, ``confusion_matrix.png`` (single-label)
+        and ``roc.png``.
+    thresholds : sequence of float, optional
+        Multi-label decision thresholds, one per predicted class (default: the bundle's, else 0.5).
+    bundle : path, optional
+        The bundle folder that made the predictions, verified against its manifest: its
+        ``labels.json`` (read as data) gives the label kind, the classes (checked against the
+        ``prob_`` columns) and the thresholds.
+
+    Returns
+    -------
+    dict
+        :func:`radiology.evaluate.classification_metrics` plus ``n`` (rows scored),
+        ``missing`` (labeled images without a usable prediction), ``unlabeled`` (label rows
+        skipped for an empty label) and ``multi_label`` (the kind scored).
+
+    Raises
+    ------
+    ValueError
+        A missing column, a label kind that disagrees, unknown labels, a bad 0/1 cell, or no
+        labeled image with a prediction; the message names the table, line and values.
+    FileNotFoundError
+        ``bundle`` is not a folder.
+    radiology.manifest.BundleError
+        ``bundle`` has no manifest, or a file that differs from it (damaged or changed since
+        saving): the one line :func:`radiology.models.verify_bundle` gives, by the same rule
+        (:mod:`radiology.manifest`, no torch). A ``ValueError`` too.
+
+    Examples
+    --------
+    >>> predictions = pd.DataFrame({"image": ["a", "b"], "prediction": ["B|C", "C"],
+    ...                             "prob_B": [0.9, 0.2], "prob_C": [0.8, 0.7], "error": ["", ""]})
+    >>> labels = pd.DataFrame({"image": ["a", "b", "c"], "label": ["B | C", "C", ""]})
+    >>> metrics = evaluate_predictions(predictions, labels)
+    >>> metrics["multi_label"], metrics["macro_f1"], metrics["n"], metrics["missing"]
+    (True, 1.0, 2, 1)
+
+    Single-label, written to a folder:
+
+    >>> import json, tempfile
+    >>> predictions = pd.DataFrame({"image": ["a", "b", "c", "d"], "prediction": ["x", "y", "y", "y"],
+    ...                             "prob_x": [0.9, 0.2, 0.4, 0.3], "prob_y": [0.1, 0.8, 0.6, 0.7]})
+    >>> labels = pd.DataFrame({"image": ["a", "b", "c", "d"], "label": ["x", "y", "x", "y"]})
+    >>> out = Path(tempfile.mkdtemp())
+    >>> evaluate_predictions(predictions, labels, out=out)["accuracy"]
+    0.75
+    >>> json.loads((out / "metrics.json").read_text())["confusion_matrix"]
+    [[1, 1], [0, 2]]
+    >>> sorted(p.name for p in out.iterdir())
+    ['confusion_matrix.png', 'metrics.json', 'report.txt', 'roc.png']
+    """
+    pred = _read_table(predictions, "predictions")
+    truth = _read_table(labels, "labels")
+    image_cols, label_cols = column_names(image_cols), column_names(label_cols)
+    for column in (*image_cols, *label_cols):
+        if column not in truth.frame.columns:
+            raise ValueError(f"{truth.name}: no column {column!r}; columns are {list(truth.frame.columns)}")
+    if "image" not in pred.frame.columns:
+        raise ValueError(f"{pred.name}: no 'image' column (write predictions with predict_table)")
+    classes = [c[len("prob_"):] for c in pred.frame.columns if c.startswith("prob_")]
+    if not classes:
+        raise ValueError(f"{pred.name}: no prob_<class> columns")
+    errors = pred.frame["error"].str.strip() if "error" in pred.frame.columns else pd.Series("", pred.frame.index)
+    ok = np.flatnonzero((errors == "").to_numpy())
+    ok = ok[~pred.frame["image"].iloc[ok].duplicated().to_numpy()]  # an image predicted twice: the first row
+    if not ok.size:
+        raise ValueError(f"{pred.name}: every row has an error; nothing to score")
+    usable = pred.frame.iloc[ok]
+    probs_all = usable[[f"prob_{c}" for c in classes]].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    broken = np.flatnonzero(~np.isfinite(probs_all).all(axis=1))
+    if broken.size:
+        raise ValueError(f"{pred.row(ok[broken[0]])}: a prob_ cell is not a number, on a row without an error")
+
+    record, record_name = _bundle_labels(bundle) if bundle is not None else (None, "")
+    if record is not None and [str(c) for c in record["classes"]] != classes:
+        raise ValueError(f"{record_name} has classes {record['classes']} but {pred.name} has prob_ columns "
+                         f"for {classes}")
+    shown = usable["prediction"].tolist() if "prediction" in usable.columns else None
+    softmax = _is_softmax(probs_all, shown, classes)
+    kind = _label_kind(multi_label, record, record_name, softmax, pred.name)
+    th = _thresholds(thresholds, record, len(classes)) if kind else None
+
+    if not kind:
+        if len(label_cols) > 1:
+            raise ValueError(f"{truth.name}: several label columns {list(label_cols)} are multi-label but "
+                             f"{pred.name} are single-label")
+        targets_all = _single_targets(truth, label_cols[0], classes, f"{pred.name} are single-label")
+        labeled = targets_all >= 0
+    elif len(label_cols) > 1:
+        unknown = [c for c in label_cols if c not in classes]
+        if unknown:
+            raise ValueError(f"{truth.name}: label columns {unknown} are not predicted classes {classes}")
+        targets_all, labeled = _binary_targets(truth, label_cols)
+        order = [classes.index(c) for c in label_cols]
+        probs_all, classes = probs_all[:, order], list(label_cols)
+        th = None if th is None else th[order]
+    else:
+        targets_all = _token_targets(truth, label_cols[0], classes)
+        labeled = np.ones(len(truth.frame), bool)
+
+    keys = pd.Series(["|".join(views) for views in zip(*(truth.frame[c] for c in image_cols))], dtype=object)
+    position = {image: i for i, image in enumerate(usable["image"])}
+    found = labeled & keys.isin(position).to_numpy()
+    if not found.any():
+        raise ValueError(f"no labeled image of {truth.name} has a prediction in {pred.name} (check image_cols)")
+    probs = probs_all[[position[k] for k in keys[found]]]
+    targets = targets_all[found]
+    metrics = classification_metrics(targets, probs, classes, multi_label=kind, thresholds=th)
+    metrics.update(n=int(found.sum()), missing=int((labeled & ~found).sum()), unlabeled=int((~labeled).sum()),
+                   multi_label=bool(kind))
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "metrics.json", metrics)
+        report = classification_report(targets, probs, classes, multi_label=kind, thresholds=th)
+        atomic_write(out / "report.txt", report.encode())
+        if not kind:
+            plot_confusion_matrix(targets, probs.argmax(1), classes, out / "confusion_matrix.png")
+        plot_roc(targets, probs, classes, out / "roc.png", multi_label=kind)
+    return metrics

@@ -1,0 +1,148 @@
+"""The bundle format and its manifest, without torch: what a bundle folder holds and how its files are vouched for.
+
+A model bundle (:mod:`radiology.models`) ends with ``bundle.json``: its format tag, its
+version and the sha256 of every other file. Every reader goes through
+:func:`verified_bytes`, which returns the bytes it checked (what is checked is what is
+used), so that loading a model (:func:`radiology.models.load_bundle`) and scoring
+against a bundle's labels (:func:`radiology.evaluate.evaluate_predictions`, which never
+imports torch) follow one rule and say the same thing about a damaged file.
+
+Examples
+--------
+>>> import tempfile
+>>> folder = Path(tempfile.mkdtemp())
+>>> _ = (folder / "labels.json").write_text('{"classes": ["a", "b"]}')
+>>> files = write_manifest(folder, ["labels.json"])
+>>> verified_bytes(folder, read_manifest(folder), "labels.json")
+b'{"classes": ["a", "b"]}'
+>>> _ = (folder / "labels.json").write_text('{"classes": ["b", "a"]}')
+>>> verified_bytes(folder, read_manifest(folder), "labels.json")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+radiology.manifest.BundleError: ...labels.json: sha256 does not match bundle.json (damaged or changed after saving)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from radiology.errors import RadiologyError, one_line
+from radiology.io import write_json
+
+__all__ = ["BUNDLE_FILES", "BUNDLE_FORMAT", "BUNDLE_VERSION", "MANIFEST", "MAX_FILE_BYTES", "MAX_SIZE", "MODEL_FORMAT",
+           "BundleError", "is_plain_name", "read_manifest", "verified_bytes", "write_manifest"]
+
+#: The manifest file: format, version and the sha256 of every other file of the bundle.
+MANIFEST = "bundle.json"
+#: Files :func:`~radiology.models.save_bundle` writes (the manifest last).
+BUNDLE_FILES = ("model.pt2", "model.onnx", "weights.safetensors", "model.json", "pipeline.json", "labels.json",
+                "train.json", MANIFEST)
+#: Largest image side a bundle may declare (a larger one is refused before any memory is taken).
+MAX_SIZE = 4096
+#: Largest bundle file read (ONNX's own limit): a bigger one is refused before it is read.
+MAX_FILE_BYTES = 2 << 30
+#: ``format`` of ``model.json``.
+MODEL_FORMAT = "radiology.model"
+#: ``format`` of the manifest.
+BUNDLE_FORMAT = "radiology.bundle"
+#: The manifest version this radiology writes and reads.
+BUNDLE_VERSION = 1
+
+_MAX_MANIFEST_BYTES = 1 << 20
+# A manifest names files of the bundle folder itself: no folders, no hidden files, no '..'.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,200}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class BundleError(RadiologyError, ValueError):
+    """A bundle that is damaged, changed after saving, inconsistent or unsafe: one line naming the file."""
+
+
+def is_plain_name(name: str) -> bool:
+    """Whether ``name`` may name a file of a bundle: no folder, not hidden, no ``..``, at most 201 characters.
+
+    Examples
+    --------
+    >>> [is_plain_name(n) for n in ("labels.json", "svm.npz", "../x", ".hidden", "a/b")]
+    [True, True, False, False, False]
+    """
+    return isinstance(name, str) and _PLAIN_NAME.fullmatch(name) is not None
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, str]:
+    """The ``files`` of a bundle's manifest (file name → sha256), after checking its format and version.
+
+    Raises
+    ------
+    BundleError
+        No manifest, not JSON, another format or version, or names that are not plain
+        file names of the folder itself.
+    """
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{path}: missing: not a bundle written by this radiology (re-save it), or damaged")
+    if path.stat().st_size > _MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path}: larger than 1 MiB; not a manifest")
+    try:
+        manifest = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as error:
+        raise BundleError(f"{path}: not valid JSON ({one_line(error)})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{path}: not a radiology bundle manifest")
+    if manifest.get("version") != BUNDLE_VERSION:
+        raise BundleError(f"{path}: bundle format version {manifest.get('version')!r} is not one this radiology "
+                          f"reads ({BUNDLE_VERSION})")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(
+            is_plain_name(k) and k != MANIFEST and isinstance(v, str)
+            and _SHA256.fullmatch(v) for k, v in files.items()):
+        raise BundleError(f"{path}: 'files' must map file names of the bundle to sha256 digests")
+    return files
+
+
+def verified_bytes(folder: str | os.PathLike, files: Mapping[str, str], name: str, *,
+                   optional: bool = False) -> bytes | None:
+    """The bytes of one bundle file, checked against the manifest ``files`` (read once).
+
+    Parameters
+    ----------
+    folder : path
+        The bundle folder.
+    files : mapping
+        :func:`read_manifest`'s result.
+    name : str
+        The file.
+    optional : bool, optional
+        ``None`` for a file neither listed nor present (instead of an error).
+
+    Raises
+    ------
+    BundleError
+        Not listed, missing, larger than :data:`MAX_FILE_BYTES`, or a different sha256.
+    """
+    path = Path(folder) / name
+    if name not in files:
+        if optional and not path.exists():
+            return None
+        raise BundleError(f"{path}: not listed in {MANIFEST}")
+    if not path.is_file():
+        raise BundleError(f"{path}: missing (listed in {MANIFEST})")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise BundleError(f"{path}: larger than {MAX_FILE_BYTES >> 30} GiB; not read")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != files[name]:
+        raise BundleError(f"{path}: sha256 does not match {MANIFEST} (damaged or changed after saving)")
+    return data
+
+
+def write_manifest(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, str]:
+    """Write ``bundle.json`` for the named files of ``folder`` (atomically, last); returns their digests."""
+    folder = Path(folder)
+    digests = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in names}
+    write_json(folder / MANIFEST, {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "files": digests})
+    return digests

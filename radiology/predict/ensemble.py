@@ -1,0 +1,81 @@
+"""Several bundles as one model: averaged probabilities, with optional flip test-time augmentation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from radiology.models.decisions import decide
+
+__all__ = ["Ensemble"]
+
+
+class Ensemble:
+    """Average the probabilities of several bundles trained on the same labels.
+
+    Parameters
+    ----------
+    bundles : sequence of radiology.models.Bundle
+        Same classes (in the same order), label kind and number of views. Each member
+        preprocesses with its *own* pipeline, so members may differ in size or steps.
+    tta : bool
+        Also average over horizontally flipped inputs (test-time augmentation); for two
+        views the flipped pair is swapped too, as in training (left stays left-looking).
+
+    Raises
+    ------
+    ValueError
+        No bundle, or members that differ in classes, label kind or views.
+    """
+
+    def __init__(self, bundles: Sequence, *, tta: bool = False):
+        bundles = list(bundles)
+        if not bundles:
+            raise ValueError("an ensemble needs at least one bundle")
+        first = bundles[0]
+        for other in bundles[1:]:
+            if list(other.classes) != list(first.classes) or other.multi_label != first.multi_label:
+                raise ValueError("ensemble members must share classes and label kind")
+            if tuple(other.views) != tuple(first.views):
+                raise ValueError("ensemble members must take the same views")
+        self.bundles = bundles
+        self.tta = bool(tta)
+
+    @property
+    def classes(self) -> list[str]:
+        """Class (or label) names."""
+        return list(self.bundles[0].classes)
+
+    @property
+    def multi_label(self) -> bool:
+        """True for sigmoid, multi-label members."""
+        return bool(self.bundles[0].multi_label)
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """Per-label decision thresholds (the members' mean; 0.5 where none were stored)."""
+        stored = [np.asarray(b.thresholds if b.thresholds is not None else [0.5] * len(self.classes), np.float64)
+                  for b in self.bundles]
+        return np.mean(stored, axis=0)
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """Image columns of one sample."""
+        return tuple(self.bundles[0].views)
+
+    def predict_arrays(self, member: int, batch: np.ndarray) -> np.ndarray:
+        """Probabilities of one member for a preprocessed batch, with flip TTA when enabled."""
+        bundle = self.bundles[member]
+        probs = bundle.predict_batch(batch)
+        if self.tta:
+            flipped = batch[..., ::-1].copy()
+            if flipped.ndim == 5 and flipped.shape[1] == 2:
+                flipped = flipped[:, ::-1].copy()
+            probs = (probs + bundle.predict_batch(flipped)) / 2
+        return probs
+
+    def decide(self, probs: np.ndarray) -> list[str]:
+        """The label of each row of (averaged) probabilities: :func:`radiology.models.decide` with
+        the members' classes, label kind and mean :attr:`thresholds`."""
+        return decide(probs, self.classes, multi_label=self.multi_label, thresholds=self.thresholds)

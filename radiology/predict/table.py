@@ -1,0 +1,115 @@
+"""Prediction tables (one row per input) and the UNIFESP Kaggle submission made from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from radiology.predict.ensemble import Ensemble
+from radiology.predict.inputs import PredictionInputs
+
+__all__ = ["predict_table", "kaggle_submission"]
+
+
+def predict_table(
+    model, inputs: PredictionInputs, *, batch_size: int = 32, progress: bool = True
+) -> pd.DataFrame:
+    """Predict every input with a bundle or an :class:`~radiology.predict.Ensemble`.
+
+    Parameters
+    ----------
+    model : radiology.models.Bundle or radiology.predict.Ensemble
+    inputs : radiology.predict.PredictionInputs
+        From :func:`~radiology.predict.prediction_inputs`.
+    batch_size : int
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``image, prediction, prob_<class>..., error``, one row per input, in order.
+        ``prediction`` is :func:`radiology.models.decide`'s (argmax, or the labels above their
+        thresholds joined by ``|``); a row with an error has an empty prediction and no
+        probabilities.
+    """
+    from tqdm.auto import tqdm
+
+    from radiology.data import input_error
+
+    ensemble = model if isinstance(model, Ensemble) else Ensemble([model])
+    classes = ensemble.classes
+    if ensemble.views and len(ensemble.views) > 1:
+        bad = [s for s in inputs.sources if s is not None and len(s) != len(ensemble.views)]
+        if bad:
+            raise ValueError(f"the model takes {len(ensemble.views)} views ({', '.join(ensemble.views)}); "
+                             f"give as many image columns")
+    n = len(inputs.ids)
+    probs = np.full((n, len(classes)), np.nan)
+    errors = list(inputs.errors)
+    bar = tqdm(total=n * len(ensemble.bundles), disable=not progress, unit="image", desc="predict")
+    for member, bundle in enumerate(ensemble.bundles):
+        member_probs = np.full((n, len(classes)), np.nan)
+        for start in range(0, n, batch_size):
+            arrays, rows = [], []
+            for row in range(start, min(n, start + batch_size)):
+                paths = inputs.sources[row]
+                if paths is None or errors[row]:
+                    continue
+                try:
+                    arrays.append(bundle.load_sample(paths))
+                    rows.append(row)
+                except Exception as error:  # noqa: BLE001 - one bad input gets its row, the run goes on
+                    errors[row] = input_error(error, paths, inputs.ids[row])
+            if arrays:
+                member_probs[rows] = ensemble.predict_arrays(member, np.stack(arrays).astype(np.float32))
+            bar.update(min(n, start + batch_size) - start)
+        probs = member_probs if member == 0 else probs + member_probs
+    bar.close()
+    probs /= len(ensemble.bundles)
+    ok = np.array([not e for e in errors], bool)
+    predictions = [""] * n
+    for row, decided in zip(np.flatnonzero(ok), ensemble.decide(probs[ok].reshape(-1, len(classes)))):
+        predictions[row] = decided
+    table = pd.DataFrame({"image": inputs.ids, "prediction": predictions})
+    for index, name in enumerate(classes):
+        table[f"prob_{name}"] = np.where(ok, probs[:, index], np.nan)
+    table["error"] = errors
+    return table
+
+
+def kaggle_submission(table: pd.DataFrame, inputs: PredictionInputs | None = None) -> pd.DataFrame:
+    """``SOPInstanceUID,Target`` from a prediction table (the UNIFESP Kaggle format).
+
+    The UID of a row is read from its DICOM header when ``inputs`` (what the table was
+    predicted from) are given, else taken from the ``image`` value (a UID, or a file named
+    ``<UID>.dcm`` as in the competition's layout). Multi-label predictions become
+    space-separated targets, as the competition expects; failed rows keep their UID with an
+    empty target.
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"image": ["1.2.3", "test/a/4.5.6.dcm"], "prediction": ["11", "3|13"]})
+    >>> kaggle_submission(table).to_csv(index=False).splitlines()
+    ['SOPInstanceUID,Target', '1.2.3,11', '4.5.6,3 13']
+    """
+    names = [str(v) for v in table["image"]]
+    uids = [Path(v).stem if v.lower().endswith(".dcm") else Path(v).name for v in names]
+    if inputs is not None:
+        if len(inputs.ids) != len(table):
+            raise ValueError(f"{len(inputs.ids)} inputs for a table of {len(table)} rows")
+        uids = [_header_uid(paths[0]) or uid if paths else uid for paths, uid in zip(inputs.sources, uids)]
+    targets = [str(p).replace("|", " ") for p in table["prediction"]]
+    return pd.DataFrame({"SOPInstanceUID": uids, "Target": targets})
+
+
+def _header_uid(path: Path) -> str | None:
+    from radiology.dicom import DicomError, read_dataset
+
+    try:
+        uid = read_dataset(path, stop_before_pixels=True).get("SOPInstanceUID")
+    except DicomError:
+        return None
+    return str(uid).strip() or None if uid else None

@@ -1,0 +1,393 @@
+"""The whole ``train`` recipe: a :class:`~radiology.train.TrainConfig` in, a model bundle out.
+
+:func:`train` checks every input before any training work (out folder, model settings,
+labeled rows, readable images, enough patients for the split), splits by patient, builds
+the model, fits the head then fine-tunes (:mod:`radiology.train.learner`), optionally with
+a semi-supervised callback over unlabeled images (:mod:`radiology.semisup`), resumes an
+interrupted run from its checkpoint (:mod:`radiology.train.checkpoints`), evaluates on the
+validation split and writes the bundle (:func:`radiology.models.save_bundle`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastai.distributed import rank_distrib
+
+from radiology.pipeline import Pipeline, default_pipeline
+from radiology.train.checkpoints import BEST, CHECKPOINT, CHECKPOINT_DIR, resume_epoch
+from radiology.train.config import TrainConfig
+from radiology.train.learner import check_model_settings, fine_tune, fit_head, make_learner, run_settings
+
+__all__ = ["TrainResult", "train", "load_items", "DATA_REPORT"]
+
+logger = logging.getLogger(__name__)
+
+#: The images a run left out and why (``file, reason``), written into every bundle.
+DATA_REPORT = "data_report.csv"
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced.
+
+    Attributes
+    ----------
+    bundle : pathlib.Path
+        The bundle directory (load it with :func:`radiology.models.load_bundle`).
+    metrics : dict
+        Validation metrics of the final model (also in ``train.json``).
+    learner : fastai.learner.Learner
+        The fastai Learner, for further work in Python.
+    """
+
+    bundle: Path
+    metrics: dict[str, Any]
+    learner: Any
+
+
+def load_items(config: TrainConfig, *, progress: bool = True):
+    """The labeled dataset a config names (CSV or class folders), with its patient column if any.
+
+    Rows whose (single-label) label is empty are unlabeled: they are left out with a logged
+    warning giving their count. Nothing but the table (and DICOM headers, for UIDs) is read.
+
+    Raises
+    ------
+    ValueError
+        One line naming the problem, for a dataset that cannot be trained on: image values
+        outside ``root`` (unless ``allow_outside_root``), no labeled image, one class only, a
+        class without images.
+    """
+    from radiology.data import from_csv, from_folder
+
+    if config.folder is not None:
+        items = from_folder(config.folder)
+        source = Path(config.folder).name
+    else:
+        root = config.root if config.root is not None else Path(config.csv).parent
+        items = from_csv(config.csv, root, config.image_cols, config.label_cols,
+                         multi_label=config.multi_label, group_col=config.group_col, progress=progress,
+                         allow_outside_root=config.allow_outside_root)
+        source = Path(config.csv).name
+    unlabeled = int((~items.labeled).sum())
+    if unlabeled:
+        logger.warning("%s: %d row(s) with an empty label are unlabeled and left out of training", source, unlabeled)
+        items = items.subset(np.flatnonzero(items.labeled))
+    _check_items(items)
+    return items
+
+
+def _check_items(items) -> None:
+    """Refuse, in one line, a dataset no model can be trained on."""
+    if len(items) == 0:
+        raise ValueError("empty dataset: no labeled images found")
+    counts = items.class_counts()
+    if items.multi_label:
+        if len(items.classes) < 1 or not counts.any():
+            raise ValueError("multi-label dataset has no positive label")
+        return
+    if int((counts > 0).sum()) < 2:
+        present = np.flatnonzero(counts)
+        only = items.classes[int(present[0])] if len(present) else "none"
+        raise ValueError(f"need at least two classes to train, found one ({only})")
+    empty = [name for name, n in zip(items.classes, counts) if n == 0]
+    if empty:  # an output no image teaches (a class folder without images)
+        raise ValueError(f"class(es) without any image: {', '.join(empty[:8])}{' ...' if len(empty) > 8 else ''}")
+
+
+def _class_counts(items) -> str:
+    """``nodule (1), normal (1)`` (multi-label: positives), for messages."""
+    pairs = [f"{name} ({int(n)})" for name, n in zip(items.classes, items.class_counts())]
+    return ", ".join(pairs[:8]) + (" ..." if len(pairs) > 8 else "")
+
+
+def _check_readable(items, pipeline, cache, config: TrainConfig, progress: bool):
+    """Read every image once, before training; ``(readable items, [(file, reason), ...])``.
+
+    With a cache this pass fills it, so the first epoch decodes nothing a second time. An
+    unreadable file stops the run here (one line: the count and the first files) unless
+    ``config.skip_unreadable``, rather than at a random step of a later epoch.
+    """
+    from radiology.data import ImageDataset, drop_unreadable
+
+    dataset, failures = drop_unreadable(ImageDataset(items, pipeline, cache=cache, channels=config.channels),
+                                        progress=progress)
+    if not failures:
+        return items, failures
+    if not config.skip_unreadable:
+        shown = "; ".join(reason for _, reason in failures[:3])  # each reason starts with its file
+        raise ValueError(f"{len(failures)} of {len(items)} training image(s) cannot be read ({shown}"
+                         f"{' ...' if len(failures) > 3 else ''}): pass skip_unreadable=True to train without them")
+    logger.warning("%d of %d training image(s) cannot be read and are left out (listed in %s)", len(failures),
+                   len(items), DATA_REPORT)
+    _check_items(dataset.items)
+    return dataset.items, failures
+
+
+
+def _groups(items, valid_fraction: float):
+    """Patient groups: the CSV's group column, else the DICOM PatientID (None for image files).
+
+    Raises ``ValueError`` (one line with the class counts) when there are fewer patients
+    (images, without groups) than the split's ``round(1 / valid_fraction)`` folds.
+    """
+    folds = max(2, round(1 / valid_fraction))
+    groups = _patient_groups(items, folds)
+    patients = len(items) if groups is None else len(np.unique(groups))
+    if patients < folds:
+        raise ValueError(f"{len(items)} labeled image(s) of {patients} patient(s) are too few for a validation split "
+                         f"with valid_fraction {valid_fraction} (at least {folds} patients): {_class_counts(items)}")
+    return groups
+
+
+def _patient_groups(items, folds: int):
+    if items.groups is not None:
+        return np.asarray(items.groups)
+    from radiology.data import dicom_patient_ids
+    from radiology.files import is_image_file
+
+    if all(is_image_file(paths[0]) for paths in items.paths):
+        return None
+    groups = dicom_patient_ids([paths[0] for paths in items.paths])
+    if len(np.unique(groups)) < folds:
+        # Anonymized archives often give every file one PatientID: a grouped split is impossible.
+        logger.warning("the DICOM PatientIDs name only %d patient(s): the validation split ignores patients",
+                       len(np.unique(groups)))
+        return None
+    return groups
+
+
+def train(config: TrainConfig, *, progress: bool = True):
+    """Train, evaluate on the held-out validation split, and write a bundle.
+
+    Steps: read the labeled dataset → read every image once (filling the cache) →
+    patient-grouped stratified split (``valid_fraction``) → model (timm backbone, offline
+    ImageNet weights) → head on frozen features (:func:`~radiology.train.learner.fit_head`)
+    → fine-tune (:func:`~radiology.train.learner.fine_tune`) → validation metrics and plots
+    → bundle (:func:`radiology.models.save_bundle`) with ``train.json`` holding the data
+    summary, split sizes, metrics, versions and settings (:meth:`TrainConfig.to_record`: no
+    folder of the user's named), and ``data_report.csv`` listing the images left out
+    (``skip_unreadable``).
+
+    Every problem with the inputs stops the run before any training work, with one line
+    naming the rows or files and nothing written to ``out``: an ``out`` holding a file it
+    would write (unless ``overwrite``; only the run's own names are ever replaced), image
+    values outside ``root``, unreadable images, fewer patients than the split needs. Rows
+    with an empty label are left out with a warning; a class whose patients were all drawn
+    for validation moves to training.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    progress : bool
+        fastai progress bars.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    ValueError, FileExistsError, NotADirectoryError, FileNotFoundError
+        One line naming the setting, rows or files at fault (see above).
+    """
+    from fastai.torch_core import set_seed
+
+    from radiology.augment import radiograph_augmentation
+    from radiology.data import (
+        ImageDataset,
+        build_dataloaders,
+        class_weights,
+        data_report,
+        group_overlap,
+        keep_classes_in_training,
+        open_cache,
+        train_valid_split,
+    )
+    from radiology.evaluate import (
+        best_thresholds,
+        classification_metrics,
+        classification_report,
+        plot_confusion_matrix,
+        plot_roc,
+    )
+    from radiology.io import atomic_write, versions
+    from radiology.models import create_model, save_bundle
+    from radiology.train.losses import make_loss, positive_weights
+    from radiology.train.metrics import fastai_metrics
+
+    started = time.time()
+    check_model_settings(config.arch, config.pretrained)
+    out = Path(config.out)
+    _check_out_folder(out, resume=config.resume, overwrite=config.overwrite)
+    set_seed(config.seed, reproducible=True)
+    items = load_items(config, progress=progress)
+    pipeline = Pipeline.load(config.pipeline) if config.pipeline else default_pipeline(config.size, config.channels)
+    cache = open_cache(config.cache)
+    items, unreadable = _check_readable(items, pipeline, cache, config, progress)
+    groups = _groups(items, config.valid_fraction)
+    train_idx, valid_idx = train_valid_split(items.targets, groups, valid_fraction=config.valid_fraction,
+                                             seed=config.seed)
+    # A rare class drawn for validation only would be scored but never learned.
+    train_idx, valid_idx, moved = keep_classes_in_training(items.targets, groups, train_idx, valid_idx)
+    if len(valid_idx) == 0:
+        raise ValueError(f"every class needs its images in training, which leaves none for validation: too few "
+                         f"images per class ({_class_counts(items)})")
+    if moved:
+        logger.warning("class(es) %s had images in validation only: those patients moved to training",
+                       ", ".join(items.classes[i] for i in moved))
+    out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be usable
+    atomic_write(out / DATA_REPORT, data_report(unreadable))
+    leaked = len(group_overlap(groups, train_idx, valid_idx, warn=False)) if groups is not None else 0
+    train_items, valid_items = items.subset(train_idx), items.subset(valid_idx)
+    # Under `accelerate launch` each process drives the GPU of its LOCAL_RANK.
+    device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
+    train_ds = ImageDataset(train_items, pipeline, cache=cache, channels=config.channels)
+    valid_ds = ImageDataset(valid_items, pipeline, cache=cache, channels=config.channels)
+    augment = radiograph_augmentation(degrees=5.0, translate=0.03, scale=(0.95, 1.05)) if config.augment else None
+    dls = build_dataloaders(train_ds, valid_ds, batch_size=config.batch_size, num_workers=config.workers,
+                            sampler=config.sampler, augment=augment, device=device, seed=config.seed)
+
+    semi, semi_info = (None, None)
+    if config.semi is not None:
+        semi, semi_info = _semisup_callback(config, valid_items, pipeline, cache, progress)
+
+    n_outputs = len(items.classes)
+    model = create_model(config.arch, n_outputs, in_chans=config.channels, pretrained=config.pretrained,
+                         views=len(items.views), fusion=config.fusion).to(device)
+    weights = None
+    if config.class_weights and not items.multi_label:
+        weights = torch.as_tensor(class_weights(train_items.targets, n_outputs), dtype=torch.float32)
+    pos_weight = None
+    if items.multi_label:
+        pos_weight = torch.as_tensor(positive_weights(np.asarray(train_items.targets)), dtype=torch.float32)
+    loss = make_loss(config.loss_name, n_classes=n_outputs, multi_label=items.multi_label,
+                     class_weights=weights, pos_weight=pos_weight, label_smoothing=config.label_smoothing)
+    learn = make_learner(dls, model, loss.to(device), metrics=fastai_metrics(n_outputs, items.multi_label),
+                         path=out)
+    run_settings(learn, progress, device)
+
+    start_epoch = resume_epoch(learn) if config.resume else 0
+    if config.lr_find:
+        _save_lr_find(learn, out / "lr_find.png")
+    # A no-op in one process; under `accelerate launch` fastai wraps the model in DDP and
+    # shards the batches. Only rank 0 writes checkpoints, logs and the bundle.
+    with learn.distrib_ctx():
+        if start_epoch == 0:
+            fit_head(learn, config.head_epochs, config.head_lr)
+        fine_tune(learn, config.epochs, config.peak_lr, lr_mult=config.lr_mult, patience=config.patience,
+                  start_epoch=start_epoch, cbs=[semi] if semi is not None else [])
+    if rank_distrib():
+        return TrainResult(bundle=out, metrics={}, learner=learn)
+
+    probs, targets = learn.get_preds(dl=dls.valid)
+    probs, targets = probs.float().numpy(), targets.numpy()
+    thresholds = best_thresholds(targets, probs) if items.multi_label else None
+    metrics = classification_metrics(targets, probs, items.classes, multi_label=items.multi_label,
+                                     thresholds=thresholds)
+    report = classification_report(targets, probs, items.classes, multi_label=items.multi_label,
+                                   thresholds=thresholds)
+    atomic_write(out / "report.txt", report.encode())
+    if not items.multi_label:
+        plot_confusion_matrix(targets, probs.argmax(1), items.classes, out / "confusion_matrix.png")
+    plot_roc(targets, probs, items.classes, out / "roc.png", multi_label=items.multi_label)
+
+    labels = {"classes": list(items.classes), "multi_label": bool(items.multi_label),
+              "thresholds": None if thresholds is None else [float(t) for t in thresholds],
+              "views": list(items.views), "channels": config.channels, "size": config.size}
+    info = {
+        "data": {"all": items.summary(), "train": train_items.summary(), "valid": valid_items.summary(),
+                 "grouped_by": config.group_col or ("DICOM PatientID" if groups is not None else None),
+                 "groups_on_both_sides": int(leaked), "unreadable_left_out": len(unreadable)},
+        "validation_metrics": metrics,
+        "settings": config.to_record(),
+        "semi_supervised": semi_info,
+        "seed": config.seed,
+        "versions": versions("torch", "fastai", "timm", "numpy"),
+        "device": str(device),
+        "seconds": round(time.time() - started, 1),
+    }
+    model.eval()
+    bundle = save_bundle(out, model.cpu(), pipeline, labels, info, size=config.size)
+    return TrainResult(bundle=Path(bundle), metrics=metrics, learner=learn)
+
+
+def _semisup_callback(config: TrainConfig, valid_items, pipeline, cache, progress: bool):
+    """The FixMatch/MixMatch callback over ``config.unlabeled`` (validation files left out) and its summary."""
+    from radiology.data import ImageDataset, drop_unreadable, from_unlabeled
+    from radiology.semisup import copies_of, semisup_callback
+
+    unlabeled = from_unlabeled(config.unlabeled)
+    # Images of the validation split must not be trained on, not even without their labels, nor
+    # copies of them under another name: left out by content (bytes or SOP Instance UID), not by path.
+    validation_files = [path for paths in valid_items.paths for path in paths]
+    held_out = copies_of([paths[0] for paths in unlabeled.paths], validation_files)
+    keep = np.flatnonzero(~held_out)
+    excluded = int(held_out.sum())
+    if excluded:
+        logger.info("%d unlabeled file(s) are copies of validation images and are left out", excluded)
+    dataset, skipped = drop_unreadable(ImageDataset(unlabeled.subset(keep), pipeline, cache=cache,
+                                                    channels=config.channels), progress=progress)
+    if len(dataset) == 0:
+        raise ValueError(f"{config.unlabeled}: no readable unlabeled image (besides validation files)")
+    if skipped:
+        logger.warning("%d unlabeled file(s) could not be read and are left out (first: %s)",
+                       len(skipped), skipped[0][1])
+    callback = semisup_callback(config.semi, dataset, config.batch_size, num_workers=config.workers,
+                                seed=config.seed, **config.semi_params)
+    return callback, {"method": config.semi, "params": dict(config.semi_params), "unlabeled": len(dataset),
+                      "unreadable": len(skipped), "validation_files_left_out": excluded}
+
+
+def _check_out_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse an ``out`` that is a file, or that holds a file this run would replace unasked.
+
+    A run writes only its own names (:func:`_run_files`); anything else in ``out`` is never
+    touched. Without ``overwrite``, a file of one of those names stops the run before any
+    work (a model is named first: ``model.json`` or ``checkpoints/last.pth``), except that
+    ``resume`` continues an interrupted run: a folder with its checkpoint.
+    """
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: is a file, not a folder; out names the folder of the bundle to write")
+    if overwrite or not out.is_dir():
+        return
+    last = f"{CHECKPOINT_DIR}/{CHECKPOINT}.pth"
+    if resume and (out / last).is_file():
+        return  # the interrupted run's own files
+    found = [name for name in _run_files() if (out / name).exists()]
+    models = [name for name in ("model.json", last) if name in found]
+    if models:
+        raise FileExistsError(f"{out} already holds a trained model ({models[0]}): pass overwrite=True to replace "
+                              "it, resume=True to continue it, or another out")
+    if found:
+        raise FileExistsError(f"{out} already holds {found[0]}, which this run would replace: pass overwrite=True "
+                              "to replace it, or another out")
+
+
+def _run_files() -> tuple[str, ...]:
+    """Every name a training run writes in its ``out`` folder (the bundle's, the run's own, the checkpoints)."""
+    from radiology.models.bundle import BUNDLE_FILES
+
+    checkpoints = tuple(f"{CHECKPOINT_DIR}/{name}" for name in (f"{CHECKPOINT}.pth", f"{BEST}.pth", "last_epoch.json"))
+    return (*BUNDLE_FILES, "history.csv", "report.txt", "confusion_matrix.png", "roc.png", "lr_find.png",
+            DATA_REPORT, *checkpoints)
+
+
+def _save_lr_find(learn, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    learn.lr_find(show_plot=False)
+    learn.recorder.plot_lr_find()
+    plt.savefig(path, dpi=100)
+    plt.close("all")
