@@ -11,6 +11,7 @@ A package is a subpackage (``radiology.train``) or a top-level module (``radiolo
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,23 @@ def test_the_checks_see_a_violation(tmp_path):
                                                      ("torch", [])]
     assert _targets("radiology", ["naming"]) == ["radiology", "radiology.naming"]
     assert _package("radiology.train.learner") == "train" and RANK["train"] > RANK["files"]
+
+
+def _flag_messages(path: Path) -> list[str]:
+    """Strings naming a command-line switch (``--overwrite``) in the errors a module raises."""
+    flag = re.compile(r"(?<![\w-])--[a-z][a-z-]+")
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            found.extend(f"{path.name}:{node.lineno}: {sub.value[:80]!r}" for sub in ast.walk(node.exc)
+                         if isinstance(sub, ast.Constant) and isinstance(sub.value, str) and flag.search(sub.value))
+    return found
+
+
+def test_library_errors_speak_python(tmp_path):
+    """Errors name the Python argument (``overwrite=True``); only radiology.cli maps them to its switches."""
+    found = [m for module, path in MODULES.items() if _package(module) != "cli" for m in _flag_messages(path)]
+    assert not found, "\n".join(found)
+    fake = tmp_path / "fake.py"
+    fake.write_text("def f():\n    raise FileExistsError(f'{1}: exists; pass --overwrite')\n", encoding="utf-8")
+    assert len(_flag_messages(fake)) == 1

@@ -203,7 +203,7 @@ def _convert_all(paths, root, passed, store, options, pipeline, *, workers, skip
         if note:
             rows[index] = {"note": note}  # completed when the job settles
     for index, (path, reason) in enumerate(passed, start=len(paths)):
-        relative = os.path.relpath(path, root)  # local folders only: a URL source has no links or DST inside
+        relative = posixpath.relpath(path, root) if _is_url(root) else os.path.relpath(path, root)
         if shard is None or _shard_key(relative) % shard[1] == shard[0]:
             rows[index] = _row(display_name(_named(relative, options)), "skipped", reason)
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from radiology.convert.stores import _SCRATCH, _is_url, _local
-from radiology.files import find_files
+from radiology.files import find_files, is_input
 from radiology.io import FORMATS
 
 __all__: list[str] = []
@@ -45,7 +45,11 @@ def _sources(src, dst, pattern: str) -> tuple[list[str], str, list[tuple[str, st
     if any(_is_url(item) for item in items):
         if len(items) > 1:
             raise ValueError("give one URL source at a time")
-        return (*_url_sources(items[0], pattern), [])
+        found, root = _url_sources(items[0], pattern)
+        if len(found) == 1 and found[0] == items[0]:  # a single file named by the caller is always read
+            return found, root, []
+        # The same input rule as for local folders: tables and notes get skipped rows.
+        return [f for f in found if is_input(f)], root, [(f, _NOT_INPUT) for f in found if not is_input(f)]
     items = [Path(item) for item in items]
     real_dst = None if _is_url(dst) else os.path.realpath(dst)
     for item in items:
@@ -61,12 +65,21 @@ def _sources(src, dst, pattern: str) -> tuple[list[str], str, list[tuple[str, st
         if item.is_dir():
             found = find_files(item, pattern, exclude=None if real_dst is None else dst, hidden=True,
                                follow_links=True)
+            # The package's one rule (radiology.files): tables, notes and archives beside the images are
+            # reported as skipped, not converted and failed; a file named on the command line is always read.
+            for path in found:
+                if not is_input(path):
+                    passed.setdefault(path if len(items) == 1 else Path(os.path.abspath(path)), _NOT_INPUT)
+            found = [path for path in found if is_input(path)]
             paths.extend(found if len(items) == 1 else [Path(os.path.abspath(p)) for p in found])
             for path, reason in _passed_over(item, real_dst, pattern):
                 passed.setdefault(path if len(items) == 1 else Path(os.path.abspath(path)), reason)
         else:
             paths.append(item if len(items) == 1 else Path(os.path.abspath(item)))
     return [str(p) for p in dict.fromkeys(paths)], str(root), [(str(p), r) for p, r in passed.items()]
+
+
+_NOT_INPUT = "a table, text, document or archive file, not an image input (radiology.files.NOT_INPUT_SUFFIXES)"
 
 
 _LOOP = "linked folder loops back to a folder it is in; not followed again"

@@ -27,7 +27,8 @@ from tests.conftest import correlation
 
 @pytest.fixture
 def batch(tmp_path):
-    """A folder with 4 good phantoms (2 nested), a truncated file, a text file and a DICOM without pixels."""
+    """A folder with 4 good phantoms (2 nested), a truncated file, a text file, a file with no suffix that is not
+    DICOM, and a DICOM without pixels."""
     src = tmp_path / "src"
     image = phantom_radiograph((96, 80))
     for i, (photometric, encoding) in enumerate(
@@ -39,6 +40,7 @@ def batch(tmp_path):
     good = (src / "im0.dcm").read_bytes()
     (src / "broken.dcm").write_bytes(good[: len(good) // 2])
     (src / "notes.txt").write_text("not an image")
+    (src / "IM0009").write_text("not an image either")
     shutil.copy(pydicom.data.get_testdata_file("rtplan.dcm"), src / "plan.dcm")
     return src
 
@@ -72,12 +74,14 @@ def test_folder_conversion_end_to_end(batch, tmp_path):
     report = convert_folder(batch, dst, progress=False)
     table = pd.read_csv(dst / "conversion_report.csv", keep_default_na=False)
     assert tuple(table.columns) == REPORT_COLUMNS
-    assert len(table) == 7 and report.summary == "4 converted, 3 failed, 0 skipped"
+    assert len(table) == 8 and report.summary == "4 converted, 3 failed, 1 skipped"
     status = dict(zip(table.source, table.status))
-    assert status["broken.dcm"] == status["notes.txt"] == status["plan.dcm"] == "failed"
+    assert status["broken.dcm"] == status["IM0009"] == status["plan.dcm"] == "failed"
     reasons = dict(zip(table.source, table.reason))
     assert "truncated" in reasons["broken.dcm"] or "file ends" in reasons["broken.dcm"]
-    assert reasons["notes.txt"] == "not a DICOM file"
+    assert reasons["IM0009"] == "not a DICOM file"
+    # The package's one rule for inputs (radiology.files): a note beside the images is reported, not failed.
+    assert status["notes.txt"] == "skipped" and "not an image input" in reasons["notes.txt"]
     assert reasons["plan.dcm"] == "no pixel data"
     ok = table[table.status == "ok"]
     assert sorted(ok.output) == ["im0.png", "im2.png", "study/im1.png", "study/im3.png"]
@@ -103,7 +107,7 @@ def test_skip_existing_resumes(batch, tmp_path):
     (dst / "im0.png").unlink()
     before = (dst / "im2.png").stat().st_mtime_ns
     report = convert_folder(batch, dst, skip_existing=True, progress=False)
-    assert report.summary == "1 converted, 3 failed, 3 skipped"
+    assert report.summary == "1 converted, 3 failed, 4 skipped"  # 3 resumed, and notes.txt
     assert (dst / "im0.png").exists() and (dst / "im2.png").stat().st_mtime_ns == before
 
 
@@ -145,7 +149,7 @@ def test_dst_inside_src_is_not_reconverted(batch):
     dst = batch / "converted"
     convert_folder(batch, dst, progress=False)
     again = convert_folder(batch, dst, progress=False)
-    assert len(again.table) == 7
+    assert len(again.table) == 8
 
 
 def test_file_list_and_usage_errors(batch, tmp_path):

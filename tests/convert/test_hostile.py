@@ -341,7 +341,8 @@ def test_b_no_dicom_found_exits_non_zero(tmp_path, capsys):
     assert main(["convert", str(tmp_path / "src"), str(tmp_path / "src" / "dst"), "-q"]) == 1
     assert "no DICOM image found" in capsys.readouterr().err
     report = pd.read_csv(tmp_path / "src" / "dst" / REPORT_NAME, keep_default_na=False)
-    assert sorted(report["status"]) == ["failed", "skipped", "skipped"]
+    # notes.txt is not an input (radiology.files); the loop and the file left inside DST are passed over.
+    assert sorted(report["status"]) == ["skipped", "skipped", "skipped"]
     (tmp_path / "empty").mkdir()
     assert main(["convert", str(tmp_path / "empty"), str(tmp_path / "dst2"), "-q"]) == 1
 
@@ -507,7 +508,7 @@ def small_batch(tmp_path):
     src = tmp_path / "src"
     for i in range(5):
         _phantom(src / ("sub" if i % 2 else "") / f"im{i}.dcm", seed=i, sop_instance_uid=f"1.2.3.{i}")
-    (src / "junk.txt").write_text("not DICOM")
+    (src / "junk").write_text("not DICOM")  # no suffix: read, and fails as not DICOM
     return src
 
 
