@@ -23,7 +23,8 @@ import numpy as np
 from radiology.files import IMAGE_SUFFIXES  # re-exported: the extensions read_image reads
 
 __all__ = ["FORMATS", "IMAGE_SUFFIXES", "to_uint", "encode_image", "atomic_write", "check_output_folders",
-           "write_image", "read_image", "jsonable", "write_json", "versions", "column_names"]
+           "write_image", "read_image", "jsonable", "write_json", "versions", "column_names",
+           "file_digest"]
 
 #: Output formats and their file extensions.
 FORMATS = {"png": ".png", "jpeg": ".jpg", "npy": ".npy"}
@@ -339,3 +340,30 @@ def column_names(value) -> tuple[str, ...]:
         return ()
     items = value.split(",") if isinstance(value, str) else value
     return tuple(name for name in (str(item).strip() for item in items) if name)
+
+
+def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 (hex) of a file's bytes, read in chunks: the one content identity of the package.
+
+    What the image cache keys content by, what a bundle's manifest vouches for, and how
+    semi-supervised training recognises a labeled image copied into the unlabeled folder.
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "a.bin"
+    >>> file_digest(atomic_write(target, b"abc"))[:16]
+    'ba7816bf8f01cfea'
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

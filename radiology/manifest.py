@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from radiology.errors import RadiologyError, one_line
-from radiology.io import write_json
+from radiology.io import file_digest, write_json
 
 __all__ = ["BUNDLE_FILES", "BUNDLE_FORMAT", "BUNDLE_VERSION", "MANIFEST", "MAX_FILE_BYTES", "MAX_SIZE", "MODEL_FORMAT",
            "BundleError", "is_plain_name", "read_manifest", "verified_bytes", "write_manifest"]
@@ -143,6 +143,6 @@ def verified_bytes(folder: str | os.PathLike, files: Mapping[str, str], name: st
 def write_manifest(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, str]:
     """Write ``bundle.json`` for the named files of ``folder`` (atomically, last); returns their digests."""
     folder = Path(folder)
-    digests = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in names}
+    digests = {name: file_digest(folder / name) for name in names}
     write_json(folder / MANIFEST, {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "files": digests})
     return digests

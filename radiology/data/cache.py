@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radiology.io import atomic_write
+from radiology.io import atomic_write, file_digest
 
 __all__ = ["ImageCache", "default_cache_dir", "pipeline_key", "open_cache"]
 
@@ -66,14 +66,6 @@ def open_cache(setting: str | os.PathLike | None) -> ImageCache | None:
     return ImageCache(setting)
 
 
-def _file_digest(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def pipeline_key(pipeline) -> str:
     """The SHA-256 key of a pipeline: its JSON, the files it refers to, the package version.
 
@@ -92,7 +84,7 @@ def pipeline_key(pipeline) -> str:
     digest.update(json.dumps(pipeline.to_dict(), sort_keys=True).encode())
     # A pipeline names files (KneeCrop weights) by path: their content must be part of the key.
     for path in getattr(pipeline, "files", lambda: [])():
-        digest.update(b"\0" + (_file_digest(Path(path)) if Path(path).is_file() else "missing").encode())
+        digest.update(b"\0" + (file_digest(Path(path)) if Path(path).is_file() else "missing").encode())
     return digest.hexdigest()
 
 
@@ -158,7 +150,7 @@ class ImageCache:
         stat = path.stat()
         memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
         if memo not in self._digests:
-            self._digests[memo] = _file_digest(path)
+            self._digests[memo] = file_digest(path)
         return self._digests[memo]
 
     def _pipeline_key(self, pipeline) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from collections import Counter
@@ -13,6 +12,8 @@ import numpy as np
 import torch
 from fastai.data.load import DataLoader
 from torch.utils.data import Dataset
+
+from radiology.io import file_digest
 
 __all__ = ["unlabeled_loader", "UnlabeledStream", "ImagesOnly", "copies_of"]
 
@@ -31,16 +32,12 @@ def _instance_uid(path: Path) -> str | None:
     return (str(uid).strip() or None) if uid else None
 
 
-def _content_digest(path: Path, chunk: int = 1 << 20) -> str | None:
-    """SHA-256 of the file's bytes (as the image cache keys content), None when it cannot be read."""
-    digest = hashlib.sha256()
+def _content_digest(path: Path) -> str | None:
+    """:func:`radiology.io.file_digest` (as the image cache keys content), None when the file cannot be read."""
     try:
-        with open(path, "rb") as file:
-            while block := file.read(chunk):
-                digest.update(block)
+        return file_digest(path)
     except OSError:
         return None
-    return digest.hexdigest()
 
 
 def copies_of(files: Sequence[str | os.PathLike], originals: Sequence[str | os.PathLike]) -> np.ndarray:
