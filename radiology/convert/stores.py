@@ -79,6 +79,8 @@ class _LocalStore:
         return atomic_write(self.root / name, data)
 
     def write(self, relative: str, data: bytes, key: str) -> None:
+        # Not io.atomic_write (a temporary beside the target): the temporaries of a killed run must lie in one
+        # scratch folder of this host and process, which the next run removes (_clean_stale), not among outputs.
         target = _target(self.root, relative)
         temporary = self.scratch / key
         try:

@@ -6,18 +6,23 @@ The flow::
     + label table (image column(s), label column(s); read as training reads them)
     + optionally the bundle that made the predictions (its verified labels.json)
         -> evaluate_predictions: rows matched on the image reference, label kind checked
-        -> metrics.json          classification_metrics
-           report.txt            classification_report
+        -> metrics.json          classification_metrics, + bootstrap_intervals (ci95, resampling patients)
+           report.txt            classification_report (value [low, high])
            confusion_matrix.png  plot_confusion_matrix (single-label)
-           roc.png               plot_roc
+           roc.png               plot_roc (two classes: one curve and the operating point)
+           calibration.png       plot_calibration (two classes or multi-label)
 
 - :mod:`radiology.evaluate.metrics`: single metrics on numpy arrays (accuracy, balanced
   accuracy, macro F1, quadratic kappa, per-class and macro ROC AUC, the ODIR-5K score,
-  F1-maximizing thresholds); undefined values are ``nan``, never an exception.
+  F1-maximizing thresholds, the operating point of a two-class model, the expected calibration
+  error); undefined values are ``nan``, never an exception.
 - :mod:`radiology.evaluate.reports`: :func:`classification_metrics` (the headline numbers of
   one evaluation set as a strict-JSON dict) and :func:`classification_report` (the same as text).
-- :mod:`radiology.evaluate.plots`: :func:`plot_confusion_matrix` and :func:`plot_roc`, PNG files
-  written atomically, without pyplot.
+- :mod:`radiology.evaluate.bootstrap`: :func:`bootstrap_intervals`, percentile confidence
+  intervals of every headline metric, resampling patients (all images of a drawn patient come
+  along), vectorized over replicates (:func:`weighted_metrics`).
+- :mod:`radiology.evaluate.plots`: :func:`plot_confusion_matrix`, :func:`plot_roc` and
+  :func:`plot_calibration`, PNG files written atomically, without pyplot.
 - :mod:`radiology.evaluate.scoring`: :func:`evaluate_predictions`, what ``radiology evaluate``
   runs: a predictions table (as :mod:`radiology.predict` writes it) and a label table in,
   the files above out; it refuses in one line what it cannot score truthfully.
@@ -38,17 +43,21 @@ Examples
 0.75
 """
 
+from radiology.evaluate.bootstrap import bootstrap_intervals, weighted_metrics
 from radiology.evaluate.metrics import (
     accuracy,
     balanced_accuracy,
     best_thresholds,
+    calibration_bins,
+    expected_calibration_error,
     macro_auc,
     macro_f1,
     odir_score,
+    operating_point,
     quadratic_kappa,
     roc_auc_per_class,
 )
-from radiology.evaluate.plots import plot_confusion_matrix, plot_roc
+from radiology.evaluate.plots import plot_calibration, plot_confusion_matrix, plot_roc
 from radiology.evaluate.reports import classification_metrics, classification_report
 from radiology.evaluate.scoring import evaluate_predictions
 
@@ -64,10 +73,17 @@ __all__ = [
     "macro_auc",
     "odir_score",
     "best_thresholds",
+    "operating_point",
+    "calibration_bins",
+    "expected_calibration_error",
+    # confidence intervals
+    "bootstrap_intervals",
+    "weighted_metrics",
     # reports
     "classification_metrics",
     "classification_report",
     # plots
     "plot_confusion_matrix",
     "plot_roc",
+    "plot_calibration",
 ]

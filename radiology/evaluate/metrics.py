@@ -34,6 +34,9 @@ __all__ = [
     "macro_auc",
     "odir_score",
     "best_thresholds",
+    "operating_point",
+    "calibration_bins",
+    "expected_calibration_error",
 ]
 
 
@@ -401,3 +404,130 @@ def best_thresholds(targets, probs, *, default: float = 0.5) -> np.ndarray:
         best = np.flatnonzero(f1 >= f1.max() - 1e-12)
         thresholds[column] = cut_values[best[np.argmin(np.abs(cut_values[best] - default))]]
     return thresholds
+
+
+def operating_point(targets, probs) -> dict[str, float]:
+    """Sensitivity and specificity of a two-class model at the decision its predictions make.
+
+    The positive class is the second one (column 1 of ``probs``, index 1 in ``targets``), as in
+    :func:`~radiology.evaluate.plot_roc`. The decision is the argmax of each row, the rule
+    :func:`radiology.models.decide` applies to single-label models: positive when
+    ``probs[:, 1] > probs[:, 0]``, i.e. ``p > 0.5`` for softmax rows (a tie is negative).
+
+    Parameters
+    ----------
+    targets : array_like of int, shape (N,)
+        Class indices, 0 (negative) or 1 (positive).
+    probs : array_like, shape (N, 2)
+        Probabilities (or scores) of the two classes.
+
+    Returns
+    -------
+    dict
+        ``sensitivity`` (true positive rate), ``specificity`` (true negative rate) and
+        ``false_positive_rate`` (``1 - specificity``), floats; ``nan`` when the targets hold no
+        positive (sensitivity) or no negative (specificity).
+
+    Examples
+    --------
+    >>> point = operating_point([0, 0, 0, 1, 1], [[0.9, 0.1], [0.7, 0.3], [0.4, 0.6], [0.2, 0.8], [0.6, 0.4]])
+    >>> point["sensitivity"], round(point["specificity"], 4)
+    (0.5, 0.6667)
+    """
+    labels = _labels(targets)
+    probs = _scores(probs, n=len(labels))
+    if probs.shape[1] != 2:
+        raise ValueError(f"probs must have 2 columns (negative, positive), got {probs.shape[1]}")
+    if labels.max() > 1:
+        raise ValueError(f"targets must be 0 or 1, got class index {labels.max()}")
+    decided = probs.argmax(axis=1) == 1
+    positive = labels == 1
+    sensitivity = float(decided[positive].mean()) if positive.any() else float("nan")
+    specificity = float((~decided[~positive]).mean()) if (~positive).any() else float("nan")
+    return {"sensitivity": sensitivity, "specificity": specificity, "false_positive_rate": 1.0 - specificity}
+
+
+def _bin_index(probs: np.ndarray, n_bins: int) -> np.ndarray:
+    """Equal-width bins of [0, 1]: ``[0, 1/n), [1/n, 2/n), ..., [(n-1)/n, 1]``."""
+    return np.minimum((np.clip(probs, 0.0, 1.0) * n_bins).astype(np.int64), n_bins - 1)
+
+
+def _check_bins(n_bins) -> int:
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
+    return int(n_bins)
+
+
+def _calibration_pairs(targets, probs) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 outcomes and their probabilities, flat: the positive class of two, or every label."""
+    targets = np.asarray(targets)
+    if targets.ndim == 2:
+        truth = _indicator(targets)
+        return truth.ravel().astype(np.float64), _scores(probs, truth.shape).ravel()
+    labels = _labels(targets)
+    probs = _scores(probs, n=len(labels))
+    if probs.shape[1] != 2 or labels.max() > 1:
+        raise ValueError("calibration needs two classes (targets 0/1, probs (N, 2)) or a multi-label (N, L) matrix")
+    return (labels == 1).astype(np.float64), probs[:, 1]
+
+
+def calibration_bins(targets, probs, n_bins: int = 10) -> dict[str, np.ndarray]:
+    """Reliability-diagram bins: per equal-width probability bin, its count, mean probability and positive rate.
+
+    Parameters
+    ----------
+    targets, probs
+        As for :func:`expected_calibration_error`.
+    n_bins : int, optional
+
+    Returns
+    -------
+    dict
+        ``count`` (int), ``mean_prob`` and ``positive_rate`` (``nan`` for an empty bin), arrays of
+        length ``n_bins``.
+
+    Examples
+    --------
+    >>> bins = calibration_bins([0, 1, 1], [[0.8, 0.2], [0.2, 0.8], [0.1, 0.9]], n_bins=2)
+    >>> bins["count"].tolist(), bins["mean_prob"].tolist(), bins["positive_rate"].tolist()
+    ([1, 2], [0.2, 0.85], [0.0, 1.0])
+    """
+    n_bins = _check_bins(n_bins)
+    truth, flat = _calibration_pairs(targets, probs)
+    index = _bin_index(flat, n_bins)
+    count = np.bincount(index, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_prob = np.bincount(index, weights=flat, minlength=n_bins) / count
+        positive_rate = np.bincount(index, weights=truth, minlength=n_bins) / count
+    return {"count": count, "mean_prob": mean_prob, "positive_rate": positive_rate}
+
+
+def expected_calibration_error(targets, probs, n_bins: int = 10) -> float:
+    """Expected calibration error: the count-weighted mean gap between probability and positive rate per bin.
+
+    ``sum_b (n_b / N) * |mean probability_b - positive rate_b|`` over ``n_bins`` equal-width bins of
+    [0, 1] (a probability of exactly 1 falls in the last bin).
+
+    Parameters
+    ----------
+    targets : array_like
+        Two classes: class indices ``(N,)`` of 0 and 1 (the probability of class 1 is scored).
+        Multi-label: a 0/1 matrix ``(N, L)``; every (sample, label) pair is pooled.
+    probs : array_like, shape (N, 2) or (N, L)
+    n_bins : int, optional
+
+    Returns
+    -------
+    float
+        0 for perfectly calibrated probabilities; at most 1.
+
+    Examples
+    --------
+    >>> expected_calibration_error([0, 1, 0, 1], [[0.1, 0.9]] * 4)  # 0.9 said, 0.5 observed
+    0.4
+    """
+    n_bins = _check_bins(n_bins)
+    truth, flat = _calibration_pairs(targets, probs)
+    index = _bin_index(flat, n_bins)
+    gap = np.bincount(index, weights=flat - truth, minlength=n_bins)
+    return float(round(np.abs(gap).sum() / len(flat), 12))

@@ -1,4 +1,4 @@
-"""Evaluation plots (confusion matrix, ROC curves) written as PNG files.
+"""Evaluation plots (confusion matrix, ROC curves, reliability diagram) written as PNG files.
 
 Figures are drawn with matplotlib's object API on an Agg canvas: no display, no pyplot global
 state, safe in worker processes and on headless servers. Files are written atomically
@@ -18,10 +18,19 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix, roc_curve
 
-from radiology.evaluate.metrics import _labels, _one_vs_rest, _predicted_labels, roc_auc_per_class
+from radiology.evaluate.metrics import (
+    _calibration_pairs,
+    _labels,
+    _one_vs_rest,
+    _predicted_labels,
+    calibration_bins,
+    expected_calibration_error,
+    operating_point,
+    roc_auc_per_class,
+)
 from radiology.io import atomic_write
 
-__all__ = ["plot_confusion_matrix", "plot_roc"]
+__all__ = ["plot_confusion_matrix", "plot_roc", "plot_calibration"]
 
 
 def _save(figure: Figure, path) -> Path:
@@ -114,6 +123,12 @@ def plot_roc(targets, probs, classes: Sequence[str], path, multi_label: bool = F
 
     Classes without both outcomes in ``targets`` have no curve and are listed as "n/a" in the legend.
 
+    Two single-label classes get one curve, not two mirror images: the second class (column 1,
+    in class order) is the positive one. The operating point the predictions imply, the argmax
+    decision (``p > 0.5`` of the positive class for softmax rows, as
+    :func:`radiology.models.decide` decides), is marked as a dot with its sensitivity and
+    specificity (:func:`~radiology.evaluate.metrics.operating_point` gives the numbers).
+
     Parameters
     ----------
     targets : array_like
@@ -148,6 +163,10 @@ def plot_roc(targets, probs, classes: Sequence[str], path, multi_label: bool = F
     figure = Figure(figsize=(7.5, 6.0))
     axes = figure.add_subplot()
     axes.plot([0, 1], [0, 1], linestyle="--", color="0.6", linewidth=1)
+    if not multi_label and len(classes) == 2:
+        _binary_roc(axes, truth[:, 1], probs, classes, aucs[1])
+        figure.tight_layout()
+        return _save(figure, path)
     cmap = colormaps["tab20" if len(classes) > 10 else "tab10"]
     for column, (name, auc) in enumerate(zip(classes, aucs)):
         colour = cmap(column % cmap.N)
@@ -166,5 +185,101 @@ def plot_roc(targets, probs, classes: Sequence[str], path, multi_label: bool = F
     axes.set_aspect("equal")
     axes.legend(loc="lower right", fontsize=7 if len(classes) > 10 else 9, ncol=2 if len(classes) > 12 else 1,
                 title="AUC")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _binary_roc(axes, positive, probs, classes: list[str], auc: float) -> None:
+    """One ROC curve of the positive (second) class, and the argmax operating point as a dot."""
+    shown = "n/a" if np.isnan(auc) else f"{auc:.3f}"
+    if not np.isnan(auc):
+        fpr, tpr, _ = roc_curve(positive, probs[:, 1])
+        axes.plot(fpr, tpr, color="C0", linewidth=1.8, label=f"{classes[1]} vs {classes[0]} (AUC {shown})")
+        point = operating_point(positive.astype(np.int64), probs)
+        axes.plot([point["false_positive_rate"]], [point["sensitivity"]], "o", color="C3", markersize=7,
+                  label=f"argmax decision: sensitivity {point['sensitivity']:.3f}, "
+                        f"specificity {point['specificity']:.3f}")
+    else:
+        axes.plot([], [], color="C0", label=f"{classes[1]} vs {classes[0]} (AUC n/a: one class only)")
+    axes.set_title(f"ROC, positive class {classes[1]!r} (AUC {shown}, n={len(positive)})")
+    axes.set_xlabel("false positive rate (1 - specificity)")
+    axes.set_ylabel("true positive rate (sensitivity)")
+    axes.set_xlim(-0.01, 1.01)
+    axes.set_ylim(-0.01, 1.01)
+    axes.set_aspect("equal")
+    axes.legend(loc="lower right", fontsize=9)
+
+
+def plot_calibration(targets, probs, classes: Sequence[str], path, n_bins: int = 10) -> Path:
+    """Draw a reliability diagram (positive rate against mean probability per bin) and write a PNG.
+
+    Two classes: one curve, of the second (positive) class. Multi-label: one curve per label,
+    and the expected calibration error of every (sample, label) pair pooled in the title. Below,
+    how many probabilities fall in each bin. Empty bins have no point.
+
+    Parameters
+    ----------
+    targets : array_like
+        Class indices 0/1 ``(N,)`` of two classes, or a 0/1 matrix ``(N, L)`` (multi-label).
+    probs : array_like, shape (N, 2) or (N, L)
+        Probabilities.
+    classes : sequence of str
+        One name per column of ``probs``.
+    path : str or os.PathLike
+        Output file, ``.png``.
+    n_bins : int, optional
+        Equal-width probability bins of [0, 1].
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        Single-label targets of more than two classes (no single probability to calibrate).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "calibration.png"
+    >>> plot_calibration([0, 1, 1], [[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]], ["neg", "pos"], out).read_bytes()[:4]
+    b'\\x89PNG'
+    """
+    path = _png_path(path)
+    _calibration_pairs(targets, probs)  # checks the shapes and the kind
+    classes = [str(name) for name in classes]
+    probs = np.asarray(probs, dtype=np.float64)
+    if len(classes) != probs.shape[1]:
+        raise ValueError(f"{len(classes)} class names for {probs.shape[1]} probability columns")
+    targets = np.asarray(targets)
+    if targets.ndim == 2:
+        curves = [(name, targets[:, [c]], probs[:, [c]]) for c, name in enumerate(classes)]
+    else:
+        curves = [(classes[1], targets, probs)]
+    ece = expected_calibration_error(targets, probs, n_bins)
+
+    figure = Figure(figsize=(6.5, 7.5))
+    top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.plot([0, 1], [0, 1], linestyle="--", color="0.6", linewidth=1, label="perfectly calibrated")
+    cmap = colormaps["tab20" if len(curves) > 10 else "tab10"]
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    for c, (name, truth, scores) in enumerate(curves):
+        bins = calibration_bins(truth, scores, n_bins)
+        filled = bins["count"] > 0
+        colour = cmap(c % cmap.N)
+        label = f"{name} (ECE {expected_calibration_error(truth, scores, n_bins):.3f})"
+        top.plot(bins["mean_prob"][filled], bins["positive_rate"][filled], "o-", color=colour, markersize=4,
+                 linewidth=1.2, label=label)
+        bottom.stairs(bins["count"], edges, color=colour, linewidth=1.0)
+    kind = "every label pooled" if targets.ndim == 2 else f"positive class {classes[1]!r}"
+    top.set_title(f"reliability diagram, {kind} (ECE {ece:.3f}, {n_bins} bins)")
+    top.set_ylabel("observed positive rate")
+    top.set_xlim(-0.01, 1.01)
+    top.set_ylim(-0.01, 1.01)
+    top.legend(loc="upper left", fontsize=7 if len(curves) > 10 else 9, ncol=2 if len(curves) > 12 else 1)
+    bottom.set_xlabel("predicted probability")
+    bottom.set_ylabel("count")
     figure.tight_layout()
     return _save(figure, path)

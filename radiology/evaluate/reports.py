@@ -20,9 +20,11 @@ from radiology.evaluate.metrics import (
     _scores,
     accuracy,
     balanced_accuracy,
+    expected_calibration_error,
     macro_auc,
     macro_f1,
     odir_score,
+    operating_point,
     quadratic_kappa,
     roc_auc_per_class,
 )
@@ -38,7 +40,7 @@ def _check_classes(classes: Sequence[str], width: int) -> list[str]:
 
 
 def classification_metrics(
-    targets, probs, classes: Sequence[str], *, multi_label: bool, thresholds=None
+    targets, probs, classes: Sequence[str], *, multi_label: bool, thresholds=None, ordinal: bool = False
 ) -> dict:
     """The headline metrics of a classifier on one evaluation set, as a JSON-ready dict.
 
@@ -55,17 +57,26 @@ def classification_metrics(
         Multi-label decision thresholds (``p > t``); default 0.5 for every label, e.g. from
         :func:`~radiology.evaluate.metrics.best_thresholds` on the validation split. The
         ODIR-style numbers always use 0.5, as the challenge does.
+    ordinal : bool, optional
+        The classes are ordered grades (e.g. Kellgren–Lawrence), in class-index order: only then
+        is ``quadratic_kappa`` computed (single-label only; for unordered classes it is
+        meaningless and left out).
 
     Returns
     -------
     dict
-        Single-label: ``n, accuracy, balanced_accuracy, macro_f1, quadratic_kappa, macro_auc``,
-        per-class ``auc``, ``recall``, ``support`` (dicts keyed by class name) and
-        ``confusion_matrix`` (rows = truth, columns = prediction, nested lists of int).
-        Multi-label: ``n, macro_auc, micro_f1, macro_f1, subset_accuracy, thresholds``, per-label
-        ``auc``, ``f1``, ``support``, and ``odir`` (``kappa, f1, auc, score`` of the flattened
-        matrices). Undefined values are ``None``: the F1 of a label neither present nor predicted
-        is, and ``macro_f1`` is the mean over the labels where F1 is defined, as for ``macro_auc``.
+        Single-label: ``n, accuracy, balanced_accuracy, macro_f1, macro_auc`` (and
+        ``quadratic_kappa`` when ``ordinal``), per-class ``auc``, ``recall``, ``support`` (dicts
+        keyed by class name) and ``confusion_matrix`` (rows = truth, columns = prediction, in
+        class order, nested lists of int). Two classes add ``positive_class`` (the second class),
+        ``sensitivity`` and ``specificity`` at the argmax decision
+        (:func:`~radiology.evaluate.metrics.operating_point`) and ``ece``
+        (:func:`~radiology.evaluate.metrics.expected_calibration_error` of the positive class).
+        Multi-label: ``n, macro_auc, micro_f1, macro_f1, subset_accuracy, ece, thresholds``,
+        per-label ``auc``, ``f1``, ``support``, and ``odir`` (``kappa, f1, auc, score`` of the
+        flattened matrices). Undefined values are ``None``: the F1 of a label neither present
+        nor predicted is, and ``macro_f1`` is the mean over the labels where F1 is defined, as
+        for ``macro_auc``.
 
     Examples
     --------
@@ -74,6 +85,8 @@ def classification_metrics(
     >>> round(result["accuracy"], 3), result["confusion_matrix"]
     (0.667, [[1, 0], [1, 1]])
     """
+    if ordinal and multi_label:
+        raise ValueError("ordinal=True needs single-label classes, not multi_label=True")
     if multi_label:
         truth = _indicator(targets)
         probs = _scores(probs, truth.shape)
@@ -90,6 +103,7 @@ def classification_metrics(
             "micro_f1": float(skm.f1_score(truth, decisions, average="micro", zero_division=0.0)),
             "macro_f1": _defined_mean(f1),
             "subset_accuracy": float(np.mean((decisions == truth).all(axis=1))),
+            "ece": expected_calibration_error(truth, probs),
             "thresholds": [float(t) for t in thresholds],
             "auc": {name: float(v) for name, v in zip(classes, auc)},
             "f1": {name: float(v) for name, v in zip(classes, f1)},
@@ -115,50 +129,80 @@ def classification_metrics(
         "accuracy": accuracy(labels, predictions),
         "balanced_accuracy": balanced_accuracy(labels, predictions),
         "macro_f1": macro_f1(labels, predictions),
-        "quadratic_kappa": quadratic_kappa(labels, predictions, len(classes)),
         "macro_auc": macro_auc(labels, probs),
         "auc": {name: float(v) for name, v in zip(classes, auc)},
         "recall": {name: float(v) for name, v in zip(classes, recall)},
         "support": {name: int(v) for name, v in zip(classes, support)},
         "confusion_matrix": confusion.astype(int).tolist(),
     }
+    if ordinal:
+        result["quadratic_kappa"] = quadratic_kappa(labels, predictions, len(classes))
+    if len(classes) == 2:
+        point = operating_point(labels, probs)
+        result.update(positive_class=classes[1], sensitivity=point["sensitivity"],
+                      specificity=point["specificity"], ece=expected_calibration_error(labels, probs))
     return _nan_to_none(result)
+
+
+#: The scalar metrics of :func:`classification_metrics`, in report order (those present are shown).
+SINGLE_LABEL_HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "quadratic_kappa", "macro_auc",
+                         "sensitivity", "specificity", "ece")
+MULTI_LABEL_HEADLINE = ("macro_auc", "micro_f1", "macro_f1", "subset_accuracy", "ece")
 
 
 def _fmt(value) -> str:
     return "   n/a" if value is None else f"{value:6.3f}"
 
 
-def classification_report(targets, probs, classes: Sequence[str], *, multi_label: bool, thresholds=None) -> str:
+def _with_interval(value, interval) -> str:
+    text = _fmt(value).strip()
+    if interval is None or value is None:
+        return text
+    low, high = ("n/a" if bound is None else f"{bound:.3f}" for bound in interval)
+    return f"{text} [{low}, {high}]"
+
+
+def classification_report(targets, probs, classes: Sequence[str], *, multi_label: bool, thresholds=None,
+                          ordinal: bool = False, intervals: dict | None = None) -> str:
     """:func:`classification_metrics` as readable text: headline numbers, then one row per class.
 
-    Parameters are those of :func:`classification_metrics`.
+    Parameters are those of :func:`classification_metrics`, and:
+
+    intervals : dict, optional
+        Confidence intervals ``{metric: [low, high]}`` (e.g. the ``interval`` of
+        :func:`radiology.evaluate.bootstrap.bootstrap_intervals`); a headline metric with one is
+        shown as ``value [low, high]``. ODIR entries are keyed ``odir_kappa``, ``odir_score``...
 
     Returns
     -------
     str
+        The confusion matrix (single-label) is labelled by class name on both axes, in class order.
 
     Examples
     --------
     >>> print(classification_report([0, 1, 1], [[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]],
-    ...                             ["neg", "pos"], multi_label=False))  # doctest: +ELLIPSIS
+    ...                             ["neg", "pos"], multi_label=False,
+    ...                             intervals={"accuracy": [0.333, 1.0]}))  # doctest: +ELLIPSIS
     samples            3
-    accuracy           0.667
+    accuracy           0.667 [0.333, 1.000]
     ...
+    confusion matrix (rows: truth, columns: prediction)
+    true \\ predicted  neg  pos
+    neg                 1    0
+    pos                 1    1
     """
-    result = classification_metrics(targets, probs, classes, multi_label=multi_label, thresholds=thresholds)
+    result = classification_metrics(targets, probs, classes, multi_label=multi_label, thresholds=thresholds,
+                                    ordinal=ordinal)
+    intervals = intervals or {}
     names = list(result["auc"])
     width = max(8, *(len(name) for name in names))
     lines = [f"{'samples':<18} {result['n']}"]
     if multi_label:
-        headline = ["macro_auc", "micro_f1", "macro_f1", "subset_accuracy"]
-        lines += [f"{key:<18} {_fmt(result[key]).strip()}" for key in headline]
+        lines += [f"{key:<18} {_with_interval(result[key], intervals.get(key))}" for key in MULTI_LABEL_HEADLINE]
         odir = result["odir"]
-        lines.append(
-            "odir (p > 0.5)     "
-            f"kappa {_fmt(odir['kappa']).strip()}  f1 {_fmt(odir['f1']).strip()}  "
-            f"auc {_fmt(odir['auc']).strip()}  score {_fmt(odir['score']).strip()}"
-        )
+        parts = [f"{key} {_with_interval(odir[key], intervals.get('odir_' + key))}"
+                 for key in ("kappa", "f1", "auc", "score")]
+        lines.append("odir (p > 0.5)     " + "  ".join(parts))
         lines.append("")
         lines.append(f"{'label':<{width}}  support     auc      f1  threshold")
         for name, threshold in zip(names, result["thresholds"]):
@@ -167,8 +211,11 @@ def classification_report(targets, probs, classes: Sequence[str], *, multi_label
                 f"{_fmt(result['f1'][name])}  {threshold:9.3f}"
             )
     else:
-        headline = ["accuracy", "balanced_accuracy", "macro_f1", "quadratic_kappa", "macro_auc"]
-        lines += [f"{key:<18} {_fmt(result[key]).strip()}" for key in headline]
+        lines += [f"{key:<18} {_with_interval(result[key], intervals.get(key))}"
+                  for key in SINGLE_LABEL_HEADLINE if key in result]
+        if "positive_class" in result:
+            lines.append(f"{'positive class':<18} {result['positive_class']} (sensitivity, specificity at the "
+                         f"argmax decision)")
         lines.append("")
         lines.append(f"{'class':<{width}}  support     auc  recall")
         for name in names:
@@ -178,9 +225,12 @@ def classification_report(targets, probs, classes: Sequence[str], *, multi_label
             )
         lines.append("")
         lines.append("confusion matrix (rows: truth, columns: prediction)")
-        cell = max(5, len(str(max(max(row) for row in result["confusion_matrix"]))) + 1)
-        lines.append(" " * width + "".join(f"{i:>{cell}d}" for i in range(len(names))))
-        for i, (name, row) in enumerate(zip(names, result["confusion_matrix"])):
-            label = f"{i} {name}"[:width]
-            lines.append(f"{label:<{width}}" + "".join(f"{v:>{cell}d}" for v in row))
+        # Both axes by class name (never by index: with classes "2", "5", "8" an index 1 would read as class "1").
+        corner = "true \\ predicted"
+        width = max(width, len(corner))
+        longest = max(len(str(max(max(row) for row in result["confusion_matrix"]))), *(len(n) for n in names))
+        cell = max(5, longest + 2)
+        lines.append(f"{corner:<{width}}" + "".join(f"{name:>{cell}}" for name in names))
+        for name, row in zip(names, result["confusion_matrix"]):
+            lines.append(f"{name:<{width}}" + "".join(f"{v:>{cell}d}" for v in row))
     return "\n".join(lines)

@@ -4,9 +4,10 @@ A predictions table is what :func:`radiology.predict.predict_table` (``radiology
 writes: one row per input with ``image`` (several image columns joined by ``|``),
 ``prediction``, one ``prob_<class>`` column per class and ``error`` (empty when the input was
 fine). :func:`evaluate_predictions` matches its rows to a label table on the image reference,
-reads the labels as training reads them, scores with :func:`radiology.evaluate.classification_metrics`
-and writes ``metrics.json``, ``report.txt``, ``confusion_matrix.png`` (single-label) and
-``roc.png``.
+reads the labels as training reads them, scores with :func:`radiology.evaluate.classification_metrics`,
+adds patient-level bootstrap confidence intervals (:func:`radiology.evaluate.bootstrap.bootstrap_intervals`)
+and writes ``metrics.json``, ``report.txt``, ``confusion_matrix.png`` (single-label), ``roc.png``
+and ``calibration.png`` (two classes or multi-label).
 
 Scoring refuses, in one line, what it cannot score truthfully: unknown labels, and a label
 kind (single- or multi-label) on which the predictions, the bundle, the caller and the label
@@ -26,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from radiology.errors import one_line
-from radiology.evaluate.plots import plot_confusion_matrix, plot_roc
+from radiology.evaluate.bootstrap import bootstrap_intervals, interval_key
+from radiology.evaluate.plots import plot_calibration, plot_confusion_matrix, plot_roc
 from radiology.evaluate.reports import classification_metrics, classification_report
 from radiology.io import atomic_write, column_names, write_json
 from radiology.manifest import MANIFEST, BundleError, read_manifest, verified_bytes
@@ -188,6 +190,11 @@ def evaluate_predictions(
     out: str | os.PathLike | None = None,
     thresholds: Sequence[float] | None = None,
     bundle: str | os.PathLike | None = None,
+    ordinal: bool = False,
+    groups: str | None = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> dict:
     """Score a prediction table against a label table, refusing what cannot be scored truthfully.
 
@@ -211,21 +218,40 @@ def evaluate_predictions(
     multi_label : bool, optional
         The kind the caller expects; checked against the predictions.
     out : path, optional
-        Folder for ``metrics.json``, ``report.txt``, ``confusion_matrix.png`` (single-label)
-        and ``roc.png``.
+        Folder for ``metrics.json``, ``report.txt`` (headline metrics as ``value [low, high]``),
+        ``confusion_matrix.png`` (single-label), ``roc.png`` (two classes: one curve of the
+        second class, with the argmax operating point) and ``calibration.png`` (two classes or
+        multi-label: :func:`radiology.evaluate.plot_calibration`).
     thresholds : sequence of float, optional
         Multi-label decision thresholds, one per predicted class (default: the bundle's, else 0.5).
     bundle : path, optional
         The bundle folder that made the predictions, verified against its manifest: its
         ``labels.json`` (read as data) gives the label kind, the classes (checked against the
         ``prob_`` columns) and the thresholds.
+    ordinal : bool, optional
+        The classes are ordered grades, in ``prob_`` column order (e.g. Kellgren–Lawrence 0-4):
+        only then is ``quadratic_kappa`` computed and reported. Single-label only.
+    groups : str, optional
+        A column of the label table holding the patient id of every image: the bootstrap then
+        resamples patients, every image of a drawn patient coming along. Default: every image is
+        its own group (right only when each patient has one image).
+    n_boot : int, optional
+        Bootstrap replicates of the confidence intervals; 0 for none.
+    level : float, optional
+        Coverage of the intervals (0.95: the key is ``ci95``).
+    seed : int, optional
+        Seed of the bootstrap draws: the same seed gives the same intervals.
 
     Returns
     -------
     dict
         :func:`radiology.evaluate.classification_metrics` plus ``n`` (rows scored),
         ``missing`` (labeled images without a usable prediction), ``unlabeled`` (label rows
-        skipped for an empty label) and ``multi_label`` (the kind scored).
+        skipped for an empty label) and ``multi_label`` (the kind scored). With ``n_boot > 0``
+        also ``ci95`` (named after ``level``: ``{metric: [low, high]}``, percentile intervals,
+        ``None`` where no replicate defined the metric) and ``bootstrap`` (``replicates``,
+        ``groups``, ``unit``: ``"patient"`` or ``"image"``, ``seed`` and ``used``: the
+        replicates where each metric was defined; the others are dropped).
 
     Raises
     ------
@@ -244,7 +270,7 @@ def evaluate_predictions(
     >>> predictions = pd.DataFrame({"image": ["a", "b"], "prediction": ["B|C", "C"],
     ...                             "prob_B": [0.9, 0.2], "prob_C": [0.8, 0.7], "error": ["", ""]})
     >>> labels = pd.DataFrame({"image": ["a", "b", "c"], "label": ["B | C", "C", ""]})
-    >>> metrics = evaluate_predictions(predictions, labels)
+    >>> metrics = evaluate_predictions(predictions, labels, n_boot=0)
     >>> metrics["multi_label"], metrics["macro_f1"], metrics["n"], metrics["missing"]
     (True, 1.0, 2, 1)
 
@@ -255,17 +281,26 @@ def evaluate_predictions(
     ...                             "prob_x": [0.9, 0.2, 0.4, 0.3], "prob_y": [0.1, 0.8, 0.6, 0.7]})
     >>> labels = pd.DataFrame({"image": ["a", "b", "c", "d"], "label": ["x", "y", "x", "y"]})
     >>> out = Path(tempfile.mkdtemp())
-    >>> evaluate_predictions(predictions, labels, out=out)["accuracy"]
+    >>> evaluate_predictions(predictions, labels, out=out, n_boot=200)["accuracy"]
     0.75
-    >>> json.loads((out / "metrics.json").read_text())["confusion_matrix"]
-    [[1, 1], [0, 2]]
+    >>> written = json.loads((out / "metrics.json").read_text())
+    >>> written["confusion_matrix"], written["bootstrap"]["unit"], len(written["ci95"]["accuracy"])
+    ([[1, 1], [0, 2]], 'image', 2)
     >>> sorted(p.name for p in out.iterdir())
-    ['confusion_matrix.png', 'metrics.json', 'report.txt', 'roc.png']
+    ['calibration.png', 'confusion_matrix.png', 'metrics.json', 'report.txt', 'roc.png']
     """
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
+        raise ValueError(f"n_boot must be a whole number >= 0 (0: no intervals), got {n_boot!r}")
+    if not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level must lie between 0 and 1 (e.g. 0.95), got {level!r}")
+    if ordinal and multi_label:
+        raise ValueError("ordinal=True needs single-label classes, not multi_label=True")
+    if groups is not None and not isinstance(groups, str):
+        raise ValueError(f"groups must be the name of a label-table column of patient ids, got {groups!r}")
     pred = _read_table(predictions, "predictions")
     truth = _read_table(labels, "labels")
     image_cols, label_cols = column_names(image_cols), column_names(label_cols)
-    for column in (*image_cols, *label_cols):
+    for column in (*image_cols, *label_cols, *([groups] if groups is not None else [])):
         if column not in truth.frame.columns:
             raise ValueError(f"{truth.name}: no column {column!r}; columns are {list(truth.frame.columns)}")
     if "image" not in pred.frame.columns:
@@ -292,6 +327,8 @@ def evaluate_predictions(
     softmax = _is_softmax(probs_all, shown, classes)
     kind = _label_kind(multi_label, record, record_name, softmax, pred.name)
     th = _thresholds(thresholds, record, len(classes)) if kind else None
+    if ordinal and kind:
+        raise ValueError(f"ordinal=True but {pred.name} are multi-label; ordinal grades are single-label")
 
     if not kind:
         if len(label_cols) > 1:
@@ -318,16 +355,37 @@ def evaluate_predictions(
         raise ValueError(f"no labeled image of {truth.name} has a prediction in {pred.name} (check image_cols)")
     probs = probs_all[[position[k] for k in keys[found]]]
     targets = targets_all[found]
-    metrics = classification_metrics(targets, probs, classes, multi_label=kind, thresholds=th)
+    patients = None
+    if groups is not None:
+        patients = truth.frame[groups].str.strip().to_numpy()[found]
+        empty = np.flatnonzero(patients == "")
+        if empty.size:
+            raise ValueError(f"{truth.row(np.flatnonzero(found)[empty[0]])}: no patient id in column {groups!r} "
+                             f"(groups={groups!r} needs one on every scored row)")
+    metrics = classification_metrics(targets, probs, classes, multi_label=kind, thresholds=th, ordinal=ordinal)
     metrics.update(n=int(found.sum()), missing=int((labeled & ~found).sum()), unlabeled=int((~labeled).sum()),
                    multi_label=bool(kind))
+    intervals = None
+    if n_boot:
+        boot = bootstrap_intervals(targets, probs, multi_label=kind, groups=patients, thresholds=th, ordinal=ordinal,
+                                   n_boot=int(n_boot), level=float(level), seed=seed)
+        intervals = boot["interval"]
+        metrics[interval_key(level)] = intervals
+        metrics["bootstrap"] = {key: boot[key] for key in ("replicates", "groups", "unit", "seed", "used")}
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "metrics.json", metrics)
-        report = classification_report(targets, probs, classes, multi_label=kind, thresholds=th)
+        report = classification_report(targets, probs, classes, multi_label=kind, thresholds=th, ordinal=ordinal,
+                                       intervals=intervals)
+        if intervals is not None:
+            b = metrics["bootstrap"]
+            report += (f"\n\n[low, high]: {interval_key(level)[2:]}% percentile bootstrap intervals, "
+                       f"{b['replicates']} replicates resampling {b['groups']} {b['unit']}s (seed {b['seed']})")
         atomic_write(out / "report.txt", report.encode())
         if not kind:
             plot_confusion_matrix(targets, probs.argmax(1), classes, out / "confusion_matrix.png")
         plot_roc(targets, probs, classes, out / "roc.png", multi_label=kind)
+        if kind or len(classes) == 2:
+            plot_calibration(targets, probs, classes, out / "calibration.png")
     return metrics

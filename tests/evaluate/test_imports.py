@@ -60,7 +60,8 @@ def test_the_evaluate_command_imports_no_torch_and_no_fastai(tmp_path):
     assert (metrics["n"], metrics["accuracy"], metrics["multi_label"]) == (4, 0.75, False)
     assert metrics["confusion_matrix"] == [[1, 1], [0, 2]] and metrics["recall"] == {"x": 0.5, "y": 1.0}
     assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [
-        "confusion_matrix.png", "metrics.json", "report.txt", "roc.png"]
+        "calibration.png", "confusion_matrix.png", "metrics.json", "report.txt", "roc.png"]
+    assert "  accuracy 0.750 [" in printed and len(metrics["ci95"]["accuracy"]) == 2
 
 
 def test_a_changed_bundle_is_refused_in_one_line_without_torch(tmp_path):

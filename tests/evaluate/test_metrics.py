@@ -201,7 +201,7 @@ def test_classification_metrics_single_label():
     targets = np.array([0, 0, 1, 1, 2])
     probs = np.array([[0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.1, 0.2, 0.7]])
     classes = ["KL0", "KL1", "KL2"]
-    result = classification_metrics(targets, probs, classes, multi_label=False)
+    result = classification_metrics(targets, probs, classes, multi_label=False, ordinal=True)
     assert result["n"] == 5
     assert result["accuracy"] == pytest.approx(0.8)
     assert result["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [0, 0, 1]]
@@ -211,6 +211,10 @@ def test_classification_metrics_single_label():
     assert result["quadratic_kappa"] == pytest.approx(quadratic_kappa(targets, probs))
     assert set(result["auc"]) == set(classes)
     json.dumps(result, allow_nan=False)
+    # Unordered classes (the default): no kappa, which would weigh errors by index distance.
+    assert "quadratic_kappa" not in classification_metrics(targets, probs, classes, multi_label=False)
+    assert "quadratic_kappa" not in classification_report(targets, probs, classes, multi_label=False)
+    assert "quadratic_kappa" in classification_report(targets, probs, classes, multi_label=False, ordinal=True)
 
 
 def test_classification_metrics_json_ready_with_missing_class():
