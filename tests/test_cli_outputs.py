@@ -21,7 +21,7 @@ pytest.importorskip("pytorch_grad_cam")
 import radiology.models  # noqa: E402
 from radiology.cli import USAGE_ERROR, build_parser, main  # noqa: E402
 from radiology.errors import RadiologyError  # noqa: E402
-from radiology.io import write_image  # noqa: E402
+from radiology.io import read_image, write_image  # noqa: E402
 from radiology.models import RadiographClassifier, save_bundle  # noqa: E402
 from radiology.pipeline import PadSquare, Percentile, Pipeline, Resize  # noqa: E402
 from radiology.synthetic import phantom_radiograph  # noqa: E402
@@ -288,3 +288,17 @@ def test_train_passes_the_data_flags_to_its_config(monkeypatch, tmp_path):
     assert seen["skip_unreadable"] is True and seen["allow_outside_root"] is True
     plain = build_parser().parse_args(["train", "--out", "b"])
     assert plain.skip_unreadable is None and plain.allow_outside_root is None  # the config file's value stays
+
+
+@pytest.mark.parametrize("size, pixels", [("0", None), ("200", 200)])
+def test_explain_figure_size(bundle, data, tmp_path, size, pixels):
+    """``--figure-size 0`` keeps the original pixels (scale 1); a size sets the figure's longest side."""
+    from radiology.explain import figure_layout
+
+    assert _explain(bundle, data["one"], tmp_path / "cams", "--figure-size", size) == 0
+    table = pd.read_csv(tmp_path / "cams" / "explanations.csv", keep_default_na=False)
+    figure = read_image(tmp_path / "cams" / table.overlay[0])
+    layout = figure_layout((40, 36), pixels)
+    assert figure.shape == (*layout.shape, 3)
+    assert (layout.scale == 1.0) if pixels is None else (max(figure.shape[:2]) == pixels)
+    assert 0.0 <= float(table.probability[0]) <= 1.0

@@ -48,6 +48,7 @@ def test_explain_demo_writes_overlays_of_the_nodule_output(tmp_path):
     pytest.importorskip("timm")
     pytest.importorskip("pytorch_grad_cam")
     from radiology.demo import explain_demo
+    from radiology.explain import figure_layout
     from radiology.models import Bundle, RadiographClassifier
     from radiology.synthetic import write_findings_dataset
     from radiology.train import default_pipeline
@@ -63,7 +64,8 @@ def test_explain_demo_writes_overlays_of_the_nodule_output(tmp_path):
     assert table.image.tolist() == files[:3] and (table.label == "nodule").all() and (table.error == "").all()
     for row in table.itertuples():
         assert row.overlay == f"{row.image.split('/')[-1][:-4]}__nodule__eigencam.png"
-        assert read_image(tmp_path / "explanations" / row.overlay).shape == (72, 64, 3)  # phantom pixels
+        # A readable figure (768 px on its longest side) of the 72 x 64 phantom, with caption and colour bar.
+        assert read_image(tmp_path / "explanations" / row.overlay).shape == (*figure_layout((72, 64)).shape, 3)
         assert 0 <= row.peak_x < 64 and 0 <= row.peak_y < 72
     with pytest.raises(ValueError, match="count"):
         explain_demo(bundle, test_csv, tmp_path / "x", count=0)

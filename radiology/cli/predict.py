@@ -6,13 +6,24 @@ import argparse
 import os
 from pathlib import Path
 
-from radiology.cli.common import exit_code, positive
+from radiology.cli.common import exit_code, positive, shard
+
+
+def _figure_size(text: str) -> int | None:
+    """``--figure-size``: pixels of the figure's longest side, 0 for the original size."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0 (0 = the original size)")
+    return value or None
 
 
 def add_predict_parsers(commands) -> None:
     """Add the predict commands to the ``radiology`` subparsers."""
-    predict = commands.add_parser("predict", help="predict with a bundle (or several: an ensemble)")
-    predict.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE", help="bundle folder(s)")
+    predict = commands.add_parser(
+        "predict", help="predict with a bundle (or several: an ensemble)",
+        epilog="radiology predict merge SHARD.csv... --out OUT joins the tables of --shard runs (0/N ... N-1/N) "
+               "into the one table of all inputs, in the input order (a bundle folder named merge: ./merge)")
+    predict.add_argument("bundles", nargs="+", metavar="BUNDLE", help="bundle folder(s)")
     predict.add_argument("input", type=Path, metavar="INPUT", help="folder (recursive), file, or CSV")
     predict.add_argument("--out", type=Path, required=True,
                          help="predictions CSV to write (never an input; an existing one only with --overwrite)")
@@ -30,6 +41,14 @@ def add_predict_parsers(commands) -> None:
     predict.add_argument("--allow-outside-root", action="store_true",
                          help="read CSV image paths outside --root (by default such rows fail)")
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    predict.add_argument("--shard", type=shard, metavar="I/N",
+                         help="predict only shard I of N of the inputs (0-based, stable by input id) for array "
+                              "jobs; --out is this shard's table (e.g. preds.shard-I-of-N.csv): join them with "
+                              "`radiology predict merge SHARD.csv... --out OUT`")
+    predict.add_argument("--scheduler", metavar="ADDRESS",
+                         help="predict on a Dask distributed cluster (pip install 'radiology[scale]'), --batch-size "
+                              "inputs per task; its workers must read the BUNDLE folders and the inputs at the same "
+                              "paths")
 
 
     explain = commands.add_parser("explain", help="class activation maps (GradCAM & co.) of a bundle, as overlays")
@@ -44,6 +63,9 @@ def add_predict_parsers(commands) -> None:
     explain.add_argument("--image-col", dest="image_cols", help="image column(s) of a CSV (default: image)")
     explain.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     explain.add_argument("--batch-size", type=positive, default=8)
+    explain.add_argument("--figure-size", type=_figure_size, default=768, metavar="PIXELS",
+                         help="longest side of each overlay figure, with its caption and colour bar (default 768; "
+                              "0 = the original image's size)")
     explain.add_argument("--strict", action="store_true", help="exit 1 if any input failed")
     explain.add_argument("--allow-outside-root", action="store_true",
                          help="read CSV image paths outside --root (by default such rows fail)")
@@ -52,6 +74,7 @@ def add_predict_parsers(commands) -> None:
 
 
 _PREDICTIONS_HEADERS = ("image,prediction,", "SOPInstanceUID,Target")  # table and kaggle formats
+_MERGE = "merge"
 
 
 def _same_file(path: Path, other: Path) -> bool:
@@ -97,11 +120,18 @@ def _refuse_existing_out(args: argparse.Namespace) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Run ``radiology predict`` with parsed arguments; returns the exit code."""
+    # BUNDLEs are kept as typed (str) so that `merge` (the action) and `./merge` (a folder) differ.
+    merging = str(args.bundles[0]) == _MERGE
+    args.bundles = [Path(b) for b in args.bundles]
+    if merging:
+        return run_predict_merge(args)
     from radiology.io import atomic_write
     from radiology.models import load_bundle
     from radiology.naming import display_name
     from radiology.predict import Ensemble, kaggle_submission, predict_table, prediction_inputs
 
+    if args.shard is not None and args.fmt == "kaggle":
+        raise ValueError("--format kaggle: not with --shard; merge the shard tables, then convert the merged table")
     # --out is checked before any bundle is loaded or image read: an input is never
     # replaced, another existing file only when it is an earlier predictions CSV.
     _refuse_input_as_out(args)
@@ -112,14 +142,67 @@ def run_predict(args: argparse.Namespace) -> int:
                                allow_outside_root=args.allow_outside_root)
     _refuse_input_as_out(args, inputs)
     _refuse_existing_out(args)
-    model = Ensemble([load_bundle(b, backend=args.backend) for b in args.bundles], tta=args.tta)
-    table = predict_table(model, inputs, batch_size=args.batch_size, progress=not args.quiet)
+    if args.scheduler:
+        try:
+            from dask.distributed import Client
+        except ImportError as error:
+            raise ValueError("--scheduler needs dask.distributed: pip install 'radiology[scale]'") from error
+        from radiology.predict import predict_distributed
+
+        try:
+            client = Client(args.scheduler)
+        except (OSError, ValueError) as error:  # no scheduler there (TimeoutError is an OSError), a bad address
+            raise ValueError(f"--scheduler {args.scheduler}: cannot connect ({type(error).__name__})") from None
+        with client:
+            table = predict_distributed(args.bundles, inputs, client, backend=args.backend, tta=args.tta,
+                                        batch_size=args.batch_size, progress=not args.quiet, shard=args.shard)
+    else:
+        model = Ensemble([load_bundle(b, backend=args.backend) for b in args.bundles], tta=args.tta)
+        table = predict_table(model, inputs, batch_size=args.batch_size, progress=not args.quiet, shard=args.shard)
     written = kaggle_submission(table, inputs) if args.fmt == "kaggle" else table
     # File names are bytes: undecodable ones are written escaped, as convert's report writes them.
     atomic_write(args.out, display_name(written.to_csv(index=False)).encode())
     failed = int((table["error"] != "").sum())
-    print(f"{len(table)} predictions, {failed} failed, written to {args.out}")
+    where = f" (shard {args.shard[0]}/{args.shard[1]})" if args.shard is not None else ""
+    print(f"{len(table)} predictions{where}, {failed} failed, written to {args.out}")
+    if args.shard is not None and not len(table):
+        return 0  # an empty shard is a shard done
     return exit_code("predict", len(table) - failed, failed, args.strict, args.out)
+
+
+def run_predict_merge(args: argparse.Namespace) -> int:
+    """Run ``radiology predict merge SHARD.csv... --out OUT``: join ``--shard`` tables; returns the exit code."""
+    import pandas as pd
+
+    from radiology.io import atomic_write, check_output_folders
+    from radiology.predict import merge_tables
+
+    shards = [*args.bundles[1:], args.input]
+    if args.shard is not None or args.scheduler or args.fmt != "table":
+        raise ValueError("--shard, --scheduler and --format kaggle: not with predict merge")
+    out = args.out
+    if out.is_dir():
+        raise ValueError(f"--out {out}: is a folder; give the predictions CSV file to write")
+    check_output_folders(out)
+    if any(_same_file(out, s) for s in shards):
+        raise ValueError(f"--out {out}: is a SHARD table of this command; merge never replaces its inputs")
+    tables = []
+    for path in shards:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such SHARD table")
+        try:
+            tables.append(pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
+            raise ValueError(f"{path}: not a CSV table ({type(error).__name__})") from None
+    try:
+        merged = merge_tables(tables, names=[str(s) for s in shards])
+    except ValueError as error:
+        raise ValueError(f"SHARD: {str(error).removeprefix('tables: ')}") from None
+    _refuse_existing_out(args)
+    atomic_write(out, merged.to_csv(index=False).encode())
+    failed = int((merged["error"] != "").sum())
+    print(f"{len(merged)} predictions from {len(shards)} shards, {failed} failed, written to {out}")
+    return exit_code("predict", len(merged) - failed, failed, args.strict, out)
 
 
 
@@ -133,7 +216,7 @@ def run_explain(args: argparse.Namespace) -> int:
     table = explain_inputs(args.bundle, args.input, args.out, method=args.method, label=args.label,
                            target_layer=args.target_layer, batch_size=args.batch_size, progress=not args.quiet,
                            root=args.root, image_cols=args.image_cols, device=args.device,
-                           allow_outside_root=args.allow_outside_root)
+                           allow_outside_root=args.allow_outside_root, figure_size=args.figure_size)
     written, failed = int((table["overlay"] != "").sum()), int((table["error"] != "").sum())
     print(f"{written} overlays, {failed} failed: {args.out / 'explanations.csv'}")
     explained = int(table.loc[table["error"] == "", "image"].nunique())

@@ -49,11 +49,14 @@ def add_train_parsers(commands) -> None:
     semi = train.add_argument_group("semi-supervised (single-label)")
     semi.add_argument("--unlabeled", type=Path, help="folder of unlabeled DICOMs/images used while fine-tuning")
     semi.add_argument("--semi", choices=("fixmatch", "mixmatch"),
-                      help="semi-supervised method (needs --unlabeled); fixmatch holds 15 x --batch-size images per "
-                           "step: use --batch-size 8 on a CPU")
+                      help="semi-supervised method (needs --unlabeled); fixmatch fits its step to the memory "
+                           "available (logged): mu x --batch-size unlabeled images in one pass when they fit, else "
+                           "a no-gradient pass for the weak views and fewer unlabeled images per step; override "
+                           "with --semi-param weak_pass=joint|no_grad, unlabeled_batch=N or memory_fraction=F")
     semi.add_argument("--semi-param", action="append", metavar="KEY=VALUE",
-                      help="a setting of the method instead of its paper's default, e.g. lambda_u=10 "
-                           "(repeat the flag for several; replaces the config file's semi_params)")
+                      help="a setting of the method instead of its paper's default, e.g. lambda_u=10 or "
+                           "mu=3; fixmatch's unlabeled_batch=N is used as given, unchecked, while mu is still capped "
+                           "to the memory (repeat the flag for several; replaces the config file's semi_params)")
     train.add_argument("--config", type=Path, help="YAML/JSON file with the same keys; flags override it")
     train.add_argument("--pipeline", type=Path, help="preprocessing pipeline file (default: percentile, resize, pad)")
     train.add_argument("--out", type=Path, required=True, help="bundle directory to write")

@@ -27,7 +27,7 @@ _NORMALIZATIONS = ("percentile", "histogram", "minmax", "voi")
 _NORMALIZING = ("normalization", "low", "high", "n_bins", "bins", "voi_index")
 _GEOMETRY = ("width", "longest", "pad_square")
 _DECODE = tuple(f.name for f in fields(Decode))
-_FLAT = _NORMALIZING + _GEOMETRY + _DECODE  # the render fields ConvertOptions had until 0.x
+_FLAT = _NORMALIZING + _GEOMETRY + _DECODE  # the render fields of ConvertOptions in 0.1 (deprecated)
 
 
 def _normalization_step(normalization, low, high, n_bins, bins, voi_index) -> Step:

@@ -11,15 +11,22 @@ result to the image. Methods (:data:`METHODS`, from the ``grad-cam`` package): `
 - :func:`cam_to_original`: a map back in the pixels of the *original* image, through the
   geometry the pipeline reports for that input
   (:meth:`radiology.pipeline.Pipeline.read` with ``with_geometry=True``: resizes, pads and
-  crops undone, data-dependent crops included); :func:`overlay` draws it in colour.
-- :func:`explain_inputs`: all of it for files and a bundle, what ``radiology explain`` runs.
+  crops undone, data-dependent crops included); :func:`overlay` draws it in colour, pixel
+  for pixel.
+- :func:`explanation_figure`: the overlay as a figure to show a reader: scaled so that its
+  longest side is ``size`` (768 px by default; the original's geometry kept, peaks only
+  scaled: :func:`figure_layout`), a caption band with the class explained, its probability
+  and the method (``lesion  p=0.93  Grad-CAM``), and a colour bar from 0 to 1 labelled
+  "relative evidence (per image)". No file name or header field is drawn.
+- :func:`explain_inputs`: all of it for files and a bundle, what ``radiology explain`` runs
+  (it writes figures; ``figure_size=None`` keeps the original's pixels).
 
 Usage::
 
     from radiology.explain import explain_inputs
     table = explain_inputs("runs/bundle", "new_images/", "explanations/", method="gradcampp")
-    # explanations/<file>__<label>.png overlays, explanations/explanations.csv with
-    # image, label, method, overlay, peak_x, peak_y (original-image pixels), error
+    # explanations/<file>__<label>__<method>.png figures, explanations/explanations.csv with
+    # image, label, probability, method, overlay, peak_x, peak_y (original-image pixels), error
 
 or, for arrays already preprocessed::
 
@@ -28,7 +35,9 @@ or, for arrays already preprocessed::
     _, image, matrix = stages[-1]                                  # model input, original -> input
     cam = compute_cam(bundle.model, image[None, None])[0]          # (H, W) at the model input (gray)
     original = original_view(stages)                               # normalized, original pixels
-    rgb = overlay(original, cam_to_original(cam, matrix, original.shape))
+    back = cam_to_original(cam, matrix, original.shape)
+    rgb = overlay(original, back)                                  # uint8, the original's pixels
+    figure = explanation_figure(original, back, label="lesion", probability=0.93, method="gradcam")
 
 A map is as fine as its layer: the last stage of a CNN has a stride of 32 (7 × 7 cells at
 224 px, 2 × 2 at 64 px). For small findings in small inputs name an earlier layer
@@ -40,9 +49,11 @@ in strength across images.
 """
 
 from radiology.explain.cam import COLORMAPS, METHODS, cam_peak, cam_to_original, compute_cam, find_target_layer, overlay
+from radiology.explain.figure import FIGURE_SIZE, FigureLayout, explanation_figure, figure_layout
 from radiology.explain.overlays import EXPLANATION_COLUMNS, explain_inputs, original_view, overlay_name
 
 __all__ = [
     "METHODS", "COLORMAPS", "find_target_layer", "compute_cam", "cam_to_original", "cam_peak", "overlay",
+    "explanation_figure", "figure_layout", "FigureLayout", "FIGURE_SIZE",
     "explain_inputs", "overlay_name", "original_view", "EXPLANATION_COLUMNS",
 ]

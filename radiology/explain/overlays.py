@@ -1,6 +1,8 @@
-"""Explaining a bundle's predictions on files: overlay PNGs in original-image pixels and a table.
+"""Explaining a bundle's predictions on files: figure PNGs of maps on the original images, and a table.
 
-What ``radiology explain BUNDLE INPUT --out DIR`` runs (:func:`explain_inputs`).
+What ``radiology explain BUNDLE INPUT --out DIR`` runs (:func:`explain_inputs`). Each PNG is an
+:func:`~radiology.explain.explanation_figure`: the original image (its geometry kept, scaled
+to a readable size) with its map, a caption (class, probability, method) and a colour bar.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from radiology.errors import one_line
-from radiology.explain.cam import METHODS, cam_peak, cam_to_original, compute_cam, find_target_layer, overlay
+from radiology.explain.cam import METHODS, cam_peak, cam_to_original, compute_cam, find_target_layer
+from radiology.explain.figure import FIGURE_SIZE, check_figure_size, explanation_figure
 from radiology.files import DICOM_SUFFIXES, IMAGE_SUFFIXES
 from radiology.naming import NAME_BYTES, display_name, fit_name, sanitize_component
 
@@ -23,7 +26,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["EXPLANATION_COLUMNS", "explain_inputs", "overlay_name", "original_view"]
 
 #: Columns of ``explanations.csv``.
-EXPLANATION_COLUMNS = ("image", "label", "method", "overlay", "peak_x", "peak_y", "error")
+EXPLANATION_COLUMNS = ("image", "label", "probability", "method", "overlay", "peak_x", "peak_y", "error")
+# Tables of earlier versions (no probability) are read, and rewritten with an empty probability.
+_EARLIER_COLUMNS = ("image", "label", "method", "overlay", "peak_x", "peak_y", "error")
 _LABEL_BYTES = 60  # per label or method in an overlay name: the input's own name gets the rest
 
 
@@ -107,8 +112,9 @@ def _view_ids(image_id: str, views: int) -> list[str]:
 def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gradcam", label: str | None = None,
                    target_layer=None, batch_size: int = 8, progress: bool = True,
                    root: str | os.PathLike | None = None, image_cols: Sequence[str] | str | None = None,
-                   device: str | None = None, allow_outside_root: bool = False) -> pd.DataFrame:
-    """Write a CAM overlay PNG per input (per label, per view) and ``explanations.csv``.
+                   device: str | None = None, allow_outside_root: bool = False,
+                   figure_size: int | None = FIGURE_SIZE) -> pd.DataFrame:
+    """Write a CAM figure PNG per input (per label, per view) and ``explanations.csv``.
 
     Parameters
     ----------
@@ -143,6 +149,10 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
     allow_outside_root : bool, optional
         Read CSV values that point outside ``root`` (by default they get an error row, as in
         :func:`radiology.predict.prediction_inputs`).
+    figure_size : int or None, optional
+        Longest side of each written figure in pixels (160 to 8192; default 768): small
+        originals are scaled up, large ones down, the geometry kept. None keeps the
+        original's pixels. See :func:`radiology.explain.explanation_figure`.
 
     Returns
     -------
@@ -150,9 +160,10 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
         This run's rows of ``out/explanations.csv``, columns :data:`EXPLANATION_COLUMNS`:
         one row per input and explained label (and per view of multi-view models):
         ``image`` (the input as given; a view's own file for multi-view inputs), ``label``,
-        ``method``, ``overlay`` (file name in ``out``, from input, label and method),
-        ``peak_x``/``peak_y`` (the map's maximum in pixels of the original image; empty for
-        an all-zero map) and ``error``.
+        ``probability`` (the model's probability of that label for this input: softmax, or
+        sigmoid for multi-label models), ``method``, ``overlay`` (file name in ``out``, from
+        input, label and method), ``peak_x``/``peak_y`` (the map's maximum in pixels of the
+        *original* image, whatever the figure's size; empty for an all-zero map) and ``error``.
         An input that cannot be read gets one row with its error and the run goes on; a
         multi-label input with no label above its threshold gets one row with an empty label.
 
@@ -162,9 +173,14 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
     through the geometry the bundle's pipeline reports for that very input
     (:meth:`radiology.pipeline.Pipeline.read` with ``with_geometry=True``), so resizing,
     padding and crops (data-dependent ones included) are undone. Overlays are drawn on the
-    original image, normalized. Overlay names come from each file's path relative to the
-    input folder (a CSV's folder or ``root``), never from header fields, even when a CSV
-    refers to images by SOP Instance UID: see :func:`overlay_name`.
+    original image, normalized, and written as figures (:func:`~radiology.explain.explanation_figure`):
+    scaled to ``figure_size``, with a caption band (the class explained, its probability,
+    the method, and the view of multi-view models; never a file name or header field) and
+    a colour bar labelled "relative evidence (per image)": each map is scaled to ``[0, 1]``
+    on its own, so colours compare within a figure, not across figures. Overlay names come
+    from each file's path relative to the input folder (a CSV's folder or ``root``), never
+    from header fields, even when a CSV refers to images by SOP Instance UID: see
+    :func:`overlay_name`.
 
     Nothing in ``out`` is lost to a later run: ``explanations.csv`` keeps the rows of
     earlier runs (another method, label or input) and only rows of the same input, method
@@ -191,7 +207,7 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
     >>> table = explain_inputs("runs/bundle", "new_images/", "explanations/", method="gradcampp",
     ...                        progress=False)  # doctest: +SKIP
     >>> table.columns.tolist()  # doctest: +SKIP
-    ['image', 'label', 'method', 'overlay', 'peak_x', 'peak_y', 'error']
+    ['image', 'label', 'probability', 'method', 'overlay', 'peak_x', 'peak_y', 'error']
     """
     from tqdm.auto import tqdm
 
@@ -204,6 +220,7 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    figure_size = check_figure_size(figure_size)
     out = Path(out)
     # Before any bundle is loaded or image read: where this run writes must hold none of its inputs.
     _check_out(out, inputs, root)
@@ -250,8 +267,11 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
         used.add(name)
         return name
 
-    def add(index: int, image: str, label_name: str = "", name: str = "", peak=None, error: str = "") -> None:
-        rows.append({"image": image, "label": label_name, "method": method, "overlay": name,
+    def add(index: int, image: str, label_name: str = "", name: str = "", peak=None, error: str = "",
+            probability: float | None = None) -> None:
+        rows.append({"image": image, "label": label_name,
+                     "probability": None if probability is None else round(float(probability), 6),
+                     "method": method, "overlay": name,
                      "peak_x": None if peak is None else peak[0], "peak_y": None if peak is None else peak[1],
                      "error": " ".join(str(error).split()), "_input": index})
 
@@ -285,7 +305,8 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
         if loaded:
             batch = np.stack([sample for _, _, sample in loaded]).astype(np.float32)
             # The bundle's own decisions (argmax, or each label over its threshold), unless a label is given.
-            decisions = None if label is not None else bundle.decide(bundle.predict_batch(batch))
+            probabilities = bundle.predict_batch(batch)
+            decisions = None if label is not None else bundle.decide(probabilities)
             # (sample, class) pairs to explain, then one CAM pass per chunk of pairs.
             pairs: list[tuple[int, int]] = []
             for position in range(len(loaded)):
@@ -309,11 +330,14 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
                     view_ids = _view_ids(ids[index], views)
                     for view, (cam, (image, matrix)) in enumerate(zip(sample_maps, originals)):
                         back = cam_to_original(cam, matrix, image.shape)
-                        parts = [bundle.classes[target]] if views == 1 else [bundle.views[view], bundle.classes[target]]
+                        class_name, probability = bundle.classes[target], float(probabilities[position, target])
+                        parts = [class_name] if views == 1 else [bundle.views[view], class_name]
                         file = _relative_name(inputs.sources[index][view], names_root)
                         name = unique(overlay_name(file, *parts, method))
-                        write_image(out / name, overlay(image, back).astype(np.float32) / 255)
-                        add(index, view_ids[view], bundle.classes[target], name, cam_peak(back))
+                        caption = class_name if views == 1 else f"{class_name} ({bundle.views[view]} view)"
+                        write_image(out / name, explanation_figure(image, back, label=caption, probability=probability,
+                                                                   method=method, size=figure_size))
+                        add(index, view_ids[view], class_name, name, cam_peak(back), probability=probability)
         bar.update(min(len(inputs.ids), start + batch_size) - start)
     bar.close()
     # Input order (failures are recorded before the CAMs of their batch); stable within an input.
@@ -321,6 +345,7 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
     table = pd.DataFrame(rows, columns=list(EXPLANATION_COLUMNS))
     for column in ("peak_x", "peak_y"):
         table[column] = table[column].astype("Int64")
+    table["probability"] = table["probability"].astype("float64")
     # Earlier rows stay unless this run explained the same (input, method, label), or they
     # recorded no overlay for an input explained again, or their file name was reused.
     same = pd.MultiIndex.from_frame(previous[["image", "method", "label"]]).isin(
@@ -358,7 +383,7 @@ def _without_earlier_outputs(inputs, source: Path):
     ``explanations.csv``): overlays of overlays explain nothing."""
     from radiology.predict import PredictionInputs
 
-    header = ",".join(EXPLANATION_COLUMNS)
+    headers = {",".join(EXPLANATION_COLUMNS), ",".join(_EARLIER_COLUMNS)}
     holds_table: dict[Path, bool] = {}
 
     def written_by_explain(folder: Path) -> bool:
@@ -366,7 +391,7 @@ def _without_earlier_outputs(inputs, source: Path):
             if folder not in holds_table:
                 try:
                     with open(folder / "explanations.csv", encoding="utf-8", errors="replace") as handle:
-                        holds_table[folder] = handle.readline().strip() == header
+                        holds_table[folder] = handle.readline().strip() in headers
                 except OSError:
                     holds_table[folder] = False
             if holds_table[folder]:
@@ -390,13 +415,17 @@ def _previous_explanations(path: Path) -> pd.DataFrame:
     """The rows of an earlier run's ``explanations.csv`` (none when there is none)."""
     columns = list(EXPLANATION_COLUMNS)
     if not path.exists():
-        return pd.DataFrame({name: pd.Series(dtype="Int64" if name.startswith("peak_") else str) for name in columns})
+        return pd.DataFrame({name: pd.Series(dtype="Int64" if name.startswith("peak_") else
+                                             "float64" if name == "probability" else str) for name in columns})
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if list(table.columns) == list(_EARLIER_COLUMNS):  # a table of an earlier version: no probabilities
+            table.insert(columns.index("probability"), "probability", "")
         if list(table.columns) != columns:
             raise ValueError(f"columns {list(table.columns)}")
         for name in ("peak_x", "peak_y"):
             table[name] = pd.to_numeric(table[name].mask(table[name] == "")).astype("Int64")
+        table["probability"] = pd.to_numeric(table["probability"].mask(table["probability"] == "")).astype("float64")
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: not an explanations table of radiology explain ({one_line(error)}); "
                          "choose another output folder") from error

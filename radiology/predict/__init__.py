@@ -29,11 +29,20 @@ Usage::
     table = predict_table(model, inputs)
     kaggle_submission(table, inputs).to_csv("submission.csv", index=False)
 
+5. **Scale out**: ``predict_table(..., shard=(I, N))`` predicts shard ``I`` of ``N`` of the
+   inputs (:func:`shard_inputs`, stable by input id: :func:`shard_of`) and
+   :func:`merge_tables` joins the shard tables into one, in the input order;
+   :func:`predict_distributed` runs the batches on a Dask cluster (or any executor), each
+   worker loading the bundles once.
+
 Scoring a table against labels is :func:`radiology.evaluate.evaluate_predictions`.
 """
 
+from radiology.predict.distributed import predict_distributed
 from radiology.predict.ensemble import Ensemble
 from radiology.predict.inputs import PredictionInputs, prediction_inputs
+from radiology.predict.shards import merge_tables, shard_inputs, shard_of
 from radiology.predict.table import kaggle_submission, predict_table
 
-__all__ = ["Ensemble", "PredictionInputs", "prediction_inputs", "predict_table", "kaggle_submission"]
+__all__ = ["Ensemble", "PredictionInputs", "prediction_inputs", "predict_table", "kaggle_submission",
+           "shard_of", "shard_inputs", "merge_tables", "predict_distributed"]

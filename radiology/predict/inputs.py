@@ -19,7 +19,9 @@ class PredictionInputs:
     """What to predict: ``ids`` as they appear in the output, and the files of each sample.
 
     ``sources[i]`` is a tuple of paths (one per view), or ``None`` with ``errors[i]`` saying
-    why the input could not be found.
+    why the input could not be found. ``positions`` (set by
+    :func:`~radiology.predict.shard_inputs`) are the inputs' places among all the inputs they
+    were drawn from; ``None`` means ``0, 1, 2, ...``.
 
     Examples
     --------
@@ -31,6 +33,7 @@ class PredictionInputs:
     ids: list[str]
     sources: list[tuple[Path, ...] | None]
     errors: list[str]
+    positions: list[int] | None = None
 
 
 def prediction_inputs(

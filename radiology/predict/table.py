@@ -14,7 +14,8 @@ __all__ = ["predict_table", "kaggle_submission"]
 
 
 def predict_table(
-    model, inputs: PredictionInputs, *, batch_size: int = 32, progress: bool = True
+    model, inputs: PredictionInputs, *, batch_size: int = 32, progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> pd.DataFrame:
     """Predict every input with a bundle or an :class:`~radiology.predict.Ensemble`.
 
@@ -26,6 +27,10 @@ def predict_table(
     batch_size : int
     progress : bool
         Show a progress bar.
+    shard : tuple of int, optional
+        ``(I, N)``: predict only shard ``I`` of ``N`` (:func:`~radiology.predict.shard_inputs`);
+        the table then also has the columns ``shard`` (``"I/N"``) and ``position`` (each row's
+        place among all inputs) that :func:`~radiology.predict.merge_tables` joins shards by.
 
     Returns
     -------
@@ -34,11 +39,20 @@ def predict_table(
         ``prediction`` is :func:`radiology.models.decide`'s (argmax, or the labels above their
         thresholds joined by ``|``); a row with an error has an empty prediction and no
         probabilities.
+
+    Raises
+    ------
+    ValueError
+        Inputs with another number of views than the model takes, or ``shard`` out of range.
     """
     from tqdm.auto import tqdm
 
     from radiology.data import input_error
 
+    if shard is not None:
+        from radiology.predict.shards import shard_inputs
+
+        inputs = shard_inputs(inputs, *shard)
     ensemble = model if isinstance(model, Ensemble) else Ensemble([model])
     classes = ensemble.classes
     if ensemble.views and len(ensemble.views) > 1:
@@ -77,6 +91,9 @@ def predict_table(
     for index, name in enumerate(classes):
         table[f"prob_{name}"] = np.where(ok, probs[:, index], np.nan)
     table["error"] = errors
+    if shard is not None:
+        table["shard"] = f"{shard[0]}/{shard[1]}"
+        table["position"] = list(inputs.positions)
     return table
 
 

@@ -14,6 +14,9 @@ only (validation and prediction are untouched).
 - Imbalanced data: distribution alignment (ReMixMatch, :class:`DistributionAlignment`),
   on by default for FixMatch and optional for MixMatch, makes the pseudo-labels follow the
   labeled class frequencies instead of the model's majority-class bias.
+- Memory: FixMatch plans its step at the first batch from the memory available
+  (:func:`plan_fixmatch_step`): the paper's single pass when it fits, else a no-gradient
+  pass over the weak views and, if needed, fewer unlabeled images per step, logged.
 
 ``radiology train --unlabeled`` leaves the validation images out of the unlabeled set by
 content, not by path (:func:`copies_of`: same bytes, or same DICOM SOP Instance UID), so a
@@ -61,6 +64,7 @@ from radiology.semisup.functional import (
     sharpen,
     soft_cross_entropy,
 )
+from radiology.semisup.memory import FixMatchPlan, available_memory, plan_fixmatch_step, unlabeled_batch_size
 
 __all__ = [
     "semisup_callback",
@@ -83,4 +87,8 @@ __all__ = [
     "pseudo_labels",
     "one_hot",
     "soft_cross_entropy",
+    "unlabeled_batch_size",
+    "plan_fixmatch_step",
+    "available_memory",
+    "FixMatchPlan",
 ]

@@ -287,6 +287,8 @@ def train(config: TrainConfig, *, progress: bool = True):
                   start_epoch=start_epoch, cbs=[semi] if semi is not None else [])
     if rank_distrib():
         return TrainResult(bundle=out, metrics={}, learner=learn)
+    if semi_info is not None and getattr(semi, "plan", None) is not None:
+        semi_info["memory_plan"] = semi.plan.message  # what FixMatch chose for the memory at hand
 
     probs, targets = learn.get_preds(dl=dls.valid)
     probs, targets = probs.float().numpy(), targets.numpy()

@@ -12,7 +12,16 @@ pytest.importorskip("pytorch_grad_cam")
 
 from pydicom.data import get_testdata_file  # noqa: E402
 
-from radiology.explain import EXPLANATION_COLUMNS, explain_inputs, original_view, overlay_name  # noqa: E402
+from radiology.explain import (  # noqa: E402
+    EXPLANATION_COLUMNS,
+    FIGURE_SIZE,
+    cam_to_original,
+    explain_inputs,
+    figure_layout,
+    original_view,
+    overlay,
+    overlay_name,
+)
 from radiology.io import read_image, write_image  # noqa: E402
 from radiology.models import RadiographClassifier, save_bundle  # noqa: E402
 from radiology.pipeline import CLAHE, Percentile, Pipeline, Resize  # noqa: E402
@@ -88,13 +97,50 @@ def test_explain_inputs_peaks_on_the_lesion_in_original_pixels(lesion_model, tmp
     for row in table.itertuples():
         lesion = written[row.image]
         drawn = read_image(tmp_path / "out" / row.overlay)
-        assert drawn.shape == lesion.image.shape + (3,)  # the original image's pixels
+        # A figure: the original's geometry at a readable size, with caption and colour bar.
+        layout = figure_layout(lesion.image.shape)
+        assert drawn.shape == (*layout.shape, 3) and max(drawn.shape[:2]) == FIGURE_SIZE
         on_lesion += _near(row, lesion)
     assert on_lesion >= 5, table
+    # The probability of the explained label, as the bundle predicts it.
+    probs = bundle.predict([tmp_path / "in" / name for name in table.image])
+    assert np.allclose(table.probability, probs[:, CLASSES.index("lesion")], atol=1e-5)
     # The CSV is the table.
     saved = pd.read_csv(tmp_path / "out" / "explanations.csv", keep_default_na=False)
+    assert list(saved.columns) == list(EXPLANATION_COLUMNS)
     assert saved.overlay.tolist() == table.overlay.tolist()
     assert saved.peak_x.astype(int).tolist() == table.peak_x.tolist()
+    assert np.allclose(saved.probability.astype(float), table.probability, atol=1e-6)
+
+
+def test_explain_inputs_native_figures_keep_the_original_pixels(lesion_model, tmp_path):
+    written = _write_lesions(tmp_path / "in", seed=33, count=1)
+    bundle = make_bundle(lesion_model, tmp_path)
+    with pytest.raises(ValueError, match="figure size"):  # before any work
+        explain_inputs(bundle, tmp_path / "in", tmp_path / "bad", figure_size=64, progress=False)
+    assert not (tmp_path / "bad").exists()
+    table = explain_inputs(bundle, tmp_path / "in", tmp_path / "out", label="lesion", target_layer=LAYER,
+                           figure_size=None, progress=False)
+    lesion, row = written["sub/img0.png"], table.iloc[0]
+    drawn = read_image(tmp_path / "out" / row.overlay)
+    layout = figure_layout(lesion.image.shape, None)
+    assert drawn.shape == (*layout.shape, 3) and (layout.rows, layout.cols) == lesion.image.shape
+    # The image part is overlay() on the original, pixel for pixel; the peak is in its pixels.
+    stages = PIPELINE.trace(tmp_path / "in" / "sub" / "img0.png", with_geometry=True)
+    _, image, matrix = stages[-1]
+    from radiology.explain import compute_cam
+
+    cam = compute_cam(bundle.model, bundle.model_input(image, "x")[None], targets=1, target_layer=LAYER)[0]
+    original = original_view(stages)
+    expected = overlay(original, cam_to_original(cam, matrix, original.shape))
+    part = np.round(drawn[layout.top:layout.top + layout.rows, :layout.cols] * 255).astype(np.uint8)
+    assert np.abs(part.astype(int) - expected.astype(int)).max() <= 2
+    assert _near(row, lesion)
+    # A smaller figure: the same peak (original pixels) in the table.
+    small = explain_inputs(bundle, tmp_path / "in", tmp_path / "small", label="lesion", target_layer=LAYER,
+                           figure_size=200, progress=False)
+    assert max(read_image(tmp_path / "small" / small.overlay[0]).shape[:2]) == 200
+    assert (small.peak_x[0], small.peak_y[0]) == (row.peak_x, row.peak_y)
 
 
 def test_explain_inputs_default_label_is_the_prediction(lesion_model, tmp_path):
@@ -132,6 +178,8 @@ def test_explain_inputs_multi_label_explains_each_positive_label(lesion_model, t
     table = explain_inputs(everything, tmp_path / "in", tmp_path / "all", target_layer=LAYER, progress=False)
     assert sorted(zip(table.image, table.label)) == sorted((f, c) for f in files for c in CLASSES)
     assert table.overlay.is_unique and all((tmp_path / "all" / name).is_file() for name in table.overlay)
+    probs = everything.predict([tmp_path / "in" / name for name in table.image])  # sigmoid, per label
+    assert np.allclose(table.probability, [p[CLASSES.index(c)] for p, c in zip(probs, table.label)], atol=1e-5)
     # The maps differ per label: the lesion map peaks on the lesion.
     lesion_rows = table[table.label == "lesion"].set_index("image")
     normal_rows = table[table.label == "normal"].set_index("image")
@@ -141,6 +189,7 @@ def test_explain_inputs_multi_label_explains_each_positive_label(lesion_model, t
     nothing = make_bundle(lesion_model, tmp_path, multi_label=True, thresholds=[1.0, 1.0])
     table = explain_inputs(nothing, tmp_path / "in", tmp_path / "none", progress=False)
     assert sorted(table.image) == files and (table.label == "").all() and (table.overlay == "").all()
+    assert table.probability.isna().all()
     assert table.peak_x.isna().all() and sorted(p.name for p in (tmp_path / "none").iterdir()) == ["explanations.csv"]
 
 
@@ -213,6 +262,27 @@ def test_explain_inputs_into_the_same_folder_loses_nothing(lesion_model, tmp_pat
     assert (foreign / "explanations.csv").read_text() == "patient,score\n1,2\n"
 
 
+def test_explain_inputs_adds_to_a_table_of_an_earlier_version(lesion_model, tmp_path):
+    # explanations.csv without the probability column: read, kept, rewritten with an empty probability.
+    _write_lesions(tmp_path / "in", seed=34, count=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "explanations.csv").write_text("image,label,method,overlay,peak_x,peak_y,error\n"
+                                          "old.png,lesion,gradcam,old__lesion__gradcam.png,3,4,\n")
+    table = explain_inputs(make_bundle(lesion_model, tmp_path), tmp_path / "in", out, progress=False)
+    saved = pd.read_csv(out / "explanations.csv", keep_default_na=False)
+    assert list(saved.columns) == list(EXPLANATION_COLUMNS) and saved.image.tolist() == ["old.png", "sub/img0.png"]
+    assert saved.probability.tolist()[0] == "" and float(saved.probability[1]) == pytest.approx(table.probability[0])
+    assert saved.peak_x.tolist()[0] == 3
+    # A folder holding such a table is an earlier output folder, as one holding a current table.
+    inside = tmp_path / "in" / "old_cams"
+    inside.mkdir()
+    (inside / "explanations.csv").write_text("image,label,method,overlay,peak_x,peak_y,error\n")
+    write_image(inside / "x__lesion__gradcam.png", np.zeros((8, 8), np.float32))
+    again = explain_inputs(make_bundle(lesion_model, tmp_path), tmp_path / "in", tmp_path / "out2", progress=False)
+    assert again.image.tolist() == ["sub/img0.png"]
+
+
 def test_explain_inputs_validates(lesion_model, tmp_path):
     bundle = make_bundle(lesion_model, tmp_path)
     _write_lesions(tmp_path / "in", seed=27, count=1)
@@ -254,7 +324,8 @@ def test_explain_inputs_on_a_real_dicom(tmp_path):
     table = explain_inputs(bundle, get_testdata_file("CT_small.dcm"), tmp_path / "out", method="gradcampp",
                            progress=False)
     assert table.error.tolist() == [""]
-    assert read_image(tmp_path / "out" / table.overlay[0]).shape == (128, 128, 3)
+    assert read_image(tmp_path / "out" / table.overlay[0]).shape == (*figure_layout((128, 128)).shape, 3)
+    assert 0 <= table.probability[0] <= 1
 
 
 def test_explain_inputs_skips_its_own_output_folder(lesion_model, tmp_path):

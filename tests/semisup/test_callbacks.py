@@ -317,9 +317,16 @@ def test_settings_from_files_or_flags_are_checked_by_the_callbacks_rules():
     assert validate_semisup_params("MixMatch", {"lambda_u": 10, "rampup_epochs": 0, "k": 3}) == {
         "lambda_u": 10, "rampup_epochs": 0, "k": 3}
     assert validate_semisup_params("fixmatch", {}) == {}
+    assert validate_semisup_params("fixmatch", {"weak_pass": "no_grad", "unlabeled_batch": 24}) == {
+        "weak_pass": "no_grad", "unlabeled_batch": 24}
     cases = [
         ("fixmatch", {"thresh": 0.9}, "unknown fixmatch setting 'thresh'; known: ['distribution_alignment', "
-                                      "'lambda_u', 'mu', 'temperature', 'threshold']"),
+                                      "'lambda_u', 'memory_fraction', 'mu', 'temperature', 'threshold', "
+                                      "'unlabeled_batch', 'weak_pass']"),
+        ("fixmatch", {"weak_pass": "none"}, "weak_pass must be one of ['auto', 'joint', 'no_grad']"),
+        ("fixmatch", {"weak_pass": 1}, "weak_pass=1: expected a name"),
+        ("fixmatch", {"unlabeled_batch": -1}, "unlabeled_batch must be >= 0"),
+        ("fixmatch", {"memory_fraction": 0}, "memory_fraction must be in (0, 1]"),
         ("fixmatch", {"weak": None}, "unknown fixmatch setting 'weak'"),  # modules are not settings
         ("fixmatch", {"threshold": 1.5}, "threshold must be in [0, 1]"),
         ("fixmatch", {"mu": 2.5}, "mu=2.5: expected an integer"),

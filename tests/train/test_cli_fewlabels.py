@@ -55,6 +55,8 @@ def test_train_semi_supervised_from_a_pretrained_backbone_then_explain(folders, 
                  "--out", str(out), "-q"])
     assert code == 0
     info = json.loads((out / "train.json").read_text())
+    plan = info["semi_supervised"].pop("memory_plan", None)  # FixMatch records what it chose for the memory at hand
+    assert (plan or "").startswith("FixMatch: unlabeled batch") == (method == "fixmatch")
     assert info["semi_supervised"] == {"method": method, "params": params, "unlabeled": 24, "unreadable": 0,
                                        "validation_files_left_out": 0}
     assert info["settings"]["pretrained"] == backbone.name and info["settings"]["semi_params"] == params
