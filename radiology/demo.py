@@ -50,7 +50,17 @@ _SHOWCASE = ("CT_small.dcm", "MR_small.dcm", "examples_palette.dcm", "JPEG2000.d
 
 @dataclass
 class DemoResult:
-    """Paths and report of :func:`run_demo`."""
+    """Paths and report of :func:`run_demo`.
+
+    Parameters
+    ----------
+    report : ConversionReport
+        The conversion report of the phantom DICOMs.
+    images : pathlib.Path
+        Folder of the converted images.
+    contact_sheet : pathlib.Path
+        PNG with one row per shown phantom: its stored values beside the converted image.
+    """
 
     report: ConversionReport
     images: Path
@@ -170,7 +180,22 @@ DEMO_ARCH, DEMO_LAYER = "tf_efficientnet_lite0", "blocks.4"
 
 @dataclass
 class ModelDemoResult:
-    """Paths and numbers of :func:`run_model_demo`."""
+    """Paths and numbers of :func:`run_model_demo`.
+
+    Parameters
+    ----------
+    bundle : pathlib.Path
+        The trained model bundle (``out/bundle``).
+    predictions : pathlib.Path
+        Predictions of the test phantoms (``out/predictions.csv``).
+    evaluation : pathlib.Path
+        Folder of the evaluation outputs (``out/evaluation``).
+    metrics : dict
+        Metrics of the test phantoms, as returned by
+        :func:`radiology.evaluate.evaluate_predictions`.
+    explanations : pathlib.Path, optional
+        The Grad-CAM table ``explanations.csv``.
+    """
 
     bundle: Path
     predictions: Path
@@ -190,6 +215,19 @@ def run_model_demo(out: str | os.PathLike, *, progress: bool = True, epochs: int
     overlays of the ``nodule`` output (layer :data:`DEMO_LAYER`) on the first
     :data:`DEMO_EXPLAINED` test phantoms, in their original pixels, with ``explanations.csv``
     (:func:`radiology.explain.explain_inputs`). Needs the ``models`` extra.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        Output folder; its ``data`` and ``explanations`` subfolders are replaced.
+    progress : bool
+        Show progress bars while training, predicting and explaining.
+    epochs : int
+        Fine-tuning epochs of the demo model (after 10 head-only epochs).
+    train_count : int
+        Number of training phantoms.
+    test_count : int
+        Number of test phantoms.
 
     Returns
     -------
@@ -248,6 +286,7 @@ def explain_demo(bundle, test_csv: str | os.PathLike, out: str | os.PathLike, *,
         See :func:`radiology.explain.find_target_layer` (:func:`run_model_demo` passes
         :data:`DEMO_LAYER`).
     progress : bool, optional
+        Show a progress bar.
 
     Returns
     -------

@@ -22,6 +22,11 @@ def one_line(error: BaseException) -> str:
 
     The form every report and usage error of the package shows.
 
+    Parameters
+    ----------
+    error : BaseException
+        The exception to describe.
+
     Examples
     --------
     >>> one_line(ValueError("bad value\n  in line 2"))

@@ -38,6 +38,11 @@ NOT_INPUT_SUFFIXES = frozenset({
 def is_input(path: str | os.PathLike) -> bool:
     """Whether a file is a radiograph to read: any suffix but :data:`NOT_INPUT_SUFFIXES`.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        File name or path; only its suffix is looked at.
+
     Examples
     --------
     >>> [is_input(name) for name in ("a.png", "IM0001", "1.2.840.113619.2.55.321", "labels.csv", "README.TXT")]
@@ -48,6 +53,11 @@ def is_input(path: str | os.PathLike) -> bool:
 
 def is_image_file(path: str | os.PathLike) -> bool:
     """Whether an input is an image file (:data:`IMAGE_SUFFIXES`) rather than a DICOM.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        File name or path; only its suffix is looked at.
 
     Examples
     --------

@@ -33,6 +33,13 @@ FORMATS = {"png": ".png", "jpeg": ".jpg", "npy": ".npy"}
 def to_uint(image: np.ndarray, bit_depth: int = 8) -> np.ndarray:
     """Quantize a ``[0, 1]`` image to ``uint8`` or ``uint16`` (clipping, round to nearest).
 
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Float image; values outside ``[0, 1]`` are clipped.
+    bit_depth : {8, 16}
+        Bits per sample of the result: ``uint8`` or ``uint16``.
+
     Examples
     --------
     >>> to_uint(np.array([0.0, 0.5, 1.0], np.float32), 8)
@@ -146,6 +153,13 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
     permissions of any new file of the process (``0o666`` less the umask, e.g. ``0o644``),
     so colleagues on a shared file system can read what the commands write.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        File to write; missing parent folders are created.
+    data : bytes
+        The complete new content.
+
     Examples
     --------
     >>> import tempfile, pathlib
@@ -170,6 +184,11 @@ def check_output_folders(path: str | os.PathLike) -> None:
     """Raise when a folder on ``path``'s way cannot be created because a file has its name.
 
     What :func:`atomic_write` would find out only after the work whose result it writes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file (or folder) about to be written.
 
     Raises
     ------
@@ -223,6 +242,23 @@ def write_image(
 ) -> Path:
     """Atomically write a ``[0, 1]`` image; the format follows the extension unless given.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Image file to write; its suffix picks the format unless ``fmt`` is given.
+    image : numpy.ndarray
+        Gray ``(H, W)`` or RGB ``(H, W, 3)`` float image in ``[0, 1]``.
+    bit_depth : {8, 16}
+        Bits per sample; 16 needs PNG (or NPY).
+    fmt : str, optional
+        ``"png"``, ``"jpeg"`` (``"jpg"``) or ``"npy"``, with or without a dot; overrides
+        the suffix of ``path``.
+    png_compression : int
+        PNG compression level, 0 (stored) to 9; 1 is the package's fast encoder (see
+        :func:`encode_image`).
+    jpeg_quality : int
+        JPEG quality, 0 to 100.
+
     Examples
     --------
     >>> import tempfile, pathlib
@@ -242,6 +278,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read a PNG/JPEG (8 or 16 bit, gray or colour) or NPY into ``float32`` ``[0, 1]``.
 
     Colour images come back as ``(H, W, 3)`` RGB.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        PNG, JPEG or ``.npy`` file; an NPY array is returned as ``float32`` without rescaling.
 
     Raises
     ------
@@ -268,6 +309,11 @@ def jsonable(value):
     to refuse. Plain containers and numbers are also all that ``torch.load(weights_only=True)``
     reads back, which is why checkpoints store optimizer state through it.
 
+    Parameters
+    ----------
+    value : object
+        Value to convert; mappings, lists and tuples are converted item by item.
+
     Examples
     --------
     >>> jsonable({"n": np.int64(3), "xs": np.array([0.5, 1.0]), 1: (Path("a"), np.float32(2))})
@@ -289,6 +335,13 @@ def jsonable(value):
 def write_json(path: str | os.PathLike, data) -> Path:
     """Write ``data`` (through :func:`jsonable`) as indented UTF-8 JSON with :func:`atomic_write`.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        JSON file to write.
+    data : object
+        Value to write, converted by :func:`jsonable`; NaN and infinities are kept.
+
     Examples
     --------
     >>> import tempfile
@@ -306,6 +359,11 @@ def versions(*packages: str) -> dict[str, str]:
 
     Read from the installed distributions' metadata, so nothing is imported; a package that
     is not installed is reported as ``"not installed"``.
+
+    Parameters
+    ----------
+    *packages : str
+        Distribution names whose versions are added to the record.
 
     Examples
     --------
@@ -331,6 +389,11 @@ def column_names(value) -> tuple[str, ...]:
 
     The one reading of ``image_cols``/``label_cols`` for training, prediction and scoring.
 
+    Parameters
+    ----------
+    value : str, sequence of str or None
+        Comma-separated names or a sequence of names; ``None`` gives ``()``.
+
     Examples
     --------
     >>> column_names("left, right"), column_names(["N", "D"]), column_names(None), column_names(" ,")
@@ -347,6 +410,13 @@ def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
     What the image cache keys content by, what a bundle's manifest vouches for, and how
     semi-supervised training recognises a labeled image copied into the unlabeled folder.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        File to hash.
+    chunk : int
+        Bytes read at a time.
 
     Raises
     ------

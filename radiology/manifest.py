@@ -66,6 +66,11 @@ class BundleError(RadiologyError, ValueError):
 def is_plain_name(name: str) -> bool:
     """Whether ``name`` may name a file of a bundle: no folder, not hidden, no ``..``, at most 201 characters.
 
+    Parameters
+    ----------
+    name : str
+        Candidate file name; anything but a string is refused.
+
     Examples
     --------
     >>> [is_plain_name(n) for n in ("labels.json", "svm.npz", "../x", ".hidden", "a/b")]
@@ -76,6 +81,11 @@ def is_plain_name(name: str) -> bool:
 
 def read_manifest(folder: str | os.PathLike) -> dict[str, str]:
     """The ``files`` of a bundle's manifest (file name → sha256), after checking its format and version.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        Bundle folder holding the manifest.
 
     Raises
     ------
@@ -141,7 +151,15 @@ def verified_bytes(folder: str | os.PathLike, files: Mapping[str, str], name: st
 
 
 def write_manifest(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, str]:
-    """Write ``bundle.json`` for the named files of ``folder`` (atomically, last); returns their digests."""
+    """Write ``bundle.json`` for the named files of ``folder`` (atomically, last); returns their digests.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        Bundle folder; the manifest is written into it.
+    names : iterable of str
+        File names, relative to ``folder``, of the files to hash and list.
+    """
     folder = Path(folder)
     digests = {name: file_digest(folder / name) for name in names}
     write_json(folder / MANIFEST, {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "files": digests})

@@ -39,6 +39,11 @@ def nfc(text: str) -> str:
     macOS hands over decomposed names (``e`` + combining accent); Linux keeps what it is given.
     Normalizing makes one name of the two.
 
+    Parameters
+    ----------
+    text : str
+        Text to normalize.
+
     Examples
     --------
     >>> nfc("cafe\\u0301") == "caf\\u00e9"

@@ -122,6 +122,7 @@ def phantom_dicom(
     bits_stored : int, optional
         8–16; stored in a 16-bit container when above 8.
     photometric : {"MONOCHROME2", "MONOCHROME1"}
+        Photometric interpretation; MONOCHROME1 stores the inverted values (bright = low).
     encoding : str, optional
         A key of :data:`ENCODINGS`.
     rescale : (slope, intercept), optional
@@ -200,6 +201,15 @@ def write_phantom_dicom(path: str | os.PathLike, image: np.ndarray | None = None
 
     Keyword arguments are those of :func:`phantom_dicom`.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        DICOM file to write; missing parent folders are created.
+    image : numpy.ndarray, optional
+        Float image in ``[0, 1]``; default :func:`phantom_radiograph` at 512².
+    **kwargs
+        Keyword arguments of :func:`phantom_dicom` (encoding, bit depth, header values).
+
     Examples
     --------
     >>> import tempfile, pathlib
@@ -226,9 +236,11 @@ def add_findings(image: np.ndarray, findings: set[str] | frozenset[str] | tuple[
     Parameters
     ----------
     image : numpy.ndarray of float32 in [0, 1], shape (H, W)
+        The phantom to draw into; it is not modified.
     findings : collection of str
         Names from :data:`FINDINGS`.
     seed : int, optional
+        Seed of the random placement and size of the findings.
 
     Returns
     -------
@@ -302,6 +314,7 @@ def write_findings_dataset(
     seed : int
         Seeds anatomy, findings and labels; different seeds give different patients.
     fmt : {"dicom", "png"}
+        Image files as DICOMs (``.dcm``) or 8-bit PNGs.
     prevalence : float
         Probability of each finding.
 

@@ -20,6 +20,15 @@ def clahe_batch(batch: torch.Tensor, clip_limit: float = 2.0, grid: tuple[int, i
     and at most 0.008 (about 2 gray levels of 255) for clip limits 1–4, with correlation
     > 0.9999: kornia interpolates tile mappings in float where OpenCV rounds to 8 bits.
 
+    Parameters
+    ----------
+    batch : torch.Tensor, shape (B, C, H, W)
+        Float images in ``[0, 1]``.
+    clip_limit : float
+        Clip limit, as in :func:`radiology.intensity.clahe`.
+    grid : (int, int)
+        Tiles per ``(rows, columns)``.
+
     Examples
     --------
     >>> out = clahe_batch(torch.rand(2, 1, 64, 64))
@@ -62,6 +71,49 @@ def radiograph_augmentation(
     by default: anatomy has an up. Blur (``blur_sigma`` in pixels, kernel of about
     ±3 sigma) is off by default; self-supervised views use it
     (:func:`radiology.ssl.contrastive_augmentation`).
+
+    Parameters
+    ----------
+    hflip : float
+        Probability of a horizontal flip.
+    vflip : float
+        Probability of a vertical flip.
+    degrees : float
+        Largest rotation of the affine transform, in degrees either way.
+    translate : float
+        Largest shift of the affine transform, as a fraction of the width and of the height.
+    scale : (float, float)
+        Range of the affine transform's zoom factor.
+    affine_p : float
+        Probability of the affine transform.
+    crop_size : (int, int), optional
+        ``(height, width)`` of a random resized crop applied to every image; ``None`` leaves it out.
+    crop_scale : (float, float)
+        Range of the crop's area, as a fraction of the image's.
+    brightness : float
+        Brightness factors are drawn from ``[1 - brightness, 1 + brightness]``.
+    contrast : float
+        Contrast factors are drawn from ``[1 - contrast, 1 + contrast]``.
+    gamma : (float, float)
+        Range of the gamma exponent.
+    intensity_p : float
+        Probability of each of the brightness, contrast and gamma changes.
+    noise_std : float
+        Standard deviation of the gaussian noise.
+    noise_p : float
+        Probability of the noise.
+    blur_p : float
+        Probability of a gaussian blur.
+    blur_sigma : (float, float)
+        Range of the blur's sigma, in pixels.
+    clahe_p : float
+        Probability of CLAHE.
+    clahe_clip : (float, float)
+        Range of the CLAHE clip limit.
+    cutout_p : float
+        Probability of erasing one random rectangle.
+    cutout_scale : (float, float)
+        Range of the erased rectangle's area, as a fraction of the image's.
 
     Returns
     -------
@@ -135,6 +187,13 @@ class MultiView(nn.Module):
         self.swap_on_hflip = swap_on_hflip
 
     def forward(self, views: torch.Tensor) -> torch.Tensor:
+        """Augment a batch of samples of several views.
+
+        Parameters
+        ----------
+        views : torch.Tensor, shape (B, V, C, H, W)
+            Float images in ``[0, 1]``.
+        """
         if views.ndim != 5:
             raise ValueError(f"expected (B, V, C, H, W), got shape {tuple(views.shape)}")
         batch, count = views.shape[:2]
@@ -164,6 +223,13 @@ def count_host_syncs(module: nn.Module, batch: torch.Tensor) -> int:
 
     Uses CUDA's sync debug mode (a PyTorch prototype that may miss some synchronizing
     operations). Equal counts at two batch sizes mean nothing synchronizes per sample.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The module to call, e.g. an augmentation.
+    batch : torch.Tensor
+        Its input, on a CUDA device.
 
     Raises
     ------

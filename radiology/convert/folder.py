@@ -60,6 +60,7 @@ def convert_folder(
         or are flat, named by SOP Instance UID (``naming="uid"``); names are sanitized so
         nothing can be written outside ``dst``, and never through a symbolic link in it.
     options : ConvertOptions, optional
+        How each image is rendered and written; default ``ConvertOptions()``.
     workers : int, optional
         Worker processes. Decoding always runs in worker processes (one file each at a
         time), so a codec that crashes its process fails only that file.

@@ -43,6 +43,13 @@ def render(image: DicomImage, options: ConvertOptions | Pipeline | None = None) 
     Normalization (or VOI) → polarity → pipeline steps → resize → pad, as the pipeline of
     ``options`` says: ``options.to_pipeline().render(image)``.
 
+    Parameters
+    ----------
+    image : DicomImage
+        Decoded DICOM image (:func:`radiology.dicom.read_dicom`).
+    options : ConvertOptions or Pipeline, optional
+        The pipeline, or the options holding it; default ``Pipeline()``.
+
     Returns
     -------
     numpy.ndarray of float32 in [0, 1]
@@ -100,6 +107,14 @@ def pipeline_input(path: str | os.PathLike, options: ConvertOptions | Pipeline |
     BT.601 luma). ``radiology preview`` shows every stage instead
     (:meth:`~radiology.pipeline.Pipeline.trace`).
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        DICOM or image file to read.
+    options : ConvertOptions or Pipeline, optional
+        The pipeline, or the options holding it; default ``Pipeline()``. Only its decoding settings
+        and whether it starts with a normalizing step matter.
+
     Examples
     --------
     >>> from pydicom.data import get_testdata_file
@@ -131,6 +146,7 @@ def fit_histogram_bins(
     Parameters
     ----------
     sources : iterable of path
+        DICOM files to sample pixels from.
     options : ConvertOptions or Pipeline, optional
         Only its decoding settings matter.
     n_bins, samples_per_image, seed

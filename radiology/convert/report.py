@@ -45,6 +45,13 @@ REPORT_NAME = "conversion_report.csv"
 class ConversionReport:
     """Outcome of :func:`convert_folder`: one row per input (columns :data:`REPORT_COLUMNS`).
 
+    Parameters
+    ----------
+    rows : list of dict
+        One mapping per input, keyed by :data:`REPORT_COLUMNS`.
+    path : pathlib.Path or str
+        Where the report was written.
+
     Attributes
     ----------
     table : pandas.DataFrame
@@ -67,7 +74,13 @@ class ConversionReport:
         return self._table
 
     def count(self, status: str) -> int:
-        """Number of inputs with this status (``ok``, ``failed`` or ``skipped``)."""
+        """Number of inputs with this status (``ok``, ``failed`` or ``skipped``).
+
+        Parameters
+        ----------
+        status : str
+            ``ok``, ``failed`` or ``skipped``; any other value counts 0.
+        """
         return sum(row["status"] == status for row in self._rows)
 
     def __len__(self) -> int:
@@ -153,6 +166,11 @@ def _report_name(shard: tuple[int, int] | None) -> str:
 
 def merge_reports(dst: str | os.PathLike) -> ConversionReport:
     """Join the shard reports of ``convert_folder(..., shard=(i, n))`` into ``dst/conversion_report.csv``.
+
+    Parameters
+    ----------
+    dst : str or os.PathLike
+        Output folder holding the ``conversion_report.shard-I-of-N.csv`` files of every shard.
 
     Raises
     ------

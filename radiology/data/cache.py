@@ -56,6 +56,11 @@ def default_cache_dir() -> Path:
 def open_cache(setting: str | os.PathLike | None) -> ImageCache | None:
     """The cache a ``cache`` setting names: None → the default folder, ``"none"`` → no cache, else that folder.
 
+    Parameters
+    ----------
+    setting : str, os.PathLike or None
+        The ``cache`` setting of a run (e.g. :attr:`radiology.train.TrainConfig.cache`).
+
     Examples
     --------
     >>> open_cache(None).root == default_cache_dir(), open_cache("None"), open_cache("/tmp/c").root.name
@@ -68,6 +73,11 @@ def open_cache(setting: str | os.PathLike | None) -> ImageCache | None:
 
 def pipeline_key(pipeline) -> str:
     """The SHA-256 key of a pipeline: its JSON, the files it refers to, the package version.
+
+    Parameters
+    ----------
+    pipeline : radiology.pipeline.Pipeline
+        The pipeline whose outputs are cached.
 
     Examples
     --------
@@ -160,7 +170,15 @@ class ImageCache:
         return self._pipelines[text]
 
     def entry(self, path: str | os.PathLike, pipeline) -> Path:
-        """Where the cached output of ``pipeline`` on ``path`` lives (it may not exist yet)."""
+        """Where the cached output of ``pipeline`` on ``path`` lives (it may not exist yet).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The input file.
+        pipeline : radiology.pipeline.Pipeline
+            The pipeline applied to it.
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
@@ -169,6 +187,13 @@ class ImageCache:
 
     def load(self, path: str | os.PathLike, pipeline) -> np.ndarray:
         """``pipeline.read(path)``, from the cache when present, else computed and stored.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The input file.
+        pipeline : radiology.pipeline.Pipeline
+            The pipeline applied to it.
 
         Returns
         -------

@@ -31,6 +31,11 @@ def output_size(pipeline) -> tuple[int, int] | None:
     ``longest`` followed by ``pad_square``, or ``resize`` with both ``width`` and
     ``height`` (optionally followed by ``pad_square``). Intensity steps may come after.
 
+    Parameters
+    ----------
+    pipeline : radiology.pipeline.Pipeline
+        The pipeline to inspect; no image is read.
+
     Examples
     --------
     >>> from radiology.pipeline import CLAHE, PadSquare, Pipeline, Resize
@@ -121,6 +126,7 @@ class ImageDataset(Dataset):
     Parameters
     ----------
     items : LabeledImages
+        The samples: image paths (one per view) and targets.
     pipeline : radiology.pipeline.Pipeline
         Must produce a fixed size (end with ``resize(longest=n)`` + ``pad_square``):
         checked here, and every image is checked again when loaded.
@@ -185,7 +191,13 @@ class ImageDataset(Dataset):
         return self.items.multi_label
 
     def read(self, path: Path) -> np.ndarray:
-        """One view as ``float32`` ``(C, H, W)`` (from the cache when there is one)."""
+        """One view as ``float32`` ``(C, H, W)`` (from the cache when there is one).
+
+        Parameters
+        ----------
+        path : pathlib.Path
+            The image file of one view.
+        """
         image = self.cache.load(path, self.pipeline) if self.cache is not None else _read(self.pipeline, Path(path))
         if image.shape[:2] != self.size:
             raise ValueError(f"{path}: the pipeline gave {image.shape[:2]}, expected {self.size}")
@@ -209,6 +221,7 @@ def drop_unreadable(dataset: ImageDataset, *, progress: bool = True) -> tuple[Im
     Parameters
     ----------
     dataset : ImageDataset
+        The dataset to check; every sample is read once.
     progress : bool
         A progress bar.
 
@@ -317,6 +330,15 @@ def unreadable_reason(error: BaseException, path: str | Path, name: str) -> str:
     absolute path that may hold a patient's name; ``\\xNN`` for bytes that are not UTF-8),
     led by the name, as a report's reason column reads.
 
+    Parameters
+    ----------
+    error : BaseException
+        What reading the file raised.
+    path : str or pathlib.Path
+        The path the reader saw, replaced by ``name`` in the text.
+    name : str
+        The file's reference as the user gave it.
+
     Examples
     --------
     >>> unreadable_reason(ValueError("/data/Doe_John/a.dcm: not a DICOM file"), "/data/Doe_John/a.dcm", "a.dcm")
@@ -332,6 +354,11 @@ def unreadable_reason(error: BaseException, path: str | Path, name: str) -> str:
 
 def data_report(failures: list[tuple[str, str]]) -> bytes:
     """The ``data_report.csv`` of a training run: one ``file, reason`` row per image left out.
+
+    Parameters
+    ----------
+    failures : list of (str, str)
+        ``(file, reason)`` of every image left out, e.g. from :func:`drop_unreadable`.
 
     Examples
     --------

@@ -54,6 +54,7 @@ class LabeledImages:
     classes : list of str
         Class (label) names; ``targets`` index into it.
     multi_label : bool
+        ``targets`` is a 0/1 label matrix rather than class indices.
     groups : numpy.ndarray of str, optional
         Patient ids for grouped splits (in memory only, never written out).
     views : tuple of str
@@ -107,7 +108,13 @@ class LabeledImages:
         return self.targets >= 0
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> LabeledImages:
-        """The samples at ``indices`` (a new object; classes and views unchanged)."""
+        """The samples at ``indices`` (a new object; classes and views unchanged).
+
+        Parameters
+        ----------
+        indices : sequence of int or numpy.ndarray
+            Positions of the samples to keep, in the order wanted.
+        """
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         if len(indices) and (indices.min() < -len(self) or indices.max() >= len(self)):
             raise IndexError(f"indices out of range for {len(self)} samples")
@@ -160,6 +167,7 @@ def from_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None
     Parameters
     ----------
     root : path
+        Folder holding one sub-folder per class.
     classes : sequence of str, optional
         Class order (default: sub-folder names, sorted). Every name must be a sub-folder.
 
@@ -280,6 +288,7 @@ def index_dicom_uids(root: str | os.PathLike, *, progress: bool = True) -> dict[
     Parameters
     ----------
     root : path
+        Folder searched recursively.
     progress : bool, optional
         Show a tqdm progress bar (archives can hold many thousand files).
 
@@ -326,6 +335,11 @@ def dicom_patient_ids(paths: Iterable[str | os.PathLike | Sequence[str | os.Path
     never write it out. A sample given as a tuple of views uses its first view. Files
     without a PatientID, and files that are not DICOM, each get a unique placeholder
     (``"<unknown:i>"``), so they never merge into one large group.
+
+    Parameters
+    ----------
+    paths : iterable of path or of tuple of paths
+        One file, or one tuple of view files, per sample.
 
     Returns
     -------
@@ -397,6 +411,7 @@ def from_csv(
     Parameters
     ----------
     csv : path or pandas.DataFrame
+        The label table, or a CSV file of it.
     root : path, optional
         Folder the image values refer to (default: the CSV's folder).
     image_cols : str or sequence of str
@@ -406,6 +421,7 @@ def from_csv(
         Multi-label: one column of ``label_sep``-joined names (``"A|B"``, empty = no
         label), or several 0/1 columns (the column names are the classes).
     multi_label : bool, optional
+        Several labels per sample (see ``label_cols``).
     group_col : str, optional
         Patient id column for grouped splits (kept in memory only).
     label_sep : str, optional
@@ -482,7 +498,9 @@ def resolve_images(values: Sequence[str], root: str | os.PathLike, *, progress: 
     Parameters
     ----------
     values : sequence of str
+        Image references, e.g. a CSV's image column.
     root : path
+        Folder the references are relative to and below which UIDs are looked up.
     progress : bool, optional
         Progress bar while indexing UIDs.
 
@@ -523,6 +541,11 @@ def escapes_root(value: str) -> bool:
 
     Absolute paths (POSIX or Windows) and relative paths that climb out with ``..`` escape;
     the test is on the text alone, so a symbolic link inside the folder is not one.
+
+    Parameters
+    ----------
+    value : str
+        An image value of a label table.
 
     Examples
     --------

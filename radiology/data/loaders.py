@@ -33,6 +33,7 @@ class SampledDataLoader(DataLoader):
     Parameters
     ----------
     dataset : torch Dataset
+        Map-style dataset returning ``(x, y)``.
     sampling : {"shuffle", "weighted", "min_per_class"}
         How an epoch's indices are drawn when ``shuffle=True``: a permutation (fastai's
         default), ``len(dataset)`` draws with replacement proportional to ``weights``, or
@@ -81,6 +82,13 @@ class SampledDataLoader(DataLoader):
         return self.sampler.indices(rng).tolist()
 
     def after_batch(self, b):
+        """Augment ``x`` of a training batch (shuffled loaders with ``augment`` only).
+
+        Parameters
+        ----------
+        b : tuple of torch.Tensor
+            The batch ``(x, y, ...)``, already on the loader's device.
+        """
         if self.augment is None or not self.shuffle:
             return b
         x, *rest = b
@@ -94,6 +102,20 @@ class SampledDataLoader(DataLoader):
         return (x, *rest)
 
     def new(self, dataset=None, cls=None, **kwargs):
+        """A copy of the loader (fastai's ``DataLoader.new``), keeping the sampling and augmentation.
+
+        They are kept when the copy shuffles the same dataset; the copy draws from its own ``rng``,
+        seeded from this loader's.
+
+        Parameters
+        ----------
+        dataset : torch Dataset, optional
+            Dataset of the copy; default this loader's.
+        cls : type, optional
+            Class of the copy, as in fastai.
+        **kwargs
+            Loader arguments that replace this loader's (``shuffle``, ``bs``, ...).
+        """
         shuffle = kwargs.get("shuffle", self.shuffle)
         same_data = dataset is None or dataset is self.dataset
         if shuffle and same_data:
@@ -132,6 +154,7 @@ def build_dataloaders(
         Any map-style dataset returning ``(x, y)``; the non-``"shuffle"`` samplers need
         ``train_ds.targets``.
     batch_size : int, optional
+        Training batch size.
     num_workers : int, optional
         Worker processes reading and preprocessing images (kept alive across epochs).
     sampler : {"shuffle", "weighted", "min_per_class"}

@@ -64,6 +64,13 @@ def sample_weights(targets: np.ndarray, n_classes: int | None = None) -> np.ndar
     get 0. Multi-label: the largest weight among the sample's positive labels (its rarest
     label), or the mean weight when it has none.
 
+    Parameters
+    ----------
+    targets : numpy.ndarray
+        ``(N,)`` class indices (``-1`` unlabeled) or ``(N, L)`` multi-label 0/1.
+    n_classes : int, optional
+        Number of classes, as for :func:`class_weights`.
+
     Returns
     -------
     numpy.ndarray of float64, ``(N,)``, summing to 1
@@ -102,7 +109,9 @@ class MinPerClassSampler(Sampler[int]):
     targets : numpy.ndarray
         ``(N,)`` class indices (``-1`` unlabeled: only used to fill) or ``(N, L)`` 0/1.
     batch_size : int
+        Samples per batch; the loader must use the same.
     min_per_class : int, optional
+        Samples of every class in each batch.
     n_batches : int, optional
         Batches per epoch (default ``N // batch_size``, at least 1).
     seed : int, optional
@@ -146,7 +155,13 @@ class MinPerClassSampler(Sampler[int]):
         return self.n_batches * self.batch_size
 
     def batches(self, rng: np.random.Generator | None = None) -> list[np.ndarray]:
-        """One epoch of batches (``int64`` index arrays), drawn from ``rng`` (default: the sampler's own)."""
+        """One epoch of batches (``int64`` index arrays), drawn from ``rng`` (default: the sampler's own).
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator, optional
+            Random stream to draw from; default the sampler's own, which each epoch continues.
+        """
         rng = self._rng if rng is None else rng
         pools = [_Cycle(m, rng) for m in self.members]
         fill = _Cycle(np.arange(self.n), rng)
@@ -168,7 +183,13 @@ class MinPerClassSampler(Sampler[int]):
         return out
 
     def indices(self, rng: np.random.Generator | None = None) -> np.ndarray:
-        """One epoch as a flat index array (batch after batch)."""
+        """One epoch as a flat index array (batch after batch).
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator, optional
+            Random stream to draw from; default the sampler's own, which each epoch continues.
+        """
         return np.concatenate(self.batches(rng))
 
     def __iter__(self):

@@ -24,6 +24,11 @@ def stratification_labels(targets: np.ndarray) -> np.ndarray:
     Single-label ``-1`` (unlabeled) is its own stratum; a multi-label sample with no
     positive label gets stratum ``L``.
 
+    Parameters
+    ----------
+    targets : numpy.ndarray
+        ``(N,)`` class indices (``-1`` unlabeled) or ``(N, L)`` multi-label 0/1.
+
     Examples
     --------
     >>> stratification_labels(np.array([[1, 1, 0], [1, 0, 0], [0, 0, 0], [1, 0, 0]], np.float32)).tolist()
@@ -55,7 +60,9 @@ def kfold_splits(
     groups : array-like of str, optional
         Patient ids; samples of one group never straddle train and validation.
     n_splits : int, optional
+        Number of folds, at least 2.
     seed : int, optional
+        Seed of the shuffled, stratified assignment of groups to folds.
 
     Returns
     -------
@@ -96,6 +103,17 @@ def train_valid_split(
     The split is the first fold of :func:`kfold_splits` with ``k = round(1 / valid_fraction)``,
     so the validation share is ``1/k`` (0.2 → 1/5, 0.3 → 1/3, 0.15 → 1/7), adjusted by whole
     patient groups.
+
+    Parameters
+    ----------
+    targets : numpy.ndarray
+        ``(N,)`` class indices or ``(N, L)`` multi-label 0/1.
+    groups : array-like of str, optional
+        Patient ids; samples of one group never straddle train and validation.
+    valid_fraction : float
+        Wanted validation share, between 0 and 1 (rounded as described above).
+    seed : int
+        Seed of the split, as in :func:`kfold_splits`.
 
     Returns
     -------
@@ -198,6 +216,7 @@ def keep_classes_in_training(targets: np.ndarray, groups: Sequence | np.ndarray 
     groups : array-like of str, optional
         Patient ids (None: every sample is its own patient).
     train, valid : array-like of int
+        Training and validation indices of a split, e.g. from :func:`train_valid_split`.
 
     Returns
     -------

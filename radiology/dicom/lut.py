@@ -95,7 +95,13 @@ def apply_modality_lut(pixels: np.ndarray, metadata: DicomMetadata, dataset: Dat
 
 
 def has_voi(metadata: DicomMetadata) -> bool:
-    """True when the header defines a VOI window or VOI LUT that :func:`apply_voi` can use."""
+    """True when the header defines a VOI window or VOI LUT that :func:`apply_voi` can use.
+
+    Parameters
+    ----------
+    metadata : DicomMetadata
+        Header values of the image.
+    """
     return metadata.has_voi_lut_sequence or (
         len(metadata.window_centers) > 0 and len(metadata.window_widths) > 0
     )
@@ -179,6 +185,11 @@ def to_grayscale(rgb: np.ndarray) -> np.ndarray:
     """Luma of RGB pixels, ``(..., 3)`` → ``(...)`` float32 in the input's value range.
 
     The DICOM-facing name of :func:`radiology.intensity.to_gray` (ITU-R BT.601).
+
+    Parameters
+    ----------
+    rgb : numpy.ndarray
+        Pixels with a trailing axis of 3 colour samples (R, G, B).
 
     Examples
     --------

@@ -30,6 +30,11 @@ def hashed_name(relative: str | os.PathLike) -> str:
     always gets the same name (resume works). Unsalted: short guessable names can be
     recovered by trying candidates, so treat the result as pseudonymous, not anonymous.
 
+    Parameters
+    ----------
+    relative : str or os.PathLike
+        Path of an input relative to the input folder.
+
     Examples
     --------
     >>> hashed_name("Doe^Jane/IM0001.dcm")

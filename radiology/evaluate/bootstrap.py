@@ -31,6 +31,11 @@ _CELLS_PER_CHUNK = 4_000_000
 def interval_key(level: float) -> str:
     """The metrics.json key of intervals at ``level``: ``"ci95"`` for 0.95, ``"ci99.9"`` for 0.999.
 
+    Parameters
+    ----------
+    level : float
+        Confidence level, between 0 and 1.
+
     Examples
     --------
     >>> interval_key(0.95), interval_key(0.9), interval_key(0.999)

@@ -150,6 +150,7 @@ def balanced_accuracy(targets, predictions) -> float:
     Parameters
     ----------
     targets : array_like of int, shape (N,)
+        True class indices.
     predictions : array_like, shape (N,) or (N, C)
         Class indices, or scores (argmax taken).
 
@@ -217,6 +218,7 @@ def quadratic_kappa(targets, predictions, n_classes: int | None = None) -> float
     Parameters
     ----------
     targets : array_like of int, shape (N,)
+        True grades, as class indices.
     predictions : array_like, shape (N,) or (N, C)
         Class indices, or scores (argmax taken; their column count then sets ``n_classes``).
     n_classes : int, optional
@@ -298,6 +300,13 @@ def roc_auc_per_class(targets, probs) -> np.ndarray:
 
 def macro_auc(targets, probs) -> float:
     """Unweighted mean of :func:`roc_auc_per_class` over the classes where it is defined.
+
+    Parameters
+    ----------
+    targets : array_like, shape (N,) or (N, L)
+        Class indices or a 0/1 label matrix, as for :func:`roc_auc_per_class`.
+    probs : array_like, shape (N, C) or (N, L)
+        Scores, one column per class or label.
 
     Returns
     -------
@@ -479,6 +488,7 @@ def calibration_bins(targets, probs, n_bins: int = 10) -> dict[str, np.ndarray]:
     targets, probs
         As for :func:`expected_calibration_error`.
     n_bins : int, optional
+        Number of equal-width bins of ``[0, 1]``.
 
     Returns
     -------
@@ -514,7 +524,9 @@ def expected_calibration_error(targets, probs, n_bins: int = 10) -> float:
         Two classes: class indices ``(N,)`` of 0 and 1 (the probability of class 1 is scored).
         Multi-label: a 0/1 matrix ``(N, L)``; every (sample, label) pair is pooled.
     probs : array_like, shape (N, 2) or (N, L)
+        Probabilities, one column per class (two classes) or per label.
     n_bins : int, optional
+        Number of equal-width bins of ``[0, 1]``.
 
     Returns
     -------

@@ -140,6 +140,7 @@ def plot_roc(targets, probs, classes: Sequence[str], path, multi_label: bool = F
     path : str or os.PathLike
         Output file, ``.png``.
     multi_label : bool, optional
+        ``targets`` is a 0/1 label matrix (one curve per label) rather than class indices.
 
     Returns
     -------

@@ -53,6 +53,7 @@ def classification_metrics(
     classes : sequence of str
         Class (label) names, one per column.
     multi_label : bool
+        Sigmoid outputs with a 0/1 target matrix, instead of one class per sample.
     thresholds : float or array_like of shape (L,), optional
         Multi-label decision thresholds (``p > t``); default 0.5 for every label, e.g. from
         :func:`~radiology.evaluate.metrics.best_thresholds` on the validation split. The
@@ -166,8 +167,10 @@ def classification_report(targets, probs, classes: Sequence[str], *, multi_label
                           ordinal: bool = False, intervals: dict | None = None) -> str:
     """:func:`classification_metrics` as readable text: headline numbers, then one row per class.
 
-    Parameters are those of :func:`classification_metrics`, and:
-
+    Parameters
+    ----------
+    targets, probs, classes, multi_label, thresholds, ordinal
+        As for :func:`classification_metrics`.
     intervals : dict, optional
         Confidence intervals ``{metric: [low, high]}`` (e.g. the ``interval`` of
         :func:`radiology.evaluate.bootstrap.bootstrap_intervals`); a headline metric with one is

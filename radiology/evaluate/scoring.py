@@ -214,7 +214,11 @@ def evaluate_predictions(
     Parameters
     ----------
     predictions, labels : path or DataFrame
+        The prediction table (as ``radiology predict`` writes it, with ``prob_<class>``
+        columns) and the label table, or CSV files of them.
     image_cols, label_cols : str or sequence of str
+        Image reference column(s) and label column(s) of the label table (comma-separated
+        names or a sequence).
     multi_label : bool, optional
         The kind the caller expects; checked against the predictions.
     out : path, optional

@@ -364,6 +364,11 @@ def cam_to_original(cam: np.ndarray, matrix, shape: tuple[int, ...]) -> np.ndarr
 def cam_peak(cam: np.ndarray) -> tuple[int, int] | None:
     """``(x, y)`` of a map's maximum (the first one in row order), or None for an all-zero map.
 
+    Parameters
+    ----------
+    cam : numpy.ndarray, shape (H, W)
+        A class activation map.
+
     Examples
     --------
     >>> cam_peak(np.array([[0, 0.2, 0], [0, 0, 0.9]]))

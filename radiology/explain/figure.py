@@ -85,7 +85,13 @@ class FigureLayout:
     original: tuple[int, int]
 
     def to_figure(self, x: float, y: float) -> tuple[float, float]:
-        """Figure ``(x, y)`` of the centre of original pixel ``(x, y)`` (pixel centres as OpenCV resizes them)."""
+        """Figure ``(x, y)`` of the centre of original pixel ``(x, y)`` (pixel centres as OpenCV resizes them).
+
+        Parameters
+        ----------
+        x, y : float
+            Column and row of a pixel of the original image.
+        """
         sx, sy = self.cols / self.original[1], self.rows / self.original[0]
         return (x + 0.5) * sx - 0.5, self.top + (y + 0.5) * sy - 0.5
 
@@ -94,6 +100,13 @@ def check_figure_size(size) -> int | None:
     """``size`` as an int, or None (native size); ValueError unless an integer in
     [:data:`MIN_FIGURE_SIZE`, :data:`MAX_FIGURE_SIZE`].
 
+    Parameters
+    ----------
+    size : int or None
+        Requested longest side of the figure in pixels; None for the image's own size.
+
+    Examples
+    --------
     >>> check_figure_size(768), check_figure_size(None)
     (768, None)
     """
@@ -118,6 +131,13 @@ def figure_layout(shape: tuple[int, ...], size: int | None = FIGURE_SIZE) -> Fig
 
     With ``size``, the image is scaled (aspect ratio kept) as large as it can be with the
     figure's longest side at most ``size``, which it then is; with None it keeps its pixels.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape of the original image; only ``(rows, cols)`` are used.
+    size : int, optional
+        Longest side of the figure in pixels; None keeps the image's size.
 
     Examples
     --------

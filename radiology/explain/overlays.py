@@ -41,6 +41,13 @@ def overlay_name(image_id: str, *parts: str) -> str:
     dots go. The name fits a file system's 255 bytes with room for a ``-N`` suffix: a long
     reference keeps its start and a hash of the whole, labels are never cut off.
 
+    Parameters
+    ----------
+    image_id : str
+        The input's reference: its path or CSV value, as given.
+    *parts : str
+        Labels appended to the name (e.g. the explained class).
+
     Examples
     --------
     >>> overlay_name("train/patient 7/img.dcm", "nodule")
@@ -65,6 +72,12 @@ def original_view(stages: Sequence[tuple]) -> np.ndarray:
 
     The last stage still in the original image's pixel grid (same size, identity geometry):
     normalized to ``[0, 1]`` (a DICOM's raw values never), before any resize, pad or crop.
+
+    Parameters
+    ----------
+    stages : sequence of tuple
+        ``(name, image, matrix)`` stages of :meth:`radiology.pipeline.Pipeline.trace` with
+        ``with_geometry=True``.
 
     Examples
     --------

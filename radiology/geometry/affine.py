@@ -21,6 +21,13 @@ def translation_matrix(dx: float, dy: float) -> np.ndarray:
     """Matrix of a shift by ``(dx, dy)``: a crop at ``(x0, y0)`` is ``translation_matrix(-x0, -y0)``,
     padding ``left``/``top`` pixels is ``translation_matrix(left, top)``.
 
+    Parameters
+    ----------
+    dx : float
+        Shift along x (columns), in pixels.
+    dy : float
+        Shift along y (rows), in pixels.
+
     Examples
     --------
     >>> map_points(translation_matrix(-10, -5), [(12, 7)]).tolist()
@@ -36,6 +43,13 @@ def resize_matrix(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> np.n
 
     An output pixel centre ``u`` samples the input at ``(u + 0.5) * in / out - 0.5`` (as
     :func:`cv2.resize` does), so ``x`` maps to ``(x + 0.5) * out / in - 0.5``.
+
+    Parameters
+    ----------
+    in_shape : tuple of int
+        Shape of the input image; only its first two entries (rows, columns) are used.
+    out_shape : tuple of int
+        Shape of the resized image, likewise.
 
     Examples
     --------
@@ -64,7 +78,9 @@ def map_points(matrix, points) -> np.ndarray:
     Parameters
     ----------
     matrix : array-like, shape (3, 3)
+        Affine matrix with last row ``(0, 0, 1)``, invertible.
     points : array-like, shape (N, 2) or (2,)
+        One point or a list of points, as ``(x, y)`` = (column, row).
 
     Returns
     -------

@@ -46,6 +46,7 @@ def collimation_box(image: np.ndarray, tolerance: float = 0.02, max_fraction: fl
     Parameters
     ----------
     image : numpy.ndarray of float in [0, 1], shape (H, W)
+        Gray radiograph.
     tolerance : float, optional
         A row/column whose standard deviation is below this is part of a uniform band.
     max_fraction : float, optional
@@ -74,6 +75,7 @@ def body_mask(image: np.ndarray, min_fraction: float = 0.2) -> np.ndarray:
     Parameters
     ----------
     image : numpy.ndarray of float in [0, 1], shape (H, W)
+        Gray radiograph, bone bright and air dark.
     min_fraction : float, optional
         Regions smaller than this fraction of the largest are dropped (markers, text,
         noise); larger ones are kept (a second limb).

@@ -30,6 +30,11 @@ def _intensity(image: np.ndarray) -> np.ndarray:
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """Fill the holes of every region of a boolean mask (OpenCV contours; fast on 2048² masks).
 
+    Parameters
+    ----------
+    mask : numpy.ndarray of bool, shape (H, W)
+        Regions to fill.
+
     Examples
     --------
     >>> ring = cv2.circle(np.zeros((20, 20), np.uint8), (10, 10), 6, 1, 2) > 0
@@ -89,6 +94,11 @@ def fov_mask(image: np.ndarray, threshold: float | None = None) -> np.ndarray:
 def mask_box(mask: np.ndarray) -> Box:
     """Bounding box ``(x, y, w, h)`` of a boolean mask (the whole image when it is empty).
 
+    Parameters
+    ----------
+    mask : numpy.ndarray of bool, shape (H, W)
+        Mask whose true pixels the box encloses.
+
     Examples
     --------
     >>> m = np.zeros((10, 10), bool); m[2:5, 3:9] = True
@@ -106,6 +116,16 @@ def crop_to_fov(image: np.ndarray, threshold: float | None = None, *, return_box
     """Crop away the dark frame around the field of view (see :func:`fov_mask`).
 
     With ``return_box=True`` the result is ``(crop, (x, y, w, h))``, the box in ``image``'s pixels.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(H, W)`` or ``(H, W, 3)`` image, float in ``[0, 1]`` (other dtypes are scaled by their
+        maximum).
+    threshold : float, optional
+        FOV threshold as a fraction of the image's maximum; default as in :func:`fov_mask`.
+    return_box : bool
+        Also return the crop's box ``(x, y, w, h)`` in ``image``'s pixels.
 
     Examples
     --------
@@ -125,6 +145,11 @@ def fit_circle(mask: np.ndarray) -> tuple[float, float, float]:
 
     Edge pixels on the image border are where the frame cuts the disc, not where the disc
     ends, so they are left out of the (algebraic, Kåsa) fit.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray of bool, shape (H, W)
+        Field-of-view mask, e.g. from :func:`fov_mask`.
 
     Raises
     ------
@@ -198,6 +223,16 @@ def fundus_crop(image: np.ndarray, threshold: float | None = None, *, return_box
 
     With ``return_box=True`` the result is ``(crop, (x, y, w, h))``: where the final crop lies
     in ``image`` (the three crops compose into one).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(H, W)`` or ``(H, W, 3)`` image, float in ``[0, 1]`` (other dtypes are scaled by their
+        maximum).
+    threshold : float, optional
+        FOV threshold as a fraction of the image's maximum; default as in :func:`fov_mask`.
+    return_box : bool
+        Also return the crop's box ``(x, y, w, h)`` in ``image``'s pixels.
 
     Examples
     --------

@@ -62,6 +62,11 @@ def hog_features(patch: np.ndarray) -> np.ndarray:
 def box_iou(a: Box, b: Box) -> float:
     """Intersection over union of two ``(x, y, w, h)`` boxes.
 
+    Parameters
+    ----------
+    a, b : tuple of (x, y, w, h)
+        The two boxes, in pixels.
+
     Examples
     --------
     >>> box_iou((0, 0, 10, 10), (5, 0, 10, 10))
@@ -157,6 +162,8 @@ class KneeLocalizer:
         Parameters
         ----------
         path : path
+            Weights file: ``.npz`` (``weights`` and ``bias``) or, with ``allow_pickle``, the
+            published ``.npy``.
         allow_pickle : bool, optional
             Read a pickled ``(w, b)`` object array, the published file's format. Unpickling can
             execute code: only for a file you trust, and once — :meth:`save` it as ``.npz``.
@@ -206,13 +213,26 @@ class KneeLocalizer:
             raise ValueError(f"{path}: not a knee localizer weights file ({type(error).__name__})") from error
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Save weights and bias as ``.npz`` (no pickle)."""
+        """Save weights and bias as ``.npz`` (no pickle).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Output file; NumPy adds ``.npz`` when the name lacks it.
+        """
         path = Path(path)
         np.savez(path, weights=self.weights, bias=np.float32(self.bias))
         return path if path.suffix == ".npz" else path.with_suffix(path.suffix + ".npz")
 
     def score(self, patch: np.ndarray) -> float:
-        """SVM decision value of one patch."""
+        """SVM decision value of one patch.
+
+        Parameters
+        ----------
+        patch : numpy.ndarray
+            Grayscale window, ``uint8`` or float in ``[0, 1]`` (resized to 64×64 for
+            :func:`hog_features`).
+        """
         return float(hog_features(patch) @ self.weights + self.bias)
 
     def _search(self, region: np.ndarray) -> tuple[Box, float]:
@@ -308,6 +328,11 @@ class KneeLocalizer:
         seed : int
             Seed of the sampling.
 
+        Parameters
+        ----------
+        **kwargs
+            Detector settings of the result (``scales``, ``y_proposals``, ``x_proposals``).
+
         Returns
         -------
         KneeLocalizer
@@ -370,6 +395,23 @@ def crop_around(
     The side is ``size_mm / spacing_mm`` pixels when the pixel spacing is known, else
     ``size_px``. With ``return_box=True`` the result is ``(crop, (x, y, side, side))``: the
     crop's box in ``image``'s pixels (it may reach past the image edge, where ``fill`` is).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Image of shape ``(H, W)`` or ``(H, W, C)``.
+    center : (float, float)
+        Centre ``(x, y)`` of the crop, in pixels.
+    size_mm : float, optional
+        Side of the crop in millimetres; used with ``spacing_mm``.
+    spacing_mm : float, optional
+        Pixel spacing in millimetres.
+    size_px : int, optional
+        Side in pixels, used when ``size_mm`` and ``spacing_mm`` are not both given.
+    fill : float
+        Value of the padding where the crop reaches past the image.
+    return_box : bool
+        Also return the crop's box ``(x, y, side, side)``.
 
     Examples
     --------

@@ -16,6 +16,17 @@ def target_size(
     Exactly one of ``width``, ``height``, ``longest`` fixes the scale and the other side
     follows the aspect ratio; ``width`` and ``height`` together force both.
 
+    Parameters
+    ----------
+    shape : tuple of int
+        Input shape; only ``(rows, columns)`` are used.
+    width : int, optional
+        Output width in pixels.
+    height : int, optional
+        Output height in pixels.
+    longest : int, optional
+        Output length of the longer side, in pixels.
+
     Examples
     --------
     >>> target_size((1000, 800), width=512)

@@ -72,6 +72,7 @@ def enhance_contrast(image: np.ndarray, brightness: float = 0.0, contrast: float
     Parameters
     ----------
     image : numpy.ndarray of float in [0, 1]
+        Image to adjust; the result is clipped to ``[0, 1]``.
     brightness : float, optional
         Added offset, in ``[-1, 1]``.
     contrast : float, optional

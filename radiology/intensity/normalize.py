@@ -140,6 +140,11 @@ def percentile_window(image: np.ndarray, low: float = 0.5, high: float = 99.5) -
 def minmax_scale(image: np.ndarray) -> np.ndarray:
     """Scale the full value range linearly to ``[0, 1]`` (zeros for a constant image).
 
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Image of any numeric dtype and shape.
+
     Examples
     --------
     >>> minmax_scale(np.array([10, 20, 30]))
@@ -253,6 +258,13 @@ def histogram_scale(image: np.ndarray, bins: np.ndarray | None = None, n_bins: i
 def save_histogram_bins(path: str | os.PathLike, bins: np.ndarray) -> Path:
     """Save bin edges as a small JSON file (portable, human-readable).
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        JSON file to write.
+    bins : numpy.ndarray
+        Strictly increasing bin edges, e.g. from :func:`histogram_bins`.
+
     Examples
     --------
     >>> import tempfile, pathlib
@@ -272,6 +284,11 @@ def save_histogram_bins(path: str | os.PathLike, bins: np.ndarray) -> Path:
 
 def load_histogram_bins(path: str | os.PathLike) -> np.ndarray:
     """Load bin edges written by :func:`save_histogram_bins`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        JSON file written by :func:`save_histogram_bins`.
 
     Raises
     ------
@@ -305,6 +322,7 @@ def normalize(
     Parameters
     ----------
     image : numpy.ndarray
+        Image of stored or modality values (any numeric dtype).
     method : {"percentile", "histogram", "minmax"}
         :func:`percentile_window`, :func:`histogram_scale` or :func:`minmax_scale`.
     low, high : float

@@ -233,8 +233,11 @@ class Bundle:
     Attributes
     ----------
     folder : pathlib.Path
+        The bundle folder it was loaded from.
     backend : {"eager", "export", "onnx"}
+        How the model runs: rebuilt in torch, a ``torch.export`` program, or onnxruntime.
     classes : list of str
+        Class (label) names, one per model output.
     multi_label : bool
         Sigmoid per label when True, softmax over classes otherwise.
     thresholds : list of float or None
@@ -242,9 +245,11 @@ class Bundle:
     views : tuple of str
         View names; a sample is one image per view.
     channels : int
+        Input channels the model takes: 1 (gray) or 3 (RGB).
     size : tuple of int
         ``(height, width)`` the model takes.
     pipeline : radiology.pipeline.Pipeline
+        Preprocessing that turns a file into the model's input.
     train : dict
         Contents of ``train.json``.
     device : str
@@ -364,6 +369,7 @@ class Bundle:
             One path (one view) or one tuple of view paths per sample; a single path or a
             single tuple (for a multi-view model) is one sample.
         batch_size : int, optional
+            Samples per model call.
 
         Returns
         -------
@@ -387,6 +393,11 @@ class Bundle:
         (probability > the class threshold, as the ODIR evaluation decides).
 
         The rule of :func:`radiology.models.decide`, which names the decisions instead.
+
+        Parameters
+        ----------
+        probs : numpy.ndarray, shape (N, n_classes)
+            Probabilities, e.g. from :meth:`predict`.
         """
         chosen = _chosen(probs, multi_label=self.multi_label, thresholds=self.thresholds)
         return chosen.astype(np.int64) if self.multi_label else chosen.argmax(axis=1)
@@ -398,6 +409,7 @@ def load_bundle(folder: str | os.PathLike, backend: str = "eager", *, device: st
     Parameters
     ----------
     folder : path
+        The bundle folder.
     backend : {"eager", "export", "onnx"}, optional
         ``eager`` rebuilds the :class:`~radiology.models.RadiographClassifier` (timm needed);
         ``export`` runs ``model.pt2`` (torch only); ``onnx`` runs ``model.onnx`` on onnxruntime (CPU).
@@ -452,6 +464,7 @@ def verify_bundle(folder: str | os.PathLike, backend: str | None = None) -> dict
     Parameters
     ----------
     folder : path
+        The bundle folder.
     backend : {"eager", "export", "onnx"}, optional
         Only the files this backend needs (the JSON files and its model file) must be
         present; default: every file the manifest lists.

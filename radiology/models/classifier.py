@@ -181,7 +181,14 @@ class RadiographClassifier(nn.Module):
         return features.flatten(1) if self.config["fusion"] == "concat" else features.mean(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, n_outputs)`` for a batch in ``[0, 1]``, ``(B, C, H, W)`` or ``(B, V, C, H, W)``."""
+        """Logits ``(B, n_outputs)`` for a batch in ``[0, 1]``, ``(B, C, H, W)`` or ``(B, V, C, H, W)``.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images in ``[0, 1]``: ``(B, C, H, W)``, or ``(B, V, C, H, W)`` for ``V`` views per
+            sample.
+        """
         return self.head(self.dropout(self.forward_features(x)))
 
 

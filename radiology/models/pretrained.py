@@ -103,6 +103,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     Parameters
     ----------
     path : str or path-like
+        Checkpoint file: a torch file, or a ``.safetensors`` file (read by its suffix).
 
     Returns
     -------
@@ -239,6 +240,7 @@ def load_pretrained(model: torch.nn.Module, source: str | os.PathLike) -> torch.
     Parameters
     ----------
     model : RadiographClassifier
+        The model whose weights are replaced, in place.
     source : str or path-like
         - ``"imagenet"``: offline weights (:func:`imagenet_lite0_state_dict`) for
           ``tf_efficientnet_lite0``; timm's default pretrained weights (hub) for other archs.

@@ -184,7 +184,14 @@ class Pipeline:
 
     def render(self, image: DicomImage) -> np.ndarray:
         """The DICOM half of :meth:`read`, on an already decoded image (decode settings other than
-        ``polarity`` were applied when it was decoded)."""
+        ``polarity`` were applied when it was decoded).
+
+        Parameters
+        ----------
+        image : DicomImage
+            A DICOM decoded by :meth:`Decode.read <radiology.pipeline.Decode.read>` (or
+            :func:`radiology.dicom.read_dicom`).
+        """
         if not isinstance(image, DicomImage):
             raise TypeError(f"render takes a radiology.dicom.DicomImage, got {type(image).__name__}")
         return self._run(image)[-1][1]
@@ -203,6 +210,11 @@ class Pipeline:
         dtype, not normalized), or an image file in ``[0, 1]`` (gray unless ``decode.color == "keep"``).
 
         Use it to fit :class:`Histogram` bins in the space the step will see.
+
+        Parameters
+        ----------
+        source : path, bytes or binary file-like
+            A DICOM file or an image file, as for :meth:`read`.
         """
         if isinstance(source, DicomImage):
             return _display_ordered(source, self.decode.polarity)
@@ -221,6 +233,13 @@ class Pipeline:
         With ``with_geometry=True`` the stages are ``(name, image, matrix)`` triples: ``matrix``
         maps pixels of the input to that stage's image (the identity until a step resizes,
         pads or crops; ``None`` from a step whose geometry is unknown on).
+
+        Parameters
+        ----------
+        source : numpy.ndarray, DicomImage, path, bytes or binary file-like
+            The input to process, as described above.
+        with_geometry : bool
+            Return ``(name, image, matrix)`` triples instead of pairs.
 
         Examples
         --------
@@ -325,6 +344,7 @@ class Pipeline:
         Parameters
         ----------
         data : dict
+            The pipeline as a mapping: ``format``, ``version``, ``decode`` and the list of ``steps``.
         root : path, optional
             Folder that relative file references (e.g. ``knee_crop.weights``) are relative to;
             :meth:`load` passes the pipeline file's folder.
@@ -397,7 +417,15 @@ class Pipeline:
 
     @classmethod
     def from_json(cls, text: str, root: str | os.PathLike | None = None) -> Pipeline:
-        """Parse JSON text (``root`` as in :meth:`from_dict`)."""
+        """Parse JSON text (``root`` as in :meth:`from_dict`).
+
+        Parameters
+        ----------
+        text : str
+            JSON text of :meth:`to_dict` output.
+        root : path, optional
+            Folder that relative file references are relative to.
+        """
         return cls.from_dict(json.loads(text), root)
 
     def save(self, path: str | os.PathLike, copy_files: bool = False) -> Path:
@@ -406,6 +434,7 @@ class Pipeline:
         Parameters
         ----------
         path : path
+            Pipeline file to write; its extension picks the format.
         copy_files : bool, optional
             Copy the files the steps refer to (:meth:`files`) next to the pipeline file and
             refer to them by name, so the folder can be moved or shipped as a whole (a model
@@ -466,6 +495,11 @@ class Pipeline:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Pipeline:
         """Read a JSON or YAML pipeline file; relative file references resolve against its folder.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            JSON or YAML (``.yaml``/``.yml``) pipeline file.
 
         Raises
         ------

@@ -56,7 +56,13 @@ class Decode:
             _fail("decode", f"color must be 'gray' or 'keep', got {self.color!r}")
 
     def read(self, source) -> DicomImage:
-        """Decode one DICOM (path, bytes or binary file-like) with these settings."""
+        """Decode one DICOM (path, bytes or binary file-like) with these settings.
+
+        Parameters
+        ----------
+        source : path, bytes or binary file-like
+            The DICOM to decode.
+        """
         return read_dicom(source, frame=self.frame, bits=self.bits, modality_lut=self.modality_lut,
                           color=self.color, max_pixels=self.max_pixels)
 

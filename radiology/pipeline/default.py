@@ -16,6 +16,7 @@ def default_pipeline(size: int, channels: int = 1) -> Pipeline:
     Parameters
     ----------
     size : int
+        Side of the square output images, in pixels.
     channels : {1, 3}
         3 keeps the colour of colour photographs (fundus); 1 makes every image gray.
 

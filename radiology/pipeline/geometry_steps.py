@@ -34,7 +34,17 @@ __all__ = ["Resize", "PadSquare", "FOVCrop", "CircleCrop", "FundusCrop", "CleanB
 
 @dataclass(frozen=True)
 class Resize(Step):
-    """Aspect-preserving resize (:func:`radiology.geometry.resize`): ``width``, ``height``, both, or ``longest``."""
+    """Aspect-preserving resize (:func:`radiology.geometry.resize`): ``width``, ``height``, both, or ``longest``.
+
+    Parameters
+    ----------
+    width : int, optional
+        Output width in pixels.
+    height : int, optional
+        Output height in pixels.
+    longest : int, optional
+        Output length of the longer side (instead of ``width``/``height``).
+    """
 
     name: ClassVar[str] = "resize"
     width: int | None = None
@@ -59,7 +69,13 @@ class Resize(Step):
 
 @dataclass(frozen=True)
 class PadSquare(Step):
-    """Pad to a square (:func:`radiology.geometry.pad_to_square`) with ``value`` in ``[0, 1]``."""
+    """Pad to a square (:func:`radiology.geometry.pad_to_square`) with ``value`` in ``[0, 1]``.
+
+    Parameters
+    ----------
+    value : float
+        Value of the added pixels.
+    """
 
     name: ClassVar[str] = "pad_square"
     value: float = 0.0
@@ -85,7 +101,14 @@ def _cropped(result: tuple[np.ndarray, tuple[int, int, int, int]]) -> tuple[np.n
 
 @dataclass(frozen=True)
 class FOVCrop(Step):
-    """Crop to the field of view (:func:`radiology.geometry.fov.crop_to_fov`)."""
+    """Crop to the field of view (:func:`radiology.geometry.fov.crop_to_fov`).
+
+    Parameters
+    ----------
+    threshold : float, optional
+        FOV threshold as a fraction of the image's maximum; default as in
+        :func:`radiology.geometry.fov.fov_mask`.
+    """
 
     name: ClassVar[str] = "fov_crop"
     threshold: float | None = None
@@ -102,7 +125,14 @@ class FOVCrop(Step):
 
 @dataclass(frozen=True)
 class CircleCrop(Step):
-    """Circular retina crop (:func:`radiology.geometry.fov.circle_crop`)."""
+    """Circular retina crop (:func:`radiology.geometry.fov.circle_crop`).
+
+    Parameters
+    ----------
+    threshold : float, optional
+        FOV threshold as a fraction of the image's maximum; default as in
+        :func:`radiology.geometry.fov.fov_mask`.
+    """
 
     name: ClassVar[str] = "circle_crop"
     threshold: float | None = None
@@ -119,7 +149,14 @@ class CircleCrop(Step):
 
 @dataclass(frozen=True)
 class FundusCrop(Step):
-    """FOV → circle → FOV crop, the ODIR-5K recipe (:func:`radiology.geometry.fov.fundus_crop`)."""
+    """FOV → circle → FOV crop, the ODIR-5K recipe (:func:`radiology.geometry.fov.fundus_crop`).
+
+    Parameters
+    ----------
+    threshold : float, optional
+        FOV threshold as a fraction of the image's maximum; default as in
+        :func:`radiology.geometry.fov.fov_mask`.
+    """
 
     name: ClassVar[str] = "fundus_crop"
     threshold: float | None = None
@@ -136,7 +173,18 @@ class FundusCrop(Step):
 
 @dataclass(frozen=True)
 class CleanBackground(Step):
-    """Collimation crop and body-region cleaning (:func:`radiology.geometry.background.clean_background`)."""
+    """Collimation crop and body-region cleaning (:func:`radiology.geometry.background.clean_background`).
+
+    Parameters
+    ----------
+    fill : float
+        Value written outside the body.
+    crop_collimation : bool
+        Crop the uniform edge bands (collimation) first.
+    min_fraction : float
+        Body regions smaller than this fraction of the largest are removed (see
+        :func:`radiology.geometry.background.body_mask`).
+    """
 
     name: ClassVar[str] = "clean_background"
     fill: float = 0.0
@@ -165,11 +213,21 @@ def _knee_localizer(weights: str) -> KneeLocalizer:
 class KneeCrop(Step):
     """Square crop centred on a detected knee joint (:class:`radiology.geometry.KneeLocalizer`).
 
-    ``weights`` is the path of the detector's weights (a relative path in a pipeline file
-    is relative to that file's folder). ``size_mm`` is used when ``spacing_mm`` (the
-    image's pixel spacing) is given, else ``size_px``. ``knee`` picks which of the
-    detected knees (0 = image-left); ``knees`` forces one or two knees per image
-    (default: from the aspect ratio).
+    Parameters
+    ----------
+    weights : str
+        Path of the detector's weights (:meth:`radiology.geometry.KneeLocalizer.load`); a
+        relative path in a pipeline file is relative to that file's folder.
+    size_px : int
+        Side of the crop in pixels, when the pixel spacing is unknown.
+    size_mm : float, optional
+        Side of the crop in millimetres, used with ``spacing_mm``.
+    spacing_mm : float, optional
+        Pixel spacing of the images, in millimetres.
+    knee : int
+        Which detected knee to crop, from image-left (0).
+    knees : int, optional
+        Knees per image, 1 or 2; default from the aspect ratio.
     """
 
     name: ClassVar[str] = "knee_crop"

@@ -56,6 +56,11 @@ class Step:
         that resize, pad or crop override this and report what they did (data-dependent
         crops their actual box). A step that changes the image size without overriding it
         reports ``None`` (unknown geometry). See :mod:`radiology.geometry.affine`.
+
+        Parameters
+        ----------
+        image : numpy.ndarray
+            The step's input: ``(H, W)`` or ``(H, W, 3)``.
         """
         out = self(image)
         return out, (np.eye(3) if out.shape[:2] == np.shape(image)[:2] else None)
@@ -80,6 +85,11 @@ def _display_ordered(image: DicomImage, polarity: bool) -> np.ndarray:
 @dataclass(frozen=True)
 class Percentile(Step):
     """Percentile clipping to ``[0, 1]`` (:func:`radiology.intensity.percentile_window`).
+
+    Parameters
+    ----------
+    low, high : float
+        Percentiles in ``[0, 100]`` mapped to 0 and 1, ``low < high``.
 
     Examples
     --------
@@ -107,7 +117,16 @@ class Percentile(Step):
 
 @dataclass(frozen=True)
 class Histogram(Step):
-    """Equal-frequency histogram scaling; ``bins`` fitted on a dataset are stored in the step."""
+    """Equal-frequency histogram scaling; ``bins`` fitted on a dataset are stored in the step.
+
+    Parameters
+    ----------
+    bins : tuple of float, optional
+        Bin edges fitted on a dataset (:meth:`fit`); when ``None`` each image is scaled by bins
+        computed from itself.
+    n_bins : int
+        Number of bins when they are computed from the image.
+    """
 
     name: ClassVar[str] = "histogram"
     normalizes: ClassVar[bool] = True
@@ -129,6 +148,15 @@ class Histogram(Step):
         """A step whose bins are fitted on a sample of images (same space as at apply time).
 
         For DICOMs, give it :meth:`Pipeline.raw` of each file (what the step will receive).
+
+        Parameters
+        ----------
+        images : iterable of numpy.ndarray
+            Images in the space the step will receive; their pixels are pooled (a sample of each).
+        n_bins : int
+            Number of equal-frequency bins.
+        seed : int
+            Seed of the pixel sampling.
         """
         return cls(bins=tuple(histogram_bins(images, n_bins, seed=seed)), n_bins=n_bins)
 
@@ -154,6 +182,13 @@ class VOI(Step):
     Files without a usable VOI (and colour images) fall back to percentile clipping with
     ``low``/``high``, as do plain arrays and image files, which carry no header.
 
+    Parameters
+    ----------
+    index : int
+        Which of the header's windows (or VOI LUTs) to apply, from 0.
+    low, high : float
+        Percentiles of the fallback percentile clipping.
+
     Examples
     --------
     >>> VOI(index=-1)
@@ -178,7 +213,15 @@ class VOI(Step):
         return percentile_window(image, self.low, self.high)
 
     def render(self, image: DicomImage, polarity: bool = True) -> np.ndarray:
-        """Window a decoded DICOM into ``[0, 1]`` (bone bright when ``polarity``)."""
+        """Window a decoded DICOM into ``[0, 1]`` (bone bright when ``polarity``).
+
+        Parameters
+        ----------
+        image : DicomImage
+            The decoded DICOM, with its header.
+        polarity : bool
+            Invert MONOCHROME1 images so that bone is bright.
+        """
         meta = image.metadata
         if has_voi(meta) and not meta.is_color:
             out = apply_voi(image.pixels, meta, image.dataset, self.index)
@@ -188,7 +231,16 @@ class VOI(Step):
 
 @dataclass(frozen=True)
 class CLAHE(Step):
-    """OpenCV CLAHE on the gray image (:func:`radiology.intensity.clahe`)."""
+    """OpenCV CLAHE on the gray image (:func:`radiology.intensity.clahe`).
+
+    Parameters
+    ----------
+    clip_limit : float
+        OpenCV's clip limit, relative to the mean bin count of a tile (higher = more contrast and
+        noise).
+    tile_grid : (int, int)
+        Tiles per ``(rows, columns)``.
+    """
 
     name: ClassVar[str] = "clahe"
     clip_limit: float = 2.0
@@ -207,7 +259,15 @@ class CLAHE(Step):
 
 @dataclass(frozen=True)
 class Enhance(Step):
-    """Global brightness/contrast (:func:`radiology.intensity.enhance_contrast`)."""
+    """Global brightness/contrast (:func:`radiology.intensity.enhance_contrast`).
+
+    Parameters
+    ----------
+    brightness : float
+        Offset added to every pixel, in ``[-1, 1]``.
+    contrast : float
+        Gain around mid-gray, ``> 0``.
+    """
 
     name: ClassVar[str] = "enhance"
     brightness: float = 0.0

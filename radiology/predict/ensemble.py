@@ -65,7 +65,16 @@ class Ensemble:
         return tuple(self.bundles[0].views)
 
     def predict_arrays(self, member: int, batch: np.ndarray) -> np.ndarray:
-        """Probabilities of one member for a preprocessed batch, with flip TTA when enabled."""
+        """Probabilities of one member for a preprocessed batch, with flip TTA when enabled.
+
+        Parameters
+        ----------
+        member : int
+            Index of the member bundle.
+        batch : numpy.ndarray
+            Images preprocessed by the member's pipeline, as
+            :meth:`radiology.models.Bundle.predict_batch` takes them.
+        """
         bundle = self.bundles[member]
         probs = bundle.predict_batch(batch)
         if self.tta:
@@ -77,5 +86,11 @@ class Ensemble:
 
     def decide(self, probs: np.ndarray) -> list[str]:
         """The label of each row of (averaged) probabilities: :func:`radiology.models.decide` with
-        the members' classes, label kind and mean :attr:`thresholds`."""
+        the members' classes, label kind and mean :attr:`thresholds`.
+
+        Parameters
+        ----------
+        probs : numpy.ndarray, shape (N, n_classes)
+            Probabilities, usually averaged over the members.
+        """
         return decide(probs, self.classes, multi_label=self.multi_label, thresholds=self.thresholds)

@@ -23,6 +23,17 @@ class PredictionInputs:
     :func:`~radiology.predict.shard_inputs`) are the inputs' places among all the inputs they
     were drawn from; ``None`` means ``0, 1, 2, ...``.
 
+    Parameters
+    ----------
+    ids : list of str
+        One identifier per sample, as written to the output's ``image`` column.
+    sources : list of (tuple of pathlib.Path or None)
+        The files of each sample, one per view; ``None`` when they were not found.
+    errors : list of str
+        Why a sample's files were not found; empty when they were.
+    positions : list of int, optional
+        Places of the samples among all inputs they were drawn from.
+
     Examples
     --------
     >>> inputs = PredictionInputs(["a.png", "b.png"], [(Path("a.png"),), None], ["", "b.png: no such file"])

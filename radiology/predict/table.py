@@ -22,9 +22,11 @@ def predict_table(
     Parameters
     ----------
     model : radiology.models.Bundle or radiology.predict.Ensemble
+        What predicts; an ensemble averages its members' probabilities.
     inputs : radiology.predict.PredictionInputs
         From :func:`~radiology.predict.prediction_inputs`.
     batch_size : int
+        Samples per model call.
     progress : bool
         Show a progress bar.
     shard : tuple of int, optional
@@ -105,6 +107,13 @@ def kaggle_submission(table: pd.DataFrame, inputs: PredictionInputs | None = Non
     ``<UID>.dcm`` as in the competition's layout). Multi-label predictions become
     space-separated targets, as the competition expects; failed rows keep their UID with an
     empty target.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A table of :func:`predict_table`.
+    inputs : PredictionInputs, optional
+        The inputs the table was predicted from, to read each UID from its DICOM header.
 
     Examples
     --------

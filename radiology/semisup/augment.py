@@ -94,6 +94,13 @@ class WeakAugmentation(nn.Module):
         return f"hflip={self.hflip}, translate={self.translate}, padding_mode={self.padding_mode!r}"
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """The augmented batch, of the same shape.
+
+        Parameters
+        ----------
+        batch : torch.Tensor, shape (B, C, H, W)
+            Float images in ``[0, 1]``.
+        """
         _check_batch(batch)
         n, device = batch.shape[0], batch.device
         height, width = batch.shape[-2:]
@@ -143,7 +150,9 @@ class StrongAugmentation(nn.Module):
     ops : sequence of str, optional
         A subset of :data:`STRONG_OPS`.
     degrees, shear, translate, enhance : float, optional
+        Largest magnitudes of the ops, as in the table above.
     posterize_bits : (int, int), optional
+        Range of the bits ``posterize`` keeps.
     cutout : (float, float) or None, optional
         Side range of the cutout box as a fraction of the shorter side; ``None``: no cutout.
     cutout_value : float, optional
@@ -196,11 +205,26 @@ class StrongAugmentation(nn.Module):
         return f"n={self.n}, ops={list(self.ops)}, cutout={self.cutout}"
 
     def chosen(self, n_images: int, device) -> torch.Tensor:
-        """A ``(n_images, len(ops))`` boolean gate with exactly ``n`` ops per row, uniformly drawn."""
+        """A ``(n_images, len(ops))`` boolean gate with exactly ``n`` ops per row, uniformly drawn.
+
+        Parameters
+        ----------
+        n_images : int
+            Number of rows (images).
+        device : str or torch.device
+            Where the gate is made.
+        """
         ranks = torch.rand(n_images, len(self.ops), device=device).argsort(dim=1).argsort(dim=1)
         return ranks < self.n
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """The augmented batch, of the same shape.
+
+        Parameters
+        ----------
+        batch : torch.Tensor, shape (B, C, H, W)
+            Float images in ``[0, 1]``.
+        """
         _check_batch(batch)
         dtype, x = batch.dtype, batch.float()
         n, device = x.shape[0], x.device
@@ -294,6 +318,15 @@ class StrongAugmentation(nn.Module):
 def weak_augmentation(*, hflip: float = 0.5, translate: float = 0.125, padding_mode: str = "zeros") -> WeakAugmentation:
     """FixMatch's weak view (flip + whole-pixel shift): a :class:`WeakAugmentation` with the paper's defaults.
 
+    Parameters
+    ----------
+    hflip : float
+        Flip probability.
+    translate : float
+        Largest shift, as a fraction of the size.
+    padding_mode : {"zeros", "border", "reflection"}
+        Fill of the uncovered borders.
+
     Examples
     --------
     >>> weak_augmentation()(torch.rand(4, 1, 32, 32)).shape
@@ -306,6 +339,13 @@ def strong_augmentation(*, n: int = 2, **params) -> StrongAugmentation:
     """FixMatch's strong view (RandAugment-like, random magnitudes, + cutout): a :class:`StrongAugmentation`.
 
     ``params`` are those of :class:`StrongAugmentation`.
+
+    Parameters
+    ----------
+    n : int
+        Ops per image.
+    **params
+        Other settings of :class:`StrongAugmentation`.
 
     Examples
     --------

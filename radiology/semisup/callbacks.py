@@ -206,6 +206,8 @@ class FixMatch(_SemiSupervised):
         Default :func:`~radiology.semisup.weak_augmentation` and
         :func:`~radiology.semisup.strong_augmentation`.
     distribution_alignment : bool, optional
+        Align the pseudo-labelling probabilities to the class prior
+        (:class:`DistributionAlignment`), for imbalanced classes.
     temperature : float, optional
         Softmax temperature of the pseudo-labelling probabilities (1 in the paper).
     weak_pass : {"auto", "joint", "no_grad"}, optional
@@ -507,6 +509,7 @@ def validate_semisup_params(method: str, params: Mapping[str, Any]) -> dict[str,
     Parameters
     ----------
     method : {"fixmatch", "mixmatch"}
+        The semi-supervised method the settings are for.
     params : mapping
         Keyword arguments of :class:`FixMatch` or :class:`MixMatch`, e.g.
         ``{"lambda_u": 10, "rampup_epochs": 5}``.
@@ -572,6 +575,7 @@ def semisup_callback(method: str, unlabeled, batch_size: int, *, num_workers: in
     Parameters
     ----------
     method : {"fixmatch", "mixmatch"}
+        The semi-supervised method: :class:`FixMatch` or :class:`MixMatch`.
     unlabeled : torch Dataset
         Unlabeled images, items ``x`` or ``(x, y)`` (``y`` ignored), with the same pipeline and
         channels as the labeled set, e.g.

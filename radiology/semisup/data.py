@@ -99,6 +99,11 @@ def _first(item):
 class ImagesOnly(Dataset):
     """A dataset's images without their targets: item ``x`` or ``(x, y)`` becomes ``(x,)``.
 
+    Parameters
+    ----------
+    dataset : torch Dataset
+        Map-style dataset whose items are images ``x`` or tuples starting with the image.
+
     Examples
     --------
     >>> from torch.utils.data import TensorDataset
@@ -211,7 +216,15 @@ class UnlabeledStream:
         raise ValueError("the unlabeled loader yields no batch")
 
     def take(self, n: int, device) -> torch.Tensor:
-        """The next ``n`` unlabeled images as one ``(n, C, H, W)`` float tensor on ``device``."""
+        """The next ``n`` unlabeled images as one ``(n, C, H, W)`` float tensor on ``device``.
+
+        Parameters
+        ----------
+        n : int
+            Number of images.
+        device : str or torch.device
+            Where the tensor goes.
+        """
         have = sum(part.shape[0] for part in self._pending)
         while have < n:
             part = self._next_batch()

@@ -20,6 +20,13 @@ def _check_probabilities(probs: torch.Tensor, name: str = "probs") -> None:
 def one_hot(targets: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Float one-hot rows of class indices, without the host check of ``torch.nn.functional.one_hot``.
 
+    Parameters
+    ----------
+    targets : torch.Tensor, shape (N,)
+        Class indices.
+    n_classes : int
+        Number of columns of the result.
+
     Examples
     --------
     >>> one_hot(torch.tensor([1, 0]), 3)
@@ -42,6 +49,7 @@ def sharpen(probs: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
     probs : torch.Tensor
         ``(N, classes)`` probabilities.
     temperature : float
+        ``T``, > 0.
 
     Examples
     --------
@@ -141,6 +149,13 @@ def pseudo_labels(logits: torch.Tensor, threshold: float = 0.95, *, temperature:
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of ``(N, classes)`` logits against soft target rows (in float32).
 
+    Parameters
+    ----------
+    logits : torch.Tensor, shape (N, C)
+        Model outputs.
+    targets : torch.Tensor, shape (N, C)
+        Target probabilities; each row sums to 1.
+
     Examples
     --------
     >>> float(soft_cross_entropy(torch.zeros(1, 2), torch.tensor([[1.0, 0.0]])))  # -log(1/2)
@@ -166,6 +181,7 @@ class DistributionAlignment:
     Parameters
     ----------
     n_classes : int
+        Number of classes.
     momentum : float, optional
         Weight of the past in the running means (0.999 ≈ the last ~1000 batches).
     prior : sequence of float, optional
@@ -204,13 +220,25 @@ class DistributionAlignment:
         return total.mul_(self.momentum).add_(value, alpha=1 - self.momentum)
 
     def update_prior(self, targets: torch.Tensor) -> None:
-        """Add a batch of labeled class indices ``(N,)`` to the running class prior."""
+        """Add a batch of labeled class indices ``(N,)`` to the running class prior.
+
+        Parameters
+        ----------
+        targets : torch.Tensor, shape (N,)
+            Class indices of a labeled batch.
+        """
         if self.fixed_prior is None:
             self._prior_sum = self._ema(self._prior_sum, one_hot(targets, self.n_classes).mean(dim=0))
             self._prior_steps += 1
 
     def update_model(self, probs: torch.Tensor) -> None:
-        """Add a batch of model probabilities ``(N, classes)`` on unlabeled images to the running mean."""
+        """Add a batch of model probabilities ``(N, classes)`` on unlabeled images to the running mean.
+
+        Parameters
+        ----------
+        probs : torch.Tensor, shape (N, C)
+            The model's probabilities on an unlabeled batch.
+        """
         _check_probabilities(probs)
         self._model_sum = self._ema(self._model_sum, probs.mean(dim=0))
         self._model_steps += 1
@@ -221,7 +249,14 @@ class DistributionAlignment:
         return total.to(device) / (1 - self.momentum ** steps) if self.momentum else total.to(device)
 
     def prior(self, device=None) -> torch.Tensor:
-        """The class prior the pseudo-labels are aligned to (uniform before any labeled batch)."""
+        """The class prior the pseudo-labels are aligned to (uniform before any labeled batch).
+
+        Parameters
+        ----------
+        device : str or torch.device, optional
+            Where the result is wanted; by default where the running mean is kept (the CPU before
+            any batch).
+        """
         if self.fixed_prior is not None:
             if device is not None and self.fixed_prior.device != torch.device(device):
                 self.fixed_prior = self.fixed_prior.to(device)  # once: no host copy per batch
@@ -229,7 +264,14 @@ class DistributionAlignment:
         return self._corrected(self._prior_sum, self._prior_steps, device)
 
     def model_mean(self, device=None) -> torch.Tensor:
-        """The running mean of the model's probabilities on unlabeled images (uniform before any)."""
+        """The running mean of the model's probabilities on unlabeled images (uniform before any).
+
+        Parameters
+        ----------
+        device : str or torch.device, optional
+            Where the result is wanted; by default where the running mean is kept (the CPU before
+            any batch).
+        """
         return self._corrected(self._model_sum, self._model_steps, device)
 
     def __call__(self, probs: torch.Tensor, *, update: bool = True) -> torch.Tensor:

@@ -40,6 +40,11 @@ def available_memory(device=None) -> int:
     """Bytes a training step can still allocate on ``device`` (CPU: the host's available memory).
 
     CUDA: the driver's free memory plus what PyTorch's caching allocator holds without using.
+
+    Parameters
+    ----------
+    device : str or torch.device, optional
+        The device; default the CPU.
     """
     import torch
 
@@ -68,6 +73,20 @@ def image_training_bytes(image_size, channels: int = 1, *, arch: str | None = No
     the backbone's per-pixel cost (:data:`BYTES_PER_PIXEL`; ``tf_efficientnet_lite0``'s for an
     unknown ``arch``).
 
+    Parameters
+    ----------
+    image_size : int or (int, int)
+        Model input side ``S`` or ``(H, W)``.
+    channels : int
+        Input channels.
+    arch : str, optional
+        timm backbone name whose cost :data:`BYTES_PER_PIXEL` gives (``tf_efficientnet_lite0``'s
+        when it has none).
+    bytes_per_pixel : float, optional
+        Backbone cost per input pixel, instead of the one of ``arch``.
+
+    Examples
+    --------
     >>> image_training_bytes(224) // 2**20
     98
     """
@@ -88,6 +107,32 @@ def unlabeled_batch_size(labeled_batch: int, mu: int, *, image_size, channels: i
     ``device``). Never below 1: when not even the labeled batch fits, a smaller labeled
     batch is the only remedy (a warning says so).
 
+    Parameters
+    ----------
+    labeled_batch : int
+        Labeled images per step (``B``).
+    mu : int
+        Unlabeled images wanted per labeled image.
+    image_size : int or (int, int)
+        Model input side ``S`` or ``(H, W)``.
+    channels : int
+        Input channels.
+    available_bytes : int, optional
+        Memory the step may use; default :func:`available_memory` of ``device``.
+    arch : str, optional
+        timm backbone name whose cost :data:`BYTES_PER_PIXEL` gives (``tf_efficientnet_lite0``'s
+        when it has none).
+    weak_pass : {"joint", "no_grad"}
+        Whether the weak views are in the forward pass with gradients or in a separate pass without.
+    fraction : float
+        Share of ``available_bytes`` the step's images may take.
+    device : str or torch.device, optional
+        Device whose memory is measured when ``available_bytes`` is not given; default the CPU.
+    bytes_per_pixel : float, optional
+        Backbone cost per input pixel, instead of the one of ``arch``.
+
+    Examples
+    --------
     >>> mb = image_training_bytes(64, 1)
     >>> unlabeled_batch_size(8, 7, image_size=64, available_bytes=2 * 100 * mb)  # 100 images fit
     56
@@ -118,7 +163,21 @@ def unlabeled_batch_size(labeled_batch: int, mu: int, *, image_size, channels: i
 
 @dataclass(frozen=True)
 class FixMatchPlan:
-    """What a FixMatch step holds: ``unlabeled`` images per step (of ``requested``), the weak pass, why."""
+    """What a FixMatch step holds: ``unlabeled`` images per step (of ``requested``), the weak pass, why.
+
+    Parameters
+    ----------
+    unlabeled : int
+        Unlabeled images per step chosen.
+    requested : int
+        Unlabeled images per step asked for: ``mu * labeled_batch``.
+    weak_pass : {"joint", "no_grad"}
+        The weak pass chosen.
+    available_bytes : int or None
+        The memory the choice was made for; ``None`` when it was not checked.
+    message : str
+        One line saying what was chosen and why.
+    """
 
     unlabeled: int
     requested: int
@@ -140,6 +199,34 @@ def plan_fixmatch_step(labeled_batch: int, mu: int, *, image_size, channels: int
 
     The plan's ``message`` says what was chosen (logged by :class:`~radiology.semisup.FixMatch`).
 
+    Parameters
+    ----------
+    labeled_batch : int
+        Labeled images per step (``B``).
+    mu : int
+        Unlabeled images wanted per labeled image.
+    image_size : int or (int, int)
+        Model input side ``S`` or ``(H, W)``.
+    channels : int
+        Input channels.
+    weak_pass : {"auto", "joint", "no_grad"}
+        The weak pass to use, or ``auto`` to choose it as described above.
+    unlabeled_batch : int
+        Unlabeled images per step, used as given when > 0.
+    available_bytes : int, optional
+        Memory the step may use; default :func:`available_memory` of ``device``.
+    arch : str, optional
+        timm backbone name whose cost :data:`BYTES_PER_PIXEL` gives (``tf_efficientnet_lite0``'s
+        when it has none).
+    fraction : float
+        Share of ``available_bytes`` the step's images may take.
+    device : str or torch.device, optional
+        Device whose memory is measured when ``available_bytes`` is not given; default the CPU.
+    bytes_per_pixel : float, optional
+        Backbone cost per input pixel, instead of the one of ``arch``.
+
+    Examples
+    --------
     >>> mb = image_training_bytes(64, 1)
     >>> plan = plan_fixmatch_step(8, 7, image_size=64, available_bytes=2 * 40 * mb)
     >>> plan.unlabeled, plan.weak_pass

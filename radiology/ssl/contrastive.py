@@ -114,6 +114,13 @@ class ContrastiveModel(nn.Module):
         return self.encoder.backbone
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Projections ``(N, output_dim)`` of a batch.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Two views of ``B`` images stacked, ``(2B, C, H, W)``, float in ``[0, 1]``.
+        """
         return self.projection(self.encoder.forward_features(x))
 
 
@@ -123,6 +130,14 @@ class BYOLModel(nn.Module):
     ``forward`` on a batch of ``2B`` images (two views of ``B`` images, stacked) returns
     ``(online predictions, target projections)``, both ``(2B, output_dim)``; the target
     part carries no gradient. :class:`MomentumUpdate` moves the target after every step.
+
+    Parameters
+    ----------
+    encoder : RadiographClassifier
+        From :func:`radiology.models.create_model`; its ``forward_features`` gives the
+        representation, and a copy of it becomes the target encoder.
+    hidden_dim, output_dim : int
+        Sizes of the projection and prediction heads (hidden layer, output).
 
     Examples
     --------
@@ -152,6 +167,13 @@ class BYOLModel(nn.Module):
         return self.encoder.backbone
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Online predictions and target projections, as described above.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Two views of ``B`` images stacked, ``(2B, C, H, W)``, float in ``[0, 1]``.
+        """
         online = self.prediction(self.projection(self.encoder.forward_features(x)))
         with torch.no_grad():
             target = self.target_projection(self.target_encoder.forward_features(x))
@@ -170,6 +192,7 @@ class NTXent(nn.Module):
     Parameters
     ----------
     temperature : float
+        Softmax temperature of the similarities, > 0.
 
     Examples
     --------
@@ -190,6 +213,15 @@ class NTXent(nn.Module):
         self.loss = NTXentLoss(temperature=self.temperature)
 
     def forward(self, projections: torch.Tensor, *targets) -> torch.Tensor:
+        """The loss of a batch.
+
+        Parameters
+        ----------
+        projections : torch.Tensor, shape (2B, D)
+            Projections of two views of ``B`` images, stacked (first views, then second views).
+        *targets
+            fastai's targets; ignored.
+        """
         first, second = _halves(projections.float())
         return self.loss(first, second)
 
@@ -211,6 +243,15 @@ class BYOLLoss(nn.Module):
         self.similarity = NegativeCosineSimilarity()
 
     def forward(self, outputs: tuple[torch.Tensor, torch.Tensor], *targets) -> torch.Tensor:
+        """The loss of a batch.
+
+        Parameters
+        ----------
+        outputs : (torch.Tensor, torch.Tensor)
+            ``(online predictions, target projections)`` of :class:`BYOLModel`, each ``(2B, D)``.
+        *targets
+            fastai's targets; ignored.
+        """
         online, target = outputs
         p1, p2 = _halves(online.float())
         z1, z2 = _halves(target.float())
@@ -252,6 +293,11 @@ class MomentumUpdate(Callback):
 
     The momentum follows a cosine schedule from ``momentum`` at the first step to 1 at the
     last, as in the BYOL paper.
+
+    Parameters
+    ----------
+    momentum : float
+        Momentum of the target network at the first step, in ``[0, 1)``.
     """
 
     order = 60

@@ -82,6 +82,7 @@ def header_targets(paths: Sequence[str | os.PathLike], fields: Sequence[str] = H
     min_count : int
         Values seen fewer times are treated as missing (a class needs examples).
     progress : bool
+        Show a progress bar while the headers are read.
 
     Returns
     -------
@@ -160,6 +161,13 @@ class MetadataModel(nn.Module):
         return self.encoder.backbone
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of every field, concatenated: ``(B, sum(sizes))``.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (B, C, H, W)
+            Images, float in ``[0, 1]``.
+        """
         return self.heads(self.encoder.dropout(self.encoder.forward_features(x)))
 
 
@@ -167,6 +175,11 @@ class HeaderLoss(nn.Module):
     """Mean over fields of the cross-entropy of each field's logits, ignoring ``-1`` targets.
 
     A field with no known value in a batch adds nothing (no NaN, no host synchronisation).
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Classes per field, in the order of the logits' columns (:attr:`HeaderTargets.sizes`).
 
     Examples
     --------
@@ -181,6 +194,15 @@ class HeaderLoss(nn.Module):
         self.sizes = [int(s) for s in sizes]
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss of a batch.
+
+        Parameters
+        ----------
+        logits : torch.Tensor
+            ``(B, sum(sizes))``: the logits of every field, concatenated (:class:`MetadataModel`).
+        targets : torch.Tensor
+            ``(B, number of fields)``: the class index of each field, ``-1`` where it is unknown.
+        """
         total = logits.new_zeros(())
         for column, part in enumerate(logits.float().split(self.sizes, dim=1)):
             target = targets[:, column]

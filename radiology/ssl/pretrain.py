@@ -75,6 +75,7 @@ def save_backbone(model: nn.Module, path: str | os.PathLike, info: dict[str, Any
     model : nn.Module
         Anything with a ``.backbone`` (a classifier or a pretraining model).
     path : path
+        Checkpoint file to write.
     info : dict, optional
         JSON-ready description (method, arch, ``in_chans``...).
 
@@ -170,6 +171,7 @@ def pretrain(
         Starting weights, as in :func:`radiology.models.create_model` (default: offline
         ImageNet weights; ``None`` from scratch).
     channels : {1, 3}
+        Input channels: gray (1) or RGB (3).
     size : int
         Input side.
     epochs, batch_size : int
@@ -186,15 +188,18 @@ def pretrain(
     pipeline : radiology.pipeline.Pipeline, optional
         Preprocessing (default :func:`radiology.pipeline.default_pipeline`).
     valid_fraction : float
+        Share of the images held out to report a validation loss, in ``(0, 0.5)``.
     workers : int
         DataLoader worker processes.
     cache : path or "none", optional
         Preprocessed-image cache (default ``$RADIOLOGY_CACHE`` or ``~/.cache/radiology/images``).
     seed : int
+        Seed of the split and of the random number generators, so a run can be repeated.
     overwrite : bool
         Replace an existing ``out``; without it, an existing checkpoint stops the run before
         any work (a finished pretraining is never lost unasked).
     progress : bool
+        Show progress bars.
 
     Returns
     -------

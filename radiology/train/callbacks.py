@@ -60,6 +60,16 @@ class SaveBest(SaveModelCallback):
         self.last_saved_path = write_checkpoint(self.learn, path, record, with_opt=False)
 
     def after_fit(self, **kwargs):
+        """Load the best epoch's weights as data, checked like a resumed checkpoint.
+
+        fastai's own reload would unpickle whatever ``best.pth`` holds. When no epoch was saved
+        (no improvement on the start value), the last epoch's weights are kept with a warning.
+
+        Parameters
+        ----------
+        **kwargs
+            fastai's event arguments; unused.
+        """
         # fastai reloads the best epoch with weights_only=False, which unpickles anything a
         # planted best.pth holds: load it as data, checked like a resumed checkpoint.
         path = Path(self.learn.path) / self.learn.model_dir / f"{self.fname}.pth"
@@ -75,6 +85,7 @@ class StopEarly(EarlyStoppingCallback):
     Parameters
     ----------
     start_epoch : int
+        Epochs a resumed run has already done; the callback ignores those before it.
     **kwargs
         fastai's :class:`~fastai.callback.tracker.EarlyStoppingCallback` (``monitor``, ``patience``).
     """
@@ -98,6 +109,7 @@ class SaveLast(Callback):
     Parameters
     ----------
     start_epoch : int
+        Epochs a resumed run has already done; nothing is saved for the epochs before it.
     """
 
     order = 70
@@ -151,6 +163,8 @@ class History(CSVLogger):
     fname : str
         File name in ``learn.path`` (``history.csv``).
     start_epoch : int
+        Epochs a resumed run has already done: above 0, the log keeps only its rows of the earlier
+        epochs and the new epochs are appended; 0 starts a new log.
     """
 
     def __init__(self, fname: str, start_epoch: int):

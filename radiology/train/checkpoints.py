@@ -82,6 +82,13 @@ def checkpoint_settings(learn) -> dict[str, Any]:
 def settings_differences(stamped: dict[str, Any], current: dict[str, Any]) -> str:
     """``key: stamped value -> current value`` for each setting that differs (long values by name only).
 
+    Parameters
+    ----------
+    stamped : dict
+        Settings recorded in a checkpoint.
+    current : dict
+        Settings of the run that loads it (:func:`checkpoint_settings`).
+
     Examples
     --------
     >>> settings_differences({"size": [64, 64], "channels": 1}, {"size": [128, 128], "channels": 1})
@@ -105,7 +112,9 @@ def write_checkpoint(learn, path: Path, record: dict[str, Any], *, with_opt: boo
     Parameters
     ----------
     learn : fastai.learner.Learner
+        The learner whose model (and optimizer) is saved.
     path : pathlib.Path
+        Checkpoint file to write.
     record : dict
         ``{"epoch": int, "best": float or None, "settings": checkpoint_settings(learn)}``.
     with_opt : bool
@@ -138,6 +147,7 @@ def read_checkpoint(path: Path, settings: dict[str, Any], device="cpu") -> dict[
     Parameters
     ----------
     path : pathlib.Path
+        Checkpoint file to read.
     settings : dict
         :func:`checkpoint_settings` of the run that loads it.
     device : str or torch.device
@@ -180,6 +190,15 @@ def read_checkpoint(path: Path, settings: dict[str, Any], device="cpu") -> dict[
 
 def load_weights(learn, path: Path, state: dict[str, Any]) -> None:
     """Put the weights of a checked checkpoint (:func:`read_checkpoint`) into ``learn.model``.
+
+    Parameters
+    ----------
+    learn : fastai.learner.Learner
+        The learner whose model receives the weights.
+    path : pathlib.Path
+        The checkpoint file, named in errors.
+    state : dict
+        The checkpoint as returned by :func:`read_checkpoint`; its ``model`` entry is loaded.
 
     Raises
     ------

@@ -75,12 +75,25 @@ class TrainConfig:
         ``lr / lr_mult``); default 1e-3.
     head_lr : float
         Learning rate of the head-only phase.
-    batch_size, seed, valid_fraction : int, int, float
+    lr_mult : float
+        Ratio of the head's to the backbone's fine-tuning learning rate: the backbone
+        peaks at ``lr / lr_mult``.
+    batch_size : int
+        Images per training batch (at least 1).
+    seed : int
+        Seed of the train/validation split, the sampler and the weight initialisation,
+        so that a run can be repeated.
+    valid_fraction : float
+        Share of the samples (of the patients, when grouped) held out for validation,
+        strictly between 0 and 1.
     loss : {"auto", "ce", "focal", "nce_rce", "bce"}
         ``auto`` = class-weighted cross-entropy (single-label) or BCE with per-label positive
         weights (multi-label).
     label_smoothing : float
+        Label smoothing of the loss, in [0, 1); 0 turns it off.
     sampler : {"shuffle", "weighted", "min_per_class"}
+        How training batches are drawn: shuffled, weighted so that every class is drawn
+        equally often on average, or with at least one sample of every class per batch.
     class_weights : bool
         Weight the loss by inverse class frequency (single-label ``ce``/``focal``).
     augment : bool
@@ -122,6 +135,9 @@ class TrainConfig:
     allow_outside_root : bool
         Accept CSV image values that point outside ``root`` (``../x.dcm``, absolute
         paths); refused by default, naming the rows.
+    extra : dict, optional
+        Free-form additional settings; training does not read them, but they are stored
+        with the others in the bundle's ``train.json``.
 
     Notes
     -----
@@ -278,6 +294,14 @@ class TrainConfig:
 
         Unknown keys are an error naming them; ``overrides`` win over ``data``.
 
+        Parameters
+        ----------
+        data : dict
+            Settings by name; dashes and underscores are alike, and ``image_col``,
+            ``label_col`` and ``label`` stand for ``image_cols`` and ``label_cols``.
+        **overrides
+            Settings that replace those of ``data``, with the same keys.
+
         Examples
         --------
         >>> TrainConfig.from_dict({"csv": "labels.csv", "image-col": "file", "label-col": "view"}).image_cols
@@ -296,7 +320,16 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike, **overrides) -> TrainConfig:
-        """Read a YAML or JSON settings file (same keys as the CLI flags)."""
+        """Read a YAML or JSON settings file (same keys as the CLI flags).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The settings file; a ``.yaml``/``.yml`` suffix is read as YAML, anything else
+            as JSON. It must hold a mapping.
+        **overrides
+            Settings that replace those of the file (see :meth:`from_dict`).
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such config file")
@@ -316,5 +349,11 @@ class TrainConfig:
         return cls.from_dict(data, **overrides)
 
     def replace(self, **changes) -> TrainConfig:
-        """A copy with some settings changed."""
+        """A copy with some settings changed.
+
+        Parameters
+        ----------
+        **changes
+            New values by field name; the copy is validated like a new config.
+        """
         return replace(self, **changes)

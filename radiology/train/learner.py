@@ -51,6 +51,7 @@ def make_learner(dls, model: nn.Module, loss_func: nn.Module, *, metrics=(), pat
     Parameters
     ----------
     dls : fastai.data.core.DataLoaders
+        Training and validation DataLoaders.
     model : nn.Module
         With ``.backbone`` and ``.head`` (:class:`radiology.models.RadiographClassifier`).
     loss_func : nn.Module
@@ -60,6 +61,7 @@ def make_learner(dls, model: nn.Module, loss_func: nn.Module, *, metrics=(), pat
     path : path
         Where fastai writes checkpoints (``path/checkpoints``) and logs.
     cbs : sequence of fastai callbacks
+        Extra callbacks of the Learner.
     wd : float
         Weight decay (AdamW).
 
@@ -101,11 +103,13 @@ def fit_head(learn, epochs: int, lr: float = 3e-3, *, wd: float = 1e-2, batch_si
     learn : fastai.learner.Learner
         From :func:`make_learner`.
     epochs : int
+        One-cycle epochs of the head.
     lr : float
         Peak one-cycle learning rate.
     wd : float
         Weight decay of the head (a linear probe needs it on a few hundred images).
     batch_size : int
+        Batch size of the pre-computed features.
     """
     if epochs < 1:
         return
@@ -176,10 +180,15 @@ def fine_tune(learn, epochs: int, lr: float = 1e-3, *, lr_mult: float = 10.0, pa
     Parameters
     ----------
     learn : fastai.learner.Learner
+        From :func:`make_learner` (with a fitted head, usually).
     epochs : int
+        Total fine-tuning epochs, including the ``start_epoch`` already done.
     lr : float
+        Peak one-cycle learning rate of the head group.
     lr_mult : float
+        The backbone's peak learning rate is ``lr / lr_mult``.
     patience : int
+        Early-stopping patience in epochs of no improvement of ``monitor``; 0 turns it off.
     monitor : str
         ``valid_loss`` or a metric name.
     start_epoch : int

@@ -117,6 +117,7 @@ class WeightedCrossEntropy(_SingleLabel):
     label_smoothing : float, optional
         In ``[0, 1)``: the target becomes ``(1 - eps)`` one-hot plus ``eps / C`` everywhere.
     reduction : {"mean", "sum", "none"}, optional
+        ``mean`` (weighted as described above), ``sum`` or ``none`` (one loss per sample).
 
     Examples
     --------
@@ -138,6 +139,15 @@ class WeightedCrossEntropy(_SingleLabel):
         return f"label_smoothing={self.label_smoothing}"
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss of a batch.
+
+        Parameters
+        ----------
+        logits : torch.Tensor, shape (N, C)
+            Raw model outputs.
+        targets : torch.Tensor, shape (N,)
+            Class indices.
+        """
         logits, targets = self._inputs(logits, targets)
         weight = None if self.weight is None else self.weight.to(logits.device)
         return F.cross_entropy(
@@ -159,6 +169,7 @@ class FocalLoss(_SingleLabel):
     weight : array_like of float, shape (C,), optional
         Per-class weights (the "alpha" of the paper, one per class).
     reduction : {"mean", "sum", "none"}, optional
+        ``mean``, ``sum`` or ``none`` (one loss per sample).
 
     Examples
     --------
@@ -179,6 +190,15 @@ class FocalLoss(_SingleLabel):
         return f"gamma={self.gamma}"
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss of a batch.
+
+        Parameters
+        ----------
+        logits : torch.Tensor, shape (N, C)
+            Raw model outputs.
+        targets : torch.Tensor, shape (N,)
+            Class indices.
+        """
         logits, targets = self._inputs(logits, targets)
         log_p = F.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
         # (1 - p)^gamma from log_p: -expm1(log_p) = 1 - p without cancellation near p = 1.
@@ -225,6 +245,15 @@ class BinaryFocalLoss(_MultiLabel):
         return f"gamma={self.gamma}"
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss of a batch.
+
+        Parameters
+        ----------
+        logits : torch.Tensor, shape (N, L)
+            Raw model outputs.
+        targets : torch.Tensor, shape (N, L)
+            0/1 (or soft) label targets.
+        """
         logits, targets = self._inputs(logits, targets)
         log_p, log_not_p = F.logsigmoid(logits), F.logsigmoid(-logits)
         positive = -torch.exp(self.gamma * log_not_p) * log_p
@@ -258,6 +287,7 @@ class NCEandRCE(_SingleLabel):
         The authors' code clamps the one-hot at 1e-4, i.e. ``A = log(1e-4) ≈ -9.21``: only a
         rescaling of ``beta``.
     reduction : {"mean", "sum", "none"}, optional
+        ``mean``, ``sum`` or ``none`` (one loss per sample).
 
     Examples
     --------
@@ -284,6 +314,15 @@ class NCEandRCE(_SingleLabel):
         return f"n_classes={self.n_classes}, alpha={self.alpha}, beta={self.beta}, log_zero={self.log_zero}"
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss of a batch.
+
+        Parameters
+        ----------
+        logits : torch.Tensor, shape (N, C)
+            Raw model outputs.
+        targets : torch.Tensor, shape (N,)
+            Class indices.
+        """
         logits, targets = self._inputs(logits, targets)
         if logits.shape[1] != self.n_classes:
             raise ValueError(f"logits have {logits.shape[1]} columns for n_classes={self.n_classes}")
@@ -332,6 +371,15 @@ class WeightedBCEWithLogits(_MultiLabel):
         return f"label_smoothing={self.label_smoothing}, thresh={self.thresh}"
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss of a batch.
+
+        Parameters
+        ----------
+        logits : torch.Tensor, shape (N, L)
+            Raw model outputs.
+        targets : torch.Tensor, shape (N, L)
+            0/1 (or soft) label targets.
+        """
         logits, targets = self._inputs(logits, targets)
         if self.label_smoothing:
             targets = targets * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
@@ -401,6 +449,7 @@ def make_loss(
     n_classes : int
         Number of model outputs (classes or labels); weights must have this length.
     multi_label : bool
+        One sigmoid output per label instead of a softmax over classes.
     class_weights : array_like of float, shape (n_classes,), optional
         Single-label per-class weights.
     pos_weight : array_like of float, shape (n_classes,), optional

@@ -54,6 +54,7 @@ def fastai_metrics(n_classes: int, multi_label: bool) -> list:
     n_classes : int
         Number of model outputs (classes or labels).
     multi_label : bool
+        Metrics of sigmoid outputs with a 0/1 target matrix, instead of single-label ones.
 
     Returns
     -------

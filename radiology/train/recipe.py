@@ -59,6 +59,14 @@ def load_items(config: TrainConfig, *, progress: bool = True):
     Rows whose (single-label) label is empty are unlabeled: they are left out with a logged
     warning giving their count. Nothing but the table (and DICOM headers, for UIDs) is read.
 
+    Parameters
+    ----------
+    config : TrainConfig
+        Names the data: ``csv`` with ``root``, ``image_cols``, ``label_cols`` and ``group_col``, or
+        ``folder``.
+    progress : bool
+        Show a progress bar while DICOM files are indexed by UID (image values that are UIDs).
+
     Raises
     ------
     ValueError
@@ -187,6 +195,7 @@ def train(config: TrainConfig, *, progress: bool = True):
     Parameters
     ----------
     config : TrainConfig
+        All settings of the run, validated when it was built.
     progress : bool
         fastai progress bars.
 
