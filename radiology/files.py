@@ -9,6 +9,7 @@ other input is read as DICOM and reports itself when it is not one.
 - :func:`find_files`: every regular file below a folder (hidden names and link loops handled).
 - :func:`is_input`, :func:`find_inputs`: the files among them that commands read.
 - :func:`is_image_file`: image (PNG, JPEG, NPY, TIFF, BMP) rather than DICOM.
+- :func:`shard_of`: which of N array jobs takes an input (``convert`` and ``predict --shard``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 __all__ = ["DICOM_SUFFIXES", "IMAGE_SUFFIXES", "NOT_INPUT_SUFFIXES", "find_files", "find_inputs", "is_input",
-           "is_image_file"]
+           "is_image_file",
+           "shard_of"]
 
 #: File-name suffixes that mark DICOM files (kept or replaced in output names; a DICOM needs none).
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic", ".ima"})
@@ -168,3 +170,39 @@ def _walk(root: Path, pattern: str, excluded: set[str], hidden: bool, follow_lin
         for name in files:
             if (hidden or not name.startswith(".")) and Path(name).match(pattern):
                 yield here / name
+
+
+def shard_of(text: str, count: int) -> int:
+    """The shard (``0 <= shard < count``) of an input id: stable by the id alone.
+
+    The same id lands in the same shard on every machine and run (SHA-256 of the id in
+    lower case), so shard jobs need not talk to each other: ``convert --shard`` shards
+    output paths with it, ``predict --shard`` input ids.
+
+    Parameters
+    ----------
+    text : str
+        An input id (:attr:`radiology.predict.PredictionInputs.ids`) or a conversion's output path.
+    count : int
+        Number of shards.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ValueError
+        ``count`` is not a positive integer.
+
+    Examples
+    --------
+    >>> shard_of("a.dcm", 4), shard_of("A.DCM", 4), shard_of("a.dcm", 1)
+    (3, 3, 0)
+    """
+    if not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be a positive integer, got {count!r}")
+    import hashlib
+
+    digest = hashlib.sha256(str(text).lower().encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") % count

@@ -21,9 +21,10 @@ from dataclasses import replace
 from radiology.convert.options import ConvertOptions
 from radiology.convert.report import REPORT_NAME, ConversionReport, _csv, _previous_rows, _report_name, _row
 from radiology.convert.sources import _sources
-from radiology.convert.stores import _Claims, _FsspecStore, _is_url, _local, _LocalStore, _renamed, _shard_key
+from radiology.convert.stores import _Claims, _FsspecStore, _is_url, _local, _LocalStore, _renamed
 from radiology.convert.workers import _Context, _Job, _run_executor, _run_isolated
 from radiology.dicom.metadata import hashed_name
+from radiology.files import shard_of
 from radiology.naming import display_name, output_name
 
 __all__ = ["convert_folder"]
@@ -181,7 +182,7 @@ def _convert_all(paths, root, passed, store, options, pipeline, *, workers, skip
         note = ""
         if options.naming == "path":
             output = output_name(named, options.extension)
-            if shard is not None and _shard_key(output) % shard[1] != shard[0]:
+            if shard is not None and shard_of(output, shard[1]) != shard[0]:
                 continue
             reason = claims.clash(output)
             if reason is not None:
@@ -198,14 +199,14 @@ def _convert_all(paths, root, passed, store, options, pipeline, *, workers, skip
             if skip_existing and resumed(output):
                 jobs.append(_Job(index, path, label, output, header_only=True))
                 continue
-        elif shard is not None and _shard_key(relative) % shard[1] != shard[0]:
+        elif shard is not None and shard_of(relative, shard[1]) != shard[0]:
             continue
         jobs.append(_Job(index, path, label, output))
         if note:
             rows[index] = {"note": note}  # completed when the job settles
     for index, (path, reason) in enumerate(passed, start=len(paths)):
         relative = posixpath.relpath(path, root) if _is_url(root) else os.path.relpath(path, root)
-        if shard is None or _shard_key(relative) % shard[1] == shard[0]:
+        if shard is None or shard_of(relative, shard[1]) == shard[0]:
             rows[index] = _row(display_name(_named(relative, options)), "skipped", reason)
 
     uid_claims: dict[str, str] = {}

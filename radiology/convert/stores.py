@@ -12,7 +12,6 @@ Private to :mod:`radiology.convert`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import socket
@@ -224,6 +223,3 @@ def _renamed(output: str, claims: _Claims) -> str | None:
             return None
     return None
 
-
-def _shard_key(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.lower().encode("utf-8", "surrogateescape")).digest()[:8], "big")

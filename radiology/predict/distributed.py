@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from radiology.predict.inputs import PredictionInputs
+from radiology.predict.table import _check_views, _with_shard_columns, predict_table
 
 __all__ = ["predict_distributed"]
 
@@ -44,8 +45,6 @@ def _worker_model(folders: tuple[str, ...], backend: str, tta: bool):
 def _predict_part(folders: tuple[str, ...], backend: str, tta: bool, batch_size: int,
                   inputs: PredictionInputs) -> pd.DataFrame:
     """One task: a batch of inputs predicted on a worker (its table)."""
-    from radiology.predict.table import predict_table
-
     return predict_table(_worker_model(folders, backend, tta), inputs, batch_size=batch_size, progress=False)
 
 
@@ -138,10 +137,7 @@ def predict_distributed(
     # the classes known for the error rows of a failed batch, before any task is sent.
     model = Ensemble([load_bundle(f, backend=backend) for f in folders], tta=tta)
     classes = model.classes
-    if model.views and len(model.views) > 1:
-        if any(s is not None and len(s) != len(model.views) for s in inputs.sources):
-            raise ValueError(f"the model takes {len(model.views)} views ({', '.join(model.views)}); "
-                             f"give as many image columns")
+    _check_views(model, inputs)
     if hasattr(executor, "get_executor"):  # a dask.distributed.Client
         executor = executor.get_executor()
     if not isinstance(executor, Executor) and not hasattr(executor, "submit"):
@@ -166,7 +162,4 @@ def predict_distributed(
         table = pd.concat(tables, ignore_index=True)[columns]
     else:
         table = pd.DataFrame({c: pd.Series(dtype=float if c.startswith("prob_") else object) for c in columns})
-    if shard is not None:
-        table["shard"] = f"{shard[0]}/{shard[1]}"
-        table["position"] = pd.Series(list(inputs.positions), dtype="int64")
-    return table
+    return _with_shard_columns(table, inputs, shard)

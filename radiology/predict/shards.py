@@ -4,8 +4,8 @@ An array job runs ``radiology predict ... --shard I/N`` once per ``I`` (each wri
 table, e.g. ``preds.shard-I-of-N.csv``); ``radiology predict merge SHARD.csv... --out OUT``
 joins them into the table one run over every input would have written, in the input order.
 
-- :func:`shard_of`: the shard of an input id (a hash of the id, stable across machines,
-  runs and Python versions; the hash convert's ``--shard`` uses for paths).
+- :func:`shard_of` (:func:`radiology.files.shard_of`): the shard of an input id (a hash of
+  the id, stable across machines, runs and Python versions; convert's ``--shard`` uses it too).
 - :func:`shard_inputs`: the inputs of one shard, with their places among all inputs.
 - :func:`merge_tables`: shard tables (from :func:`~radiology.predict.predict_table` with
   ``shard=``) back into one table, refusing a duplicated, missing or foreign shard.
@@ -13,11 +13,11 @@ joins them into the table one run over every input would have written, in the in
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import pandas as pd
 
+from radiology.files import shard_of  # re-exported: the one shard rule of convert and predict
 from radiology.predict.inputs import PredictionInputs
 
 __all__ = ["SHARD_COLUMNS", "shard_of", "shard_inputs", "merge_tables"]
@@ -31,40 +31,6 @@ def _check_shard(index: int, count: int) -> None:
         raise ValueError(f"count must be a positive integer, got {count!r}")
     if not isinstance(index, int) or not 0 <= index < count:
         raise ValueError(f"index must be in 0..{count - 1}, got {index!r}")
-
-
-def shard_of(text: str, count: int) -> int:
-    """The shard (``0 <= shard < count``) of an input id: stable by the id alone.
-
-    The same id lands in the same shard on every machine and run (SHA-256 of the id in
-    lower case, as convert's ``--shard`` does with paths), so shard jobs need not talk to
-    each other.
-
-    Parameters
-    ----------
-    text : str
-        An input id (:attr:`PredictionInputs.ids`).
-    count : int
-        Number of shards.
-
-    Returns
-    -------
-    int
-
-    Raises
-    ------
-    ValueError
-        ``count`` is not a positive integer.
-
-    Examples
-    --------
-    >>> shard_of("a.dcm", 4), shard_of("A.DCM", 4), shard_of("a.dcm", 1)
-    (3, 3, 0)
-    """
-    if not isinstance(count, int) or count < 1:
-        raise ValueError(f"count must be a positive integer, got {count!r}")
-    digest = hashlib.sha256(str(text).lower().encode("utf-8", "surrogateescape")).digest()
-    return int.from_bytes(digest[:8], "big") % count
 
 
 def shard_inputs(inputs: PredictionInputs, index: int, count: int) -> PredictionInputs:

@@ -57,11 +57,7 @@ def predict_table(
         inputs = shard_inputs(inputs, *shard)
     ensemble = model if isinstance(model, Ensemble) else Ensemble([model])
     classes = ensemble.classes
-    if ensemble.views and len(ensemble.views) > 1:
-        bad = [s for s in inputs.sources if s is not None and len(s) != len(ensemble.views)]
-        if bad:
-            raise ValueError(f"the model takes {len(ensemble.views)} views ({', '.join(ensemble.views)}); "
-                             f"give as many image columns")
+    _check_views(ensemble, inputs)
     n = len(inputs.ids)
     probs = np.full((n, len(classes)), np.nan)
     errors = list(inputs.errors)
@@ -93,9 +89,21 @@ def predict_table(
     for index, name in enumerate(classes):
         table[f"prob_{name}"] = np.where(ok, probs[:, index], np.nan)
     table["error"] = errors
+    return _with_shard_columns(table, inputs, shard)
+
+
+def _check_views(ensemble: Ensemble, inputs: PredictionInputs) -> None:
+    """Refuse inputs with another number of views than a multi-view model takes (before any work)."""
+    views = ensemble.views
+    if views and len(views) > 1 and any(s is not None and len(s) != len(views) for s in inputs.sources):
+        raise ValueError(f"the model takes {len(views)} views ({', '.join(views)}); give as many image columns")
+
+
+def _with_shard_columns(table: pd.DataFrame, inputs: PredictionInputs, shard: tuple[int, int] | None) -> pd.DataFrame:
+    """A shard's table gets its shard (``"I/N"``) and each row's place among all inputs (what merging joins by)."""
     if shard is not None:
         table["shard"] = f"{shard[0]}/{shard[1]}"
-        table["position"] = list(inputs.positions)
+        table["position"] = pd.Series(list(inputs.positions), dtype="int64", index=table.index)
     return table
 
 
