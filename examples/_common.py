@@ -3,6 +3,12 @@
 The scripts are run as ``python examples/NAME.py``, so this folder is on ``sys.path`` and they
 import from here with ``from _common import ...``. Each helper keeps the behaviour the scripts
 had when this code was repeated in every one of them.
+
+The way in is the public data set as its publisher ships it: ``--data PATH``
+(:func:`add_data_arguments`, :func:`data_root`). ``--quick`` without ``--data`` writes a miniature
+of that layout from synthetic phantoms under ``OUT/miniature`` (``_miniature.py``) and runs the
+same code on it, so it needs nothing but a clone of the repository; ``--quick --data PATH`` is a
+small subset of the real data. A ``--data`` folder is only read, never written to.
 """
 
 from __future__ import annotations
@@ -26,19 +32,6 @@ from radiology.evaluate import evaluate_predictions  # noqa: E402
 from radiology.models import load_bundle  # noqa: E402
 from radiology.predict import predict_table, prediction_inputs  # noqa: E402
 from radiology.train import TrainConfig, train  # noqa: E402
-
-
-def shared_data() -> Path:
-    """The folder of shared data sets.
-
-    Returns
-    -------
-    Path
-        ``$RADIOLOGY_SHARED_DATA`` when set (as in the tests), else ``../shared/data`` beside the
-        repository. Read at each call, so a changed environment variable is seen.
-    """
-    default = Path(__file__).resolve().parents[2] / "shared" / "data"
-    return Path(os.environ.get("RADIOLOGY_SHARED_DATA", default))
 
 
 def new_parser(description: str | None) -> argparse.ArgumentParser:
@@ -173,37 +166,137 @@ def fmt(value, *, nan_as_na: bool = False) -> str:
     return f"{value:.3f}"
 
 
-def labels_root(args: argparse.Namespace, quick_folder: str) -> Path | None:
-    """The data folder (one holding ``labels.csv``) of a run, checked.
+SYNTHETIC_NOTE = ("quick mode: a miniature of the publisher's layout made of SYNTHETIC phantoms "
+                  "(radiology.synthetic), not patients: the numbers below mean nothing")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, *, layout: str, out: str,
+                       quick_help: str | None = None) -> None:
+    """Add ``--data``, ``--out`` and ``--quick``, in that order.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser to extend.
+    layout : str
+        What ``--data`` is, for its help, e.g. ``"the chest_xray folder of Kermany et al."``.
+    out : str
+        The default output folder.
+    quick_help : str, optional
+        Help of ``--quick`` (default: small, fast run; synthetic miniature without ``--data``).
+    """
+    parser.add_argument("--data", type=Path, metavar="PATH", help=f"{layout} (only read, never written to)")
+    parser.add_argument("--out", type=Path, default=Path(out), help="output folder")
+    parser.add_argument("--quick", action="store_true",
+                        help=quick_help or "small, fast run (CI): a subset of --data, or without --data a "
+                                           "miniature of the layout made of SYNTHETIC phantoms")
+
+
+def is_synthetic(args: argparse.Namespace) -> bool:
+    """Whether the run is on a synthetic miniature (``--quick`` without ``--data``).
 
     Parameters
     ----------
     args : argparse.Namespace
-        The parsed command line (``root`` and ``quick``).
-    quick_folder : str
-        The folder below the shared data used by ``--quick`` without ROOT, e.g. ``"fundus/odir"``.
+        The parsed command line (``quick`` and ``data``).
 
     Returns
     -------
-    Path or None
-        The folder; ``None`` when ``--quick`` finds no ``labels.csv`` there (``skipped: ...`` is
-        printed and the example should exit 0).
+    bool
+        ``True`` for ``--quick`` without ``--data``.
+    """
+    return bool(args.quick and args.data is None)
+
+
+def data_root(args: argparse.Namespace, write_miniature, *, what: str) -> Path:
+    """The data folder of a run: ``--data``, or with ``--quick`` alone a synthetic miniature.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (``data``, ``quick``, ``out`` and ``seed``; see
+        :func:`add_data_arguments`).
+    write_miniature : callable
+        ``write_miniature(folder, seed=...) -> Path``: writes a miniature of the publisher's
+        layout into ``folder`` (created) and returns the folder ``--data`` would name.
+    what : str
+        The data set, for the messages, e.g. ``"the Kermany et al. chest_xray folder"``.
+
+    Returns
+    -------
+    Path
+        ``--data`` as given (checked to be a folder; its layout is the caller's to check), or
+        the miniature written under ``OUT/miniature`` (a note that its numbers mean nothing is
+        printed).
 
     Raises
     ------
     SystemExit
-        Without ROOT and ``--quick``, or when ROOT has no ``labels.csv``.
+        Without ``--data`` and ``--quick``, when ``--data`` is not a folder, or when ``--out``
+        lies inside it.
     """
-    root = args.root or (shared_data().joinpath(*quick_folder.split("/")) if args.quick else None)
-    if root is None:
-        raise SystemExit(f"give ROOT (a folder with labels.csv), or --quick for ../shared/data/{quick_folder}")
-    labels_csv = root / "labels.csv"
-    if not labels_csv.is_file():
-        if args.quick:
-            print(f"skipped: {shown(labels_csv)} not found")
-            return None
-        raise SystemExit(f"{labels_csv}: not found")
-    return root
+    if args.data is not None:
+        if not args.data.is_dir():
+            raise SystemExit(f"--data {args.data}: not a folder (expected {what})")
+        if args.out.resolve().is_relative_to(args.data.resolve()):
+            raise SystemExit(f"--out {args.out} lies inside --data {args.data}: the data is only read, "
+                             "give an --out elsewhere")
+        return args.data
+    if not args.quick:
+        raise SystemExit(f"give --data PATH ({what}), or --quick for a run on a synthetic miniature")
+    print(SYNTHETIC_NOTE)
+    return Path(write_miniature(args.out / "miniature", seed=args.seed))
+
+
+def held_out_table(args: argparse.Namespace, table: pd.DataFrame, root: Path, *, image: str, label: str,
+                   patient: str, quick: dict, quick_images: int) -> tuple[Path, dict]:
+    """One label per image from a table: split test patients off, train, predict and score them.
+
+    Writes to ``args.out``: ``train.csv``, ``test.csv`` (no patient groups), ``bundle/``,
+    ``predictions.csv`` and ``test_evaluation/``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line (``out``, ``quick``, ``quiet``, ``seed``, ``test_fraction``,
+        ``workers`` and the options of :func:`train_settings`).
+    table : pandas.DataFrame
+        One row per image: ``image`` (relative to ``root``), ``label`` and ``patient`` (any ids:
+        they are replaced by opaque groups before anything is written).
+    root : Path
+        The folder the image paths are relative to (only read).
+    image, label, patient : str
+        The columns of ``table``.
+    quick : dict
+        The ``TrainConfig`` settings of ``--quick``.
+    quick_images : int
+        About how many images ``--quick`` keeps (whole patients).
+
+    Returns
+    -------
+    tuple
+        ``(out, metrics)``: the output folder and the test metrics.
+    """
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    table = table[[image, label, patient]].reset_index(drop=True)
+    table[patient] = anonymous_groups(table[patient])
+    items = from_csv(table, root, image, label, group_col=patient, progress=not args.quiet)
+    if args.quick:
+        table, items = quick_subset(table, items, quick_images, args.seed, "images (whole patients)", quick)
+
+    # The test patients are split off BEFORE training: the model never sees them.
+    rest, test, train_csv, test_csv = write_test_split(table, items.targets, items.groups, out, [image, label],
+                                                       test_fraction=args.test_fraction, seed=args.seed)
+    print(f"{len(rest)} images for training (patients grouped), {len(test)} held-out test images "
+          f"from {len(set(items.groups[test]))} other patients")
+
+    config = TrainConfig(csv=train_csv, root=root, image_cols=image, label_cols=label, group_col=patient,
+                         out=out / "bundle", overwrite=True, seed=args.seed,
+                         **train_settings(args, quick))
+    _, _, metrics = train_predict_evaluate(config, test_csv, root, out, image_cols=image, label_cols=label,
+                                           quiet=args.quiet)
+    return out, metrics
 
 
 def set_threads(args: argparse.Namespace) -> None:
@@ -333,7 +426,8 @@ def train_predict_evaluate(config: TrainConfig, test_csv: Path, root: Path, out:
     """
     result = train(config, progress=not quiet)
     bundle = load_bundle(result.bundle)
-    predictions = predict_table(bundle, prediction_inputs(test_csv, root=root, image_cols=image_cols),
+    predictions = predict_table(bundle, prediction_inputs(test_csv, root=root, image_cols=image_cols,
+                                                          progress=not quiet),
                                 progress=not quiet)
     predictions.to_csv(out / "predictions.csv", index=False)
     metrics = evaluate_predictions(predictions, test_csv, image_cols=image_cols, label_cols=label_cols,
@@ -359,85 +453,3 @@ def elapsed(started: float) -> str:
     return f"[{time.time() - started:.0f} s]"
 
 
-def labels_parser(description: str | None, quick_folder: str, out: str, quick_size: int) -> argparse.ArgumentParser:
-    """The command line of an example on a folder with ``labels.csv``.
-
-    Parameters
-    ----------
-    description : str or None
-        The example's module docstring.
-    quick_folder : str
-        The folder below ``../shared/data`` that ``--quick`` uses without ROOT.
-    out : str
-        The default output folder.
-    quick_size : int
-        The input side of ``--quick``, for the help of ``--size``.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-        ROOT, ``--out``, ``--quick``, the training options and the run options.
-    """
-    parser = new_parser(description)
-    parser.add_argument("root", type=Path, nargs="?", help="folder with labels.csv (default with --quick: "
-                                                           f"../shared/data/{quick_folder})")
-    parser.add_argument("--out", type=Path, default=Path(out), help="output folder")
-    parser.add_argument("--quick", action="store_true", help="small, fast run on a subset (CI)")
-    add_training_arguments(parser, epochs_help="fine-tuning epochs (default: 5, quick: 1)",
-                           size_help=f"input side in pixels (default: 224, quick: {quick_size})")
-    add_run_arguments(parser)
-    return parser
-
-
-def held_out_classification(args: argparse.Namespace, *, image: str, label: str, patient: str, quick: dict,
-                            quick_images: int, quick_folder: str) -> tuple[Path, dict, float] | None:
-    """One label per image from ``ROOT/labels.csv``: split test patients off, train, predict and score them.
-
-    Writes to ``args.out``: ``train.csv``, ``test.csv`` (no patient groups), ``bundle/``,
-    ``predictions.csv`` and ``test_evaluation/``.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The command line of ``labels_parser``.
-    image, label, patient : str
-        The columns of ``labels.csv``.
-    quick : dict
-        The ``TrainConfig`` settings of ``--quick``.
-    quick_images : int
-        About how many images ``--quick`` keeps (whole patients).
-    quick_folder : str
-        The folder below ``../shared/data`` that ``--quick`` uses without ROOT.
-
-    Returns
-    -------
-    tuple or None
-        ``(out, metrics, started)``: the output folder, the test metrics and the start time;
-        ``None`` when ``--quick`` found no data (skipped).
-    """
-    root = labels_root(args, quick_folder)
-    if root is None:
-        return None
-    set_threads(args)
-    started = time.time()
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-
-    table = pd.read_csv(root / "labels.csv", dtype=str, keep_default_na=False)[[image, label, patient]]
-    table[patient] = anonymous_groups(table[patient])
-    items = from_csv(table, root, image, label, group_col=patient, progress=not args.quiet)
-    if args.quick:
-        table, items = quick_subset(table, items, quick_images, args.seed, "images (whole patients)", quick)
-
-    # The test patients are split off BEFORE training: the model never sees them.
-    rest, test, train_csv, test_csv = write_test_split(table, items.targets, items.groups, out, [image, label],
-                                                       test_fraction=args.test_fraction, seed=args.seed)
-    print(f"{len(rest)} images for training (patients grouped), {len(test)} held-out test images "
-          f"from {len(set(items.groups[test]))} other patients")
-
-    config = TrainConfig(csv=train_csv, root=root, image_cols=image, label_cols=label, group_col=patient,
-                         out=out / "bundle", overwrite=True, seed=args.seed,
-                         **train_settings(args, quick))
-    _, _, metrics = train_predict_evaluate(config, test_csv, root, out, image_cols=image, label_cols=label,
-                                           quiet=args.quiet)
-    return out, metrics, started

@@ -1,12 +1,19 @@
 """Body part from DICOM in the Kaggle UNIFESP layout: held-out score, then a Kaggle submission.
 
-Data layout (the UNIFESP X-ray Body Part Classifier competition)::
+Data: the "UNIFESP X-ray Body Part Classifier Competition" (Kaggle, Universidade Federal de Sao
+Paulo, https://www.kaggle.com/competitions/unifesp-x-ray-body-part-classifier; the competition's
+rules govern the images: research and benchmarking only, do not redistribute). Give its folder,
+as Kaggle ships it, with ``--data`` (only read, never written to)::
 
     ROOT/train/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm
     ROOT/train.csv               SOPInstanceUID,Target   (Target: UNIFESP code 0-21, e.g. 3 = Chest)
     ROOT/test/<...>/<uid>.dcm    optional: the images to submit predictions for
     ROOT/sample_submission.csv   optional: the submission's UIDs and row order
-    ROOT/test_labels.csv         optional: true test targets (SOPInstanceUID,Target), to score the submission
+    ROOT/test_labels.csv         optional (not from Kaggle): true test targets (SOPInstanceUID,Target),
+                                 to score the submission
+
+Patient groups: the DICOM PatientID of each file (the competition's anonymized id), or
+``--patients CSV`` with ``SOPInstanceUID`` and ``patient`` columns.
 
 The DICOMs are read directly (decoded, MONOCHROME1 inverted, percentile-normalized, resized
 and cached by the bundle's pipeline): no PNG conversion is needed. Rows with several targets
@@ -15,10 +22,9 @@ and cached by the bundle's pipeline): no PNG conversion is needed. Rows with sev
 Steps:
 
 1. Held-out estimate: a test set of patients is split off ``train.csv`` first (stratified,
-   grouped by patient: the DICOM PatientID, or ``--patients CSV`` with ``SOPInstanceUID`` and
-   ``patient`` columns); a model is trained on the other patients only (its own validation split
-   is carved from them); it predicts the unseen test patients, scored with accuracy, balanced
-   accuracy and per-class recall (several body parts have only a few images).
+   grouped by patient); a model is trained on the other patients only (its own validation
+   split is carved from them); it predicts the unseen test patients, scored with accuracy,
+   balanced accuracy and per-class recall (several body parts have only a few images).
 2. Submission: a model trained on every labelled image predicts ``ROOT/test`` and writes
    ``OUT/submission.csv`` (``SOPInstanceUID,Target``, the Kaggle format, via
    ``kaggle_submission``), scored against ``test_labels.csv`` when there is one.
@@ -28,15 +34,18 @@ Steps:
 
 Usage::
 
-    python examples/bodypart_unifesp.py ROOT [--out OUT] [--convert]   # full data, CLI defaults (224 px)
-    python examples/bodypart_unifesp.py --quick   # step 1 on ../shared/data/bodypart (249 images, 22 classes,
-                                                  # patients from its labels.csv), steps 2-3 on
-                                                  # ../shared/data/unifesp_layout; 128 px, 1 epoch
+    python examples/bodypart_unifesp.py --data ROOT [--out OUT] [--convert]   # CLI defaults (224 px, 5 epochs)
+    python examples/bodypart_unifesp.py --quick --data ROOT   # the same on at most 240 images, 128 px, 1 epoch
+    python examples/bodypart_unifesp.py --quick               # no data needed: a miniature Kaggle layout
+                                                              # (train/, train.csv, test/, sample_submission.csv)
+                                                              # of SYNTHETIC phantoms, 3 classes (chest, knee,
+                                                              # skull); 64 px. Its numbers mean nothing.
 
-Step 2 with the command line: ``radiology train --csv ROOT/train.csv --root ROOT/train
---image-col SOPInstanceUID --label-col Target --out bundle``, then ``radiology predict bundle
-ROOT/sample_submission.csv --root ROOT/test --image-col SOPInstanceUID --format kaggle
---out submission.csv``.
+``--quick --data ../shared/data/unifesp_layout`` runs on the project's real-radiograph fixture
+(chest and knee only). Step 2 with the command line: ``radiology train --csv ROOT/train.csv
+--root ROOT/train --image-col SOPInstanceUID --label-col Target --out bundle``, then
+``radiology predict bundle ROOT/sample_submission.csv --root ROOT/test --image-col
+SOPInstanceUID --format kaggle --out submission.csv``.
 """
 
 from __future__ import annotations
@@ -44,21 +53,26 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from _common import (
+    add_data_arguments,
     add_run_arguments,
     add_training_arguments,
     anonymous_groups,
+    data_root,
     elapsed,
     fmt,
+    is_synthetic,
     new_parser,
+    patient_subset,
     set_threads,
-    shared_data,
     shown,
     train_predict_evaluate,
     train_settings,
     write_test_split,
 )
+from _miniature import write_unifesp
 
 from radiology.convert import ConvertOptions, convert_folder, render_pipeline
 from radiology.data import dicom_patient_ids, from_csv
@@ -73,19 +87,32 @@ BODY_PARTS = ("Abdomen", "Ankle", "Cervical Spine", "Chest", "Clavicles", "Elbow
               "Hand", "Hip", "Knee", "Lower Leg", "Lumbar Spine", "Others", "Pelvis", "Shoulder", "Sinus", "Skull",
               "Thigh", "Thoracic Spine", "Wrist")
 QUICK = {"size": 128, "epochs": 1, "head_epochs": 10, "workers": 0}
+QUICK_SYNTHETIC = {"size": 64, "epochs": 1, "head_epochs": 2, "workers": 0}
+QUICK_IMAGES = 240  # --quick --data: at most this many labelled images (whole patients)
+LAYOUT = ("the Kaggle UNIFESP folder: train/<Study>/<Series>/<SOP>.dcm, train.csv, "
+          "optional test/ + sample_submission.csv")
+
+
+def check_layout(root: Path) -> None:
+    """Stop with a clear message when ROOT is not in the competition's layout."""
+    missing = [name for name in ("train.csv", "train") if not (root / name).exists()]
+    if missing:
+        raise SystemExit(f"{root}: not the Kaggle UNIFESP layout, {' and '.join(missing)} not found "
+                         f"(expected {LAYOUT})")
+    columns = pd.read_csv(root / "train.csv", nrows=0).columns
+    if UID not in columns or TARGET not in columns:
+        raise SystemExit(f"{root / 'train.csv'}: expected the columns {UID},{TARGET}, found {','.join(columns)}")
 
 
 def build_parser():
     parser = new_parser(__doc__)
-    parser.add_argument("root", type=Path, nargs="?", help="Kaggle UNIFESP folder (train/, train.csv, test/ ...)")
-    parser.add_argument("--out", type=Path, default=Path("out/examples/bodypart"), help="output folder")
-    parser.add_argument("--quick", action="store_true", help="small, fast run on ../shared/data (CI)")
+    add_data_arguments(parser, layout=LAYOUT, out="out/examples/bodypart")
     parser.add_argument("--patients", type=Path, help="CSV with SOPInstanceUID,patient for the grouped split "
                                                       "(default: the DICOM PatientID)")
     parser.add_argument("--no-holdout", action="store_true", help="skip step 1 (the held-out estimate)")
     parser.add_argument("--convert", action="store_true", help="also convert ROOT/train to PNGs (on with --quick)")
     add_training_arguments(parser, epochs_help="fine-tuning epochs (default: 5, quick: 1)",
-                           size_help="input side in pixels (default: 224, quick: 128)",
+                           size_help="input side in pixels (default: 224, quick: 128; synthetic: 64)",
                            test_fraction_help="share of patients held out in step 1")
     add_run_arguments(parser)
     return parser
@@ -106,20 +133,35 @@ def single_target_labels(root: Path) -> pd.DataFrame:
     return labels[~several].reset_index(drop=True)
 
 
-def holdout(root: Path, out: Path, settings: dict, args) -> dict:
-    """Step 1: split test patients off, train on the rest, score the unseen patients."""
-    labels = single_target_labels(root)
-    items = from_csv(labels, root / "train", UID, TARGET, progress=not args.quiet)
+def patient_groups(labels: pd.DataFrame, items, args) -> np.ndarray:
+    """Opaque patient groups: from ``--patients``, else from the DICOM PatientID (never written out)."""
     if args.patients is not None:
         patients = pd.read_csv(args.patients, dtype=str, keep_default_na=False).set_index(UID)["patient"]
         unknown = ~labels[UID].isin(patients.index)
         if unknown.any():
-            raise SystemExit(f"{args.patients}: no patient for {int(unknown.sum())} of the labelled images")
-        groups = anonymous_groups(patients.loc[labels[UID]].to_numpy())
+            raise SystemExit(f"{shown(args.patients)}: no patient for {int(unknown.sum())} of the labelled images")
         print(f"patients from {shown(args.patients)}")
-    else:
-        groups = anonymous_groups(dicom_patient_ids(items.paths))
-        print("patients from the DICOM PatientID")
+        return anonymous_groups(patients.loc[labels[UID]].to_numpy())
+    print("patients from the DICOM PatientID")
+    return anonymous_groups(dicom_patient_ids(items.paths))
+
+
+def labelled(root: Path, args):
+    """``train.csv`` (single targets), its items and patient groups; with ``--quick --data``, at most
+    ``QUICK_IMAGES`` images of whole patients."""
+    labels = single_target_labels(root)
+    items = from_csv(labels, root / "train", UID, TARGET, progress=not args.quiet)
+    groups = patient_groups(labels, items, args)
+    if args.quick and len(labels) > QUICK_IMAGES:
+        keep = patient_subset(items.targets, groups, QUICK_IMAGES, seed=args.seed)
+        print(f"quick mode: {len(keep)} of {len(labels)} labelled images (whole patients)")
+        labels, items, groups = labels.iloc[keep].reset_index(drop=True), items.subset(keep), groups[keep]
+    return labels, items, groups
+
+
+def holdout(root: Path, out: Path, settings: dict, args) -> dict:
+    """Step 1: split test patients off, train on the rest, score the unseen patients."""
+    labels, items, groups = labelled(root, args)
     out.mkdir(parents=True, exist_ok=True)
     # The test patients are split off BEFORE training: the model never sees them.
     rest, test, train_csv, test_csv = write_test_split(labels.assign(patient=groups), items.targets, groups, out,
@@ -135,30 +177,30 @@ def holdout(root: Path, out: Path, settings: dict, args) -> dict:
     recalls = ", ".join(f"{part(code)} {fmt(value)}" for code, value in metrics["recall"].items()
                         if metrics["support"][code])
     print(f"per-class recall on the test patients: {recalls}")
-    print(f"metrics, report, confusion matrix: {out / 'test_evaluation'}")
+    print(f"metrics, report, confusion matrix: {shown(out / 'test_evaluation')}")
     return metrics
 
 
 def submission(root: Path, out: Path, settings: dict, args) -> dict | None:
     """Step 2: train on every labelled image, predict ROOT/test, write submission.csv (scored when possible)."""
     out.mkdir(parents=True, exist_ok=True)
+    labels, _, groups = labelled(root, args)
     labels_csv = out / "train_labels.csv"
-    single_target_labels(root).to_csv(labels_csv, index=False)
-    # No group column: train() groups its validation split by the DICOM PatientID itself.
-    config = TrainConfig(csv=labels_csv, root=root / "train", image_cols=UID, label_cols=TARGET,
+    labels.assign(patient=groups).to_csv(labels_csv, index=False)
+    config = TrainConfig(csv=labels_csv, root=root / "train", image_cols=UID, label_cols=TARGET, group_col="patient",
                          out=out / "bundle", overwrite=True, seed=args.seed, **settings)
     bundle = load_bundle(train(config, progress=not args.quiet).bundle)
 
     sample = root / "sample_submission.csv"
     if sample.is_file():  # its UIDs, in its order, found by their headers below test/
-        inputs = prediction_inputs(sample, root=root / "test", image_cols=UID)
+        inputs = prediction_inputs(sample, root=root / "test", image_cols=UID, progress=not args.quiet)
     else:  # every file below test/ (named <SOPInstanceUID>.dcm in this layout)
-        inputs = prediction_inputs(root / "test")
+        inputs = prediction_inputs(root / "test", progress=not args.quiet)
     table = predict_table(bundle, inputs, progress=not args.quiet)
     failed = int((table["error"] != "").sum())
     result = kaggle_submission(table)
     result.to_csv(out.parent / "submission.csv", index=False)
-    print(f"{len(result)} predictions ({failed} failed) written to {out.parent / 'submission.csv'}")
+    print(f"{len(result)} predictions ({failed} failed) written to {shown(out.parent / 'submission.csv')}")
     truth = root / "test_labels.csv"
     if not truth.is_file():
         return None
@@ -175,60 +217,50 @@ def convert(root: Path, out: Path, workers: int, progress: bool = True) -> None:
     labels = pd.read_csv(root / "train.csv", dtype={UID: str})
     converted = {Path(o).stem for o in report.table.output[report.table.status == "ok"]}
     missing = set(labels[UID]) - converted
-    print(f"{len(labels) - len(missing)}/{len(labels)} labelled images converted to {out / 'train'}")
+    print(f"{len(labels) - len(missing)}/{len(labels)} labelled images converted to {shown(out / 'train')}")
     if missing:
         raise SystemExit(f"not converted: {len(missing)} labelled images, e.g. {sorted(missing)[0]}")
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.root is None and not args.quick:
-        raise SystemExit("give ROOT (a UNIFESP-style folder with train.csv), or --quick for ../shared/data")
-    holdout_root = args.root or shared_data() / "bodypart"
-    submit_root = args.root or shared_data() / "unifesp_layout"
-    if args.quick and args.root is None and args.patients is None:
-        args.patients = holdout_root / "labels.csv"  # this set's patient column
-    needed = [holdout_root / "train.csv", *([args.patients] if args.patients else []), submit_root / "train.csv"]
-    absent = [path for path in dict.fromkeys(needed) if not path.is_file()]
-    if absent and not args.quick:
-        raise SystemExit(f"{absent[0]}: not found")
+    if args.patients is not None and not args.patients.is_file():
+        raise SystemExit(f"--patients {args.patients}: not found")
+    root = data_root(args, write_unifesp, what=LAYOUT)
+    check_layout(root)
     set_threads(args)
-    settings = train_settings(args, QUICK)
+    synthetic = is_synthetic(args)
+    settings = train_settings(args, QUICK_SYNTHETIC if synthetic else QUICK)
     if args.quick:
         print(f"quick mode: {settings['size']} px, {settings['epochs']} fine-tuning epoch")
     started = time.time()
+    kind = "SYNTHETIC phantoms" if synthetic else "images of unseen patients"
     lines = []
 
-    holdout_absent = [path for path in needed[:-1] if path in absent]
-    if args.no_holdout:
-        pass
-    elif holdout_absent:
-        print(f"skipped: {shown(holdout_absent[0])} not found")
-    else:
-        print(f"== step 1: held-out estimate on {shown(holdout_root)}")
-        metrics = holdout(holdout_root, args.out / "holdout", settings, args)
-        lines.append(f"held-out test ({metrics['n']} images of unseen patients, {shown(holdout_root)}): accuracy "
-                     f"{fmt(metrics['accuracy'])}, balanced accuracy {fmt(metrics['balanced_accuracy'])}, "
-                     f"macro F1 {fmt(metrics['macro_f1'])}")
+    if not args.no_holdout:
+        print(f"== step 1: held-out estimate on {shown(root / 'train.csv')}")
+        metrics = holdout(root, args.out / "holdout", settings, args)
+        lines.append(f"held-out test ({metrics['n']} {kind}): accuracy {fmt(metrics['accuracy'])}, "
+                     f"balanced accuracy {fmt(metrics['balanced_accuracy'])}, macro F1 {fmt(metrics['macro_f1'])}")
 
-    if not (submit_root / "train.csv").is_file():
-        print(f"skipped: {shown(submit_root / 'train.csv')} not found")
-    elif not (submit_root / "test").is_dir():
-        print(f"no submission: {shown(submit_root / 'test')} not found")
+    if not (root / "test").is_dir():
+        print(f"no submission: {shown(root / 'test')} not found")
     else:
-        print(f"== step 2: submission for {shown(submit_root / 'test')}")
-        metrics = submission(submit_root, args.out / "submission", settings, args)
+        print(f"== step 2: submission for {shown(root / 'test')}")
+        metrics = submission(root, args.out / "submission", settings, args)
         if metrics is not None:
-            lines.append(f"submission scored against test_labels.csv ({metrics['n']} images, "
+            lines.append(f"submission scored against test_labels.csv ({metrics['n']} {kind}, "
                          f"{metrics['missing']} without prediction): accuracy {fmt(metrics['accuracy'])}, "
                          f"balanced accuracy {fmt(metrics['balanced_accuracy'])}")
 
-    if (args.convert or args.quick) and (submit_root / "train.csv").is_file():
-        print(f"== step 3: PNG conversion of {shown(submit_root / 'train')}")
-        convert(submit_root, args.out / "png", workers=max(1, args.workers), progress=not args.quiet)
+    if args.convert or args.quick:
+        print(f"== step 3: PNG conversion of {shown(root / 'train')}")
+        convert(root, args.out / "png", workers=max(1, args.workers), progress=not args.quiet)
 
     for line in lines:
         print(line)
+    if synthetic:
+        print("(SYNTHETIC phantoms: these numbers say nothing about real radiographs)")
     print(elapsed(started))
     return 0
 

@@ -1,10 +1,17 @@
 """Chest findings, multi-label, in the NIH ChestX-ray14 layout: DenseNet-121, per-label AUC on held-out patients.
 
-Data layout (NIH ChestX-ray14 as distributed: the NIH box folder or the Kaggle copy)::
+Data: NIH ChestX-ray14 of Wang et al., "ChestX-ray8: Hospital-scale Chest X-ray Database and
+Benchmarks on Weakly-Supervised Classification and Localization of Common Thorax Diseases",
+CVPR 2017; distributed by the NIH Clinical Center (https://nihcc.app.box.com/v/ChestXray-NIHCC;
+no restriction on use, cite the paper and acknowledge the NIH Clinical Center) and copied to
+Kaggle (``nih-chest-xrays/data``). ``--data`` is the download as shipped, the images unpacked::
 
     ROOT/Data_Entry_2017.csv   Image Index,Finding Labels,Follow-up #,Patient ID,...
                                (Finding Labels: "A|B" or "No Finding")
     ROOT/images/<Image Index>  the PNGs; or anywhere below ROOT (Kaggle: images_001/images/...)
+
+The patient is ``Patient ID`` (replaced by opaque groups before anything is written); rows
+whose image is not found below ROOT are left out (counted).
 
 "No Finding" is the empty label set (all outputs 0), not a class of its own. The model is a
 ``densenet121`` (the CheXNet backbone) with one sigmoid output per finding; the loss is BCE
@@ -25,13 +32,14 @@ macro AUC. Written to OUT: ``bundle/``, ``predictions.csv``, ``test_evaluation/`
 
 Usage::
 
-    python examples/chest_findings_nih.py ROOT [--out OUT]   # the real set: 224 px, 5 epochs; use a GPU
-    python examples/chest_findings_nih.py --quick            # SYNTHETIC phantoms, CPU-sized
+    python examples/chest_findings_nih.py --data ROOT [--out OUT]   # the real set: 224 px, 5 epochs; use a GPU
+    python examples/chest_findings_nih.py --data ROOT --quick       # a 240-image subset (whole patients), 64 px
+    python examples/chest_findings_nih.py --quick                   # SYNTHETIC miniature (120 images, 3 epochs,
+                                                                    # CPU-sized; CI)
 
-No real chest-findings set is available offline: ``--quick`` writes synthetic phantoms with
-drawn nodules, effusions and enlarged hearts in the NIH layout
-(``radiology.synthetic.write_findings_dataset``) and runs the same code on them. Its numbers
-say nothing about real radiographs.
+``--quick`` alone writes synthetic phantoms with drawn nodules, effusions and enlarged hearts in
+the NIH layout under ``OUT/miniature`` (``radiology.synthetic.write_findings_dataset``) and runs
+the same code on them. Its numbers say nothing about real radiographs.
 """
 
 from __future__ import annotations
@@ -41,10 +49,10 @@ from pathlib import Path
 
 import _common as common
 import pandas as pd
+from _miniature import write_nih
 
 from radiology.data import from_csv
 from radiology.io import IMAGE_SUFFIXES
-from radiology.synthetic import write_findings_dataset
 from radiology.train import TrainConfig
 
 TABLE = "Data_Entry_2017.csv"
@@ -53,16 +61,18 @@ NO_FINDING = "No Finding"
 SYNTHETIC_FINDINGS = ("nodule", "effusion", "cardiomegaly")
 QUICK = {"size": 64, "epochs": 8, "workers": 0, "batch_size": 32}
 QUICK_IMAGES = 240
+# --quick without --data: a smaller miniature, fewer epochs (densenet121 from scratch is slow on a CPU).
+QUICK_SYNTHETIC = {"size": 64, "epochs": 3, "workers": 0, "batch_size": 32}
+MINIATURE_IMAGES = 120
+WHAT = f"NIH ChestX-ray14 as shipped: a folder with {TABLE} and the images below it"
 
 
 def build_parser():
     parser = common.new_parser(__doc__)
-    parser.add_argument("root", type=Path, nargs="?", help=f"folder with {TABLE} and the images")
-    parser.add_argument("--out", type=Path, default=Path("out/examples/chest_findings"), help="output folder")
-    parser.add_argument("--quick", action="store_true", help="small, fast run on SYNTHETIC phantoms (CI)")
+    common.add_data_arguments(parser, layout=WHAT, out="out/examples/chest_findings")
     parser.add_argument("--arch", default="densenet121", help="timm backbone (default densenet121)")
     parser.add_argument("--pretrained", default="none", help="none (default) | PATH | imagenet (needs the timm hub)")
-    common.add_training_arguments(parser, epochs_help="training epochs (default: 5, quick: 8)",
+    common.add_training_arguments(parser, epochs_help="training epochs (default: 5, quick: 8, synthetic quick: 3)",
                                   size_help="input side in pixels (default: 224, quick: 64)")
     parser.add_argument("--batch-size", type=int, help="batch size (default 32)")
     common.add_run_arguments(parser)
@@ -86,19 +96,15 @@ def show(value) -> str:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     out = args.out
-    if args.quick and args.root is None:
-        out.mkdir(parents=True, exist_ok=True)
-        print(f"quick mode: SYNTHETIC phantoms, not patients ({QUICK_IMAGES} images with "
-              f"{', '.join(SYNTHETIC_FINDINGS)} drawn in; radiology.synthetic), {QUICK['size']} px, "
-              f"{QUICK['epochs']} epochs. The numbers below say nothing about real radiographs.")
-        root = write_findings_dataset(out / "synthetic", QUICK_IMAGES, findings=SYNTHETIC_FINDINGS, fmt="png",
-                                      seed=args.seed + 1).parent
-    elif args.root is None:
-        raise SystemExit(f"give ROOT (a folder with {TABLE}), or --quick for a synthetic run")
-    else:
-        root = args.root
+    synthetic = common.is_synthetic(args)
+    quick = QUICK_SYNTHETIC if synthetic else QUICK
+    root = common.data_root(args, lambda folder, seed: write_nih(folder, seed, count=MINIATURE_IMAGES,
+                                                                 findings=SYNTHETIC_FINDINGS), what=WHAT)
+    if synthetic:
+        print(f"{MINIATURE_IMAGES} phantoms with {', '.join(SYNTHETIC_FINDINGS)} drawn in, {quick['size']} px, "
+              f"{quick['epochs']} epochs")
     if not (root / TABLE).is_file():
-        raise SystemExit(f"{root / TABLE}: not found")
+        raise SystemExit(f"--data {root}: {TABLE} not found (expected {WHAT})")
     common.set_threads(args)
     started = time.time()
     out.mkdir(parents=True, exist_ok=True)
@@ -112,11 +118,13 @@ def main(argv=None) -> int:
     })
     missing = data["file"].isna()
     if missing.all():
-        raise SystemExit(f"{root}: none of the {len(data)} images of {TABLE} found below it")
+        raise SystemExit(f"--data {root}: none of the {len(data)} images of {TABLE} found below it")
     if missing.any():
-        print(f"{int(missing.sum())} of {len(data)} images of {TABLE} not found below {root}: left out")
+        print(f"{int(missing.sum())} of {len(data)} images of {TABLE} not found below --data: left out")
         data = data[~missing].reset_index(drop=True)
     items = from_csv(data, root, "file", "findings", multi_label=True, group_col="patient", progress=not args.quiet)
+    if args.quick and not synthetic:
+        data, items = common.quick_subset(data, items, QUICK_IMAGES, args.seed, "images (whole patients)", QUICK)
     counts = {name: int(n) for name, n in zip(items.classes, items.targets.sum(axis=0))}
     print(f"{len(items)} images, {len(set(items.groups))} patients, {int((items.targets.sum(1) == 0).sum())} "
           f"without a finding; positives per finding: {counts}")
@@ -128,7 +136,7 @@ def main(argv=None) -> int:
     print(f"{len(rest)} images for training, {len(test)} held-out test images from "
           f"{len(set(items.groups[test]))} other patients")
 
-    settings = common.train_settings(args, QUICK, keys=("epochs", "size", "batch_size"))
+    settings = common.train_settings(args, quick, keys=("epochs", "size", "batch_size"))
     pretrained = None if args.pretrained.lower() == "none" else args.pretrained
     if pretrained is None:
         # From scratch: no head-only phase on random features, and the backbone learns at the head's rate.
@@ -146,8 +154,8 @@ def main(argv=None) -> int:
     for name, threshold in zip(bundle.classes, bundle.thresholds):
         print(f"{name:<14} {metrics['support'][name]:9d}  {show(metrics['auc'][name]):>5}  "
               f"{show(metrics['f1'][name]):>5}  {threshold:9.2f}")
-    print(f"metrics, report and ROC curves: {out / 'test_evaluation'}")
-    kind = "SYNTHETIC phantoms" if args.quick and args.root is None else "images of unseen patients"
+    print(f"metrics, report and ROC curves: {common.shown(out / 'test_evaluation')}")
+    kind = "SYNTHETIC phantoms: the numbers mean nothing" if synthetic else "images of unseen patients"
     print(f"held-out test ({metrics['n']} {kind}): macro AUC {show(metrics['macro_auc'])}, "
           f"micro F1 {show(metrics['micro_f1'])} {common.elapsed(started)}")
     return 0

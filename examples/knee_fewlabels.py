@@ -1,19 +1,29 @@
 """Knee radiographs from DICOM with heavy imbalance and few labels: self-supervised pretraining →
 fine-tune → FixMatch → GradCAM, scored on held-out patients.
 
-Data (``../shared/data/knee`` layout)::
+Data: the knee KL-grade set of Chen et al., "Fully automatic knee osteoarthritis severity
+grading using deep neural networks with a novel ordinal loss", Computerized Medical Imaging
+and Graphics 75, 2019; published as "Knee Osteoarthritis Severity Grading Dataset", Mendeley
+Data, doi:10.17632/56rmx5bjcr.1 (licence CC BY 4.0), made from Osteoarthritis Initiative (OAI)
+radiographs. ``--data`` is the unpacked download as shipped (or any folder above it, e.g.
+``kneeKL224``)::
 
-    ROOT/kl_grades/labels.csv      file,kl_grade,patient,...   (knee-joint crops, KL grades 0-4)
-    ROOT/kl_grades/images/...      the crops (PNG)
-    ROOT/radiographs/*.jpg         whole knee radiographs, no labels
-    ROOT/svm_model.npy             knee-joint localizer weights
+    ROOT/{train,val,test}/{0,1,2,3,4}/*.png    knee-joint crops, the folder is the KL grade
+
+A file name is the participant id and the side (``9003175L.png``): the participant is the
+leading digits, so both knees of a participant stay on one side of every split. The
+publisher's split is not used: test and labeled patients are drawn again, grouped by
+participant (the task below thins the classes first). Optional, for step 2:
+``--radiographs DIR`` (whole knee radiographs, any image files) with ``--localizer
+svm_model.npy`` (the HOG + SVM knee localizer weights).
 
 Steps:
 
 1. The archive as a hospital has it: every image is wrapped as a DICOM file (CR, real pixels,
    no patient data) in ``OUT/archive``; everything below reads DICOM.
-2. Knee localization: the whole radiographs go through a pipeline with a ``knee_crop`` step
-   (HOG + linear SVM localizer) and their joint crops join the unlabeled pool.
+2. Knee localization (only with ``--radiographs`` and ``--localizer``): the whole radiographs
+   go through a pipeline with a ``knee_crop`` step (HOG + linear SVM localizer) and their
+   joint crops join the unlabeled pool.
 3. The task: severe osteoarthritis (KL >= 3) against the rest, made as imbalanced as in
    practice (about 1 positive in 8), and few labels: 15 % of the training patients keep their
    label, the rest of their images are unlabeled. Test patients are split off FIRST.
@@ -32,25 +42,44 @@ The KL grade is hard and the labeled set tiny: the pipeline, not the grade, is t
 
 Usage::
 
-    python examples/knee_fewlabels.py [ROOT] [--out OUT]   # full: 224 px, 5 epochs
-    python examples/knee_fewlabels.py --quick              # ../shared/data/knee, 240 crops, 64 px (CI)
+    python examples/knee_fewlabels.py --data ROOT [--out OUT]   # full: 224 px, 5 epochs
+    python examples/knee_fewlabels.py --data ROOT --quick       # about 240 crops, 64 px
+    python examples/knee_fewlabels.py --quick                   # SYNTHETIC miniature of the layout (CI):
+                                                                # numbers mean nothing
+    ... --radiographs DIR --localizer svm_model.npy             # adds step 2
+
+``OUT`` is rebuilt at each run: the archive file names are opaque (``kl/knee00012.dcm``), so
+no participant id reaches an output.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import add_run_arguments, anonymous_groups, elapsed, fmt, new_parser, set_threads, shared_data
+from _common import (
+    add_data_arguments,
+    add_run_arguments,
+    anonymous_groups,
+    data_root,
+    elapsed,
+    fmt,
+    is_synthetic,
+    new_parser,
+    set_threads,
+    shown,
+)
 from _common import train_predict_evaluate as train_and_score
+from _miniature import write_oai_kl
 
 from radiology.data import train_valid_split
 from radiology.explain import explain_inputs
 from radiology.geometry import KneeLocalizer
-from radiology.io import read_image, write_image
+from radiology.io import IMAGE_SUFFIXES, read_image, write_image
 from radiology.pipeline import KneeCrop, Percentile, Pipeline
 from radiology.ssl import pretrain
 from radiology.synthetic import write_phantom_dicom
@@ -60,17 +89,61 @@ QUICK = {"size": 64, "epochs": 1, "head_epochs": 4, "ssl_epochs": 1, "crops": 24
 FULL = {"size": 224, "epochs": 5, "head_epochs": 20, "ssl_epochs": 20, "crops": None, "radiographs": None}
 POSITIVE_SHARE = 0.125  # about 1 in 8: severe OA among knees seen in practice
 LABELED_SHARE = 0.15
+SPLITS, GRADES = ("train", "val", "test"), ("0", "1", "2", "3", "4")
+WHAT = "the Chen et al. knee KL download: a folder with {train,val,test}/{0,1,2,3,4}/*.png"
+OWN_FOLDERS = ("miniature", "archive", "unlabeled", "fine_tune", "fine_tune_FixMatch", "gradcam")
+_PARTICIPANT = re.compile(r"^(\d+)")
 
 
 def build_parser():
     parser = new_parser(__doc__)
-    parser.add_argument("root", type=Path, nargs="?", help="knee data folder (default with --quick: "
-                                                           "../shared/data/knee)")
-    parser.add_argument("--out", type=Path, default=Path("out/examples/knee_fewlabels"), help="output folder")
-    parser.add_argument("--quick", action="store_true", help="small, fast run (CI)")
+    add_data_arguments(parser, layout=WHAT, out="out/examples/knee_fewlabels")
+    parser.add_argument("--radiographs", type=Path, metavar="DIR", help="whole knee radiographs for step 2")
+    parser.add_argument("--localizer", type=Path, metavar="NPY", help="knee localizer weights (svm_model.npy)")
     parser.add_argument("--test-fraction", type=float, default=0.25, help="share of patients held out for testing")
     add_run_arguments(parser)
     return parser
+
+
+def participant_of(name: str) -> str:
+    """The participant of a knee image: the leading digits of its name (``9003175L.png`` → ``9003175``)."""
+    stem = Path(name).stem
+    match = _PARTICIPANT.match(stem)
+    return match.group(1) if match else stem
+
+
+def find_base(root: Path) -> Path | None:
+    """``root``, or the first folder below it (3 levels at most) that holds the split folders."""
+    def holds(folder: Path) -> bool:
+        return any((folder / s / g).is_dir() for s in SPLITS for g in GRADES)
+    if holds(root):
+        return root
+    for depth in ("*", "*/*", "*/*/*"):
+        for folder in sorted(p for p in root.glob(depth) if p.is_dir()):
+            if holds(folder):
+                return folder
+    return None
+
+
+def read_layout(root: Path) -> tuple[Path, pd.DataFrame]:
+    """The knee crops: ``(folder of the splits, table of file, kl_grade, patient, split)``.
+
+    ``file`` is relative to the returned folder. Raises ``SystemExit`` naming what is missing.
+    """
+    base = find_base(root)
+    if base is None:
+        raise SystemExit(f"--data {root}: no {{train,val,test}}/{{0,1,2,3,4}} folders found (expected {WHAT})")
+    rows = [{"file": path.relative_to(base).as_posix(), "kl_grade": int(grade), "patient": participant_of(path.name),
+             "split": split}
+            for split in SPLITS for grade in GRADES if (base / split / grade).is_dir()
+            for path in sorted((base / split / grade).iterdir())
+            if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")]
+    table = pd.DataFrame(rows, columns=["file", "kl_grade", "patient", "split"])
+    if table.empty:
+        raise SystemExit(f"--data {root}: no images in its {{train,val,test}}/{{0,1,2,3,4}} folders")
+    if not (table["kl_grade"] >= 3).any() or not (table["kl_grade"] < 3).any():
+        raise SystemExit(f"--data {root}: the task needs images of grades 0-2 and of grades 3-4")
+    return base, table
 
 
 def to_dicom(image_path: Path, out: Path) -> Path:
@@ -78,55 +151,65 @@ def to_dicom(image_path: Path, out: Path) -> Path:
     return write_phantom_dicom(out, read_image(image_path), bits_stored=12, patient_name="", patient_id="")
 
 
-def make_task(root: Path, settings: dict, seed: int) -> pd.DataFrame:
-    """Severe OA (KL >= 3) vs the rest, positives thinned to ``POSITIVE_SHARE`` (whole patients)."""
-    table = pd.read_csv(root / "kl_grades" / "labels.csv", dtype={"patient": str})
+def make_task(table: pd.DataFrame, settings: dict, seed: int) -> pd.DataFrame:
+    """Severe OA (KL >= 3) vs the rest, positives thinned to ``POSITIVE_SHARE`` of the images (whole patients)."""
+    table = table.copy()
     table["severe"] = np.where(table["kl_grade"] >= 3, "severe", "none_to_moderate")
     table["patient"] = anonymous_groups(table["patient"])
     rng = np.random.default_rng(seed)
     negatives = table[table["severe"] == "none_to_moderate"]
     if settings["crops"]:
         negatives = negatives[negatives["patient"].isin(
-            rng.permutation(negatives["patient"].unique())[: int(settings["crops"] * (1 - POSITIVE_SHARE))])]
+            rng.permutation(negatives["patient"].unique())[: int(settings["crops"] * (1 - POSITIVE_SHARE) / 2)])]
     wanted = max(4, round(len(negatives) * POSITIVE_SHARE / (1 - POSITIVE_SHARE)))
     positives = table[(table["severe"] == "severe") & ~table["patient"].isin(negatives["patient"])]
-    positives = positives[positives["patient"].isin(rng.permutation(positives["patient"].unique())[:wanted])]
+    sizes = positives.groupby("patient").size()
+    order = rng.permutation(sizes.index.to_numpy())
+    chosen = order[: max(1, int(np.searchsorted(np.cumsum(sizes[order].to_numpy()), wanted, side="right")))]
+    positives = positives[positives["patient"].isin(chosen)]
     return pd.concat([negatives, positives]).sort_values("file").reset_index(drop=True)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    root = args.root or shared_data() / "knee"
-    if not (root / "kl_grades" / "labels.csv").is_file() or not (root / "svm_model.npy").is_file():
-        if args.quick and args.root is None:
-            print(f"skipped: {root} not found (the shared knee data)")
-            return 0
-        raise SystemExit(f"{root}: expected kl_grades/labels.csv and svm_model.npy")
+    if (args.radiographs is None) != (args.localizer is None):
+        raise SystemExit("step 2 needs both --radiographs DIR and --localizer svm_model.npy")
+    if args.localizer is not None and not args.localizer.is_file():
+        raise SystemExit(f"--localizer {args.localizer}: not found")
+    if args.radiographs is not None and not args.radiographs.is_dir():
+        raise SystemExit(f"--radiographs {args.radiographs}: not a folder")
     settings = QUICK if args.quick else FULL
+    out = args.out
+    for name in OWN_FOLDERS:  # a fresh run: this example's own folders are rebuilt
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+    synthetic = is_synthetic(args)
+    base, source = read_layout(data_root(args, write_oai_kl, what=WHAT))
     set_threads(args)
     started = time.time()
-    out = args.out
-    if out.exists():
-        shutil.rmtree(out)  # a fresh run: the folders below are rebuilt from the source
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
 
-    # 1. The archive, as DICOM.
-    table = make_task(root, settings, args.seed)
+    # 1. The archive, as DICOM (opaque names: no participant id in any output).
+    table = make_task(source, settings, args.seed)
     archive = out / "archive"
-    table["file"] = [to_dicom(root / "kl_grades" / f, archive / "kl" / Path(f).with_suffix(".dcm").name)
-                     .relative_to(archive).as_posix() for f in table["file"]]
+    table["file"] = [to_dicom(base / f, archive / "kl" / f"knee{i:05d}.dcm").relative_to(archive).as_posix()
+                     for i, f in enumerate(table["file"])]
 
     # 2. Knee localization on whole radiographs: their joint crops are unlabeled pretraining material.
     pool = out / "unlabeled"
-    # The published weights are a pickle: read once, trusted, and kept as plain arrays (.npz).
-    knee_weights = KneeLocalizer.load(root / "svm_model.npy", allow_pickle=True).save(out / "knee_svm.npz")
-    localizer = Pipeline([Percentile(), KneeCrop(weights=str(knee_weights), size_px=384)])
-    radiographs = sorted((root / "radiographs").glob("*.jpg"))[: settings["radiographs"]]
-    for path in radiographs:
-        dicom = to_dicom(path, archive / "radiographs" / path.with_suffix(".dcm").name)
-        write_image(pool / "knee_crops" / path.with_suffix(".png").name, localizer.read(dicom))
-    print(f"archive: {len(table)} labeled-task DICOMs ({(table['severe'] == 'severe').mean():.0%} severe), "
-          f"{len(radiographs)} whole radiographs → knee crops by the localizer")
+    radiographs = []
+    if args.localizer is not None:
+        # The published weights are a pickle: read once, trusted, and kept as plain arrays (.npz).
+        knee_weights = KneeLocalizer.load(args.localizer, allow_pickle=True).save(out / "knee_svm.npz")
+        localizer = Pipeline([Percentile(), KneeCrop(weights=str(knee_weights), size_px=384)])
+        radiographs = sorted(p for p in args.radiographs.rglob("*")
+                             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())[: settings["radiographs"]]
+        for i, path in enumerate(radiographs):
+            dicom = to_dicom(path, archive / "radiographs" / f"radiograph{i:05d}.dcm")
+            write_image(pool / "knee_crops" / f"radiograph{i:05d}.png", localizer.read(dicom))
+    print(f"archive: {len(table)} labeled-task DICOMs ({(table['severe'] == 'severe').mean():.0%} severe)"
+          + (f", {len(radiographs)} whole radiographs → knee crops by the localizer" if radiographs else
+             " (no --radiographs/--localizer: step 2, knee localization, left out)"))
 
     # 3. Test patients first; then few labels among the rest, the other images unlabeled.
     targets = (table["severe"] == "severe").to_numpy().astype(int)
@@ -170,9 +253,10 @@ def main(argv=None) -> int:
     table.iloc[test[:8]][["file"]].to_csv(out / "explain.csv", index=False)
     cams = explain_inputs(out / "fine_tune_FixMatch" / "bundle", out / "explain.csv", out / "gradcam", root=archive,
                           image_cols="file", progress=not args.quiet)
-    print(f"GradCAM: {len(cams)} overlays in {out / 'gradcam'}")
+    print(f"GradCAM: {len(cams)} overlays in {shown(out / 'gradcam')}")
 
-    print(f"\nheld-out test ({len(test)} images, {int(targets[test].sum())} severe):")
+    kind = "SYNTHETIC phantoms: the numbers mean nothing" if synthetic else "images of unseen patients"
+    print(f"\nheld-out test ({len(test)} {kind}, {int(targets[test].sum())} severe):")
     for name, metrics in scores.items():
         print(f"  {name:22s} balanced accuracy {fmt(metrics['balanced_accuracy'])}, AUC {fmt(metrics['macro_auc'])}")
     print(f"(one split and seed: see bench/fewlabels.py for whether FixMatch helps) {elapsed(started)}")
