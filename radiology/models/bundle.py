@@ -29,6 +29,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -62,6 +63,8 @@ __all__ = ["BACKENDS", "BUNDLE_FILES", "MANIFEST", "MAX_SIZE", "MAX_FILE_BYTES",
 #: Ways to run a bundle's model.
 BACKENDS = ("eager", "export", "onnx")
 _MODEL_FILES = {"eager": "weights.safetensors", "export": "model.pt2", "onnx": "model.onnx"}
+# timm names: letters, digits, "_", "-" and a "." before a weight tag; no "hf-hub:" or path.
+_ARCH_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}")
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -92,9 +95,12 @@ def _json_file(folder: Path, files: Mapping[str, str], name: str) -> dict:
 
 
 def _model_config(folder: Path, record: dict) -> dict:
-    """``model.json``'s config, checked before it builds anything (timm must know the arch: no hub look-up)."""
-    import timm
+    """``model.json``'s config, checked before it builds anything.
 
+    The arch must be a plain model name here; that timm knows it (no hub look-up) is checked
+    only where a model is built from it (:func:`_eager_model`): the ONNX and exported
+    programs never read it, and importing timm costs a predict process seconds.
+    """
     path = folder / "model.json"
     config = record.get("config")
     if record.get("format") != MODEL_FORMAT or not isinstance(config, dict):
@@ -103,8 +109,8 @@ def _model_config(folder: Path, record: dict) -> dict:
     if set(config) - known:
         raise BundleError(f"{path}: unknown config keys {sorted(set(config) - known)[:5]}")
     arch = config.get("arch")
-    if not isinstance(arch, str) or not timm.is_model(arch):
-        raise BundleError(f"{path}: arch {str(arch)[:80]!r} is not a timm architecture of this installation")
+    if not isinstance(arch, str) or not _ARCH_NAME.fullmatch(arch):
+        raise BundleError(f"{path}: arch {str(arch)[:80]!r} is not a model name")
     for key in ("n_outputs", "in_chans", "views"):
         value = config.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
@@ -177,11 +183,15 @@ def _plain_data(path: Path, data: bytes) -> None:
 
 
 def _eager_model(folder: Path, files: Mapping[str, str], config: dict) -> torch.nn.Module:
+    import timm
     from safetensors import SafetensorError
     from safetensors.torch import load as safetensors_load
 
     from radiology.models.classifier import RadiographClassifier
 
+    if not timm.is_model(config["arch"]):
+        raise BundleError(f"{folder / 'model.json'}: arch {config['arch']!r} is not a timm architecture of this "
+                          "installation")
     data = verified_bytes(folder, files, "weights.safetensors")
     try:
         state = safetensors_load(data)
@@ -211,7 +221,36 @@ def _program_runner(folder: Path, files: Mapping[str, str], n_outputs: int):
     return program.module()
 
 
-def _onnx_runner(folder: Path, files: Mapping[str, str], n_outputs: int):
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity masks (macOS, Windows)
+        return max(1, os.cpu_count() or 1)
+
+
+def _session_options(threads: int | None):
+    """onnxruntime settings measured fastest on CPU (``bench/predict.py``).
+
+    ``threads`` intra-op threads (default: the cores this process may use, which onnxruntime's
+    own default, the machine's physical cores, ignores), one inter-op thread and sequential
+    execution (a classifier's graph is a chain: parallel branches gain nothing), every graph
+    optimization, and no spin-waiting: idle onnxruntime threads would otherwise keep their
+    cores busy while images are decoded beside the model.
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads or usable_cores()
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
+def _onnx_runner(folder: Path, files: Mapping[str, str], n_outputs: int, threads: int | None = None):
     import onnxruntime
 
     data = verified_bytes(folder, files, "model.onnx")
@@ -219,7 +258,7 @@ def _onnx_runner(folder: Path, files: Mapping[str, str], n_outputs: int):
     if outputs != n_outputs:
         raise BundleError(f"{folder / 'model.onnx'}: returns {outputs} values, labels.json has {n_outputs} classes")
     try:  # from the checked bytes: the session never opens another file
-        return onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+        return onnxruntime.InferenceSession(data, _session_options(threads), providers=["CPUExecutionProvider"])
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types on a malformed graph
         raise BundleError(f"{folder / 'model.onnx'}: onnxruntime cannot load it ({one_line(error)[:200]})") from error
 
@@ -403,7 +442,8 @@ class Bundle:
         return chosen.astype(np.int64) if self.multi_label else chosen.argmax(axis=1)
 
 
-def load_bundle(folder: str | os.PathLike, backend: str = "eager", *, device: str = "cpu") -> Bundle:
+def load_bundle(folder: str | os.PathLike, backend: str = "eager", *, device: str = "cpu",
+                threads: int | None = None) -> Bundle:
     """Load a bundle written by :func:`~radiology.models.export.save_bundle`.
 
     Parameters
@@ -415,6 +455,11 @@ def load_bundle(folder: str | os.PathLike, backend: str = "eager", *, device: st
         ``export`` runs ``model.pt2`` (torch only); ``onnx`` runs ``model.onnx`` on onnxruntime (CPU).
     device : str, optional
         torch device for ``eager`` and ``export``.
+    threads : int, optional
+        onnxruntime's intra-op threads (``onnx`` backend; ignored by the others). Default: the
+        cores this process may use (its CPU affinity). Give fewer when other work shares the
+        cores: decode workers (:func:`~radiology.predict.predict_table`'s ``workers``) or
+        other model processes on the same machine.
 
     Returns
     -------
@@ -432,6 +477,8 @@ def load_bundle(folder: str | os.PathLike, backend: str = "eager", *, device: st
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     try:
         kind = torch.device(device).type
     except (RuntimeError, TypeError) as error:
@@ -450,7 +497,7 @@ def load_bundle(folder: str | os.PathLike, backend: str = "eager", *, device: st
                     _config=config, **labels)
     n_outputs = len(labels["classes"])
     if backend == "onnx":
-        bundle._runner = _onnx_runner(folder, files, n_outputs)
+        bundle._runner = _onnx_runner(folder, files, n_outputs, threads)
     elif backend == "export":
         bundle._runner = _program_runner(folder, files, n_outputs).to(device)
     else:

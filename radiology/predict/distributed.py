@@ -38,8 +38,21 @@ def _worker_model(folders: tuple[str, ...], backend: str, tta: bool):
             from radiology.models import load_bundle
             from radiology.predict.ensemble import Ensemble
 
-            _MODELS[key] = Ensemble([load_bundle(f, backend=backend) for f in folders], tta=tta)
+            threads = _worker_threads()
+            _MODELS[key] = Ensemble([load_bundle(f, backend=backend, threads=threads) for f in folders], tta=tta)
         return _MODELS[key]
+
+
+def _worker_threads() -> int | None:
+    """onnxruntime threads in a Dask worker: the threads the worker was given (its share of the
+    machine's cores), not every core of the machine once per worker; ``None`` (every core this
+    process may use) elsewhere."""
+    try:
+        from distributed import get_worker
+
+        return max(1, int(get_worker().state.nthreads))
+    except (ImportError, ValueError, AttributeError):  # not in a Dask worker (get_worker raises ValueError)
+        return None
 
 
 def _predict_part(folders: tuple[str, ...], backend: str, tta: bool, batch_size: int,

@@ -374,14 +374,29 @@ def test_deeply_nested_json_is_one_line(bundle, name):
     assert "\n" not in str(caught.value)
 
 
-def test_model_config_cannot_name_an_unknown_arch(bundle):
+@pytest.mark.parametrize("backend", ["eager", "export", "onnx"])
+def test_model_config_cannot_name_a_hub_or_a_path(bundle, backend):
     folder, _ = bundle
     record = json.loads((folder / "model.json").read_text())
-    record["config"]["arch"] = "hf-hub:someone/something"
+    for arch in ("hf-hub:someone/something", "../weights", "a b", ""):
+        record["config"]["arch"] = arch
+        (folder / "model.json").write_text(json.dumps(record))
+        _reseal(folder)
+        with pytest.raises(BundleError, match="not a model name"):
+            load_bundle(folder, backend)
+
+
+def test_an_arch_timm_does_not_know_fails_where_a_model_is_built(bundle):
+    folder, _ = bundle
+    record = json.loads((folder / "model.json").read_text())
+    record["config"]["arch"] = "no_such_net"
     (folder / "model.json").write_text(json.dumps(record))
     _reseal(folder)
     with pytest.raises(BundleError, match="not a timm architecture"):
         load_bundle(folder, "eager")
+    served = load_bundle(folder, "onnx")  # the ONNX graph never reads the name
+    with pytest.raises(BundleError, match="not a timm architecture"):
+        served.model  # noqa: B018 - the eager model is built on first use
 
 
 def test_the_cli_reports_a_hostile_bundle_in_one_line_and_exit_2(bundle, saved, tmp_path):

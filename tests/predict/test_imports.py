@@ -1,4 +1,5 @@
-"""Serving stands below training: predicting and explaining import neither fastai nor radiology.train.
+"""Serving stands below training: predicting and explaining import neither fastai nor radiology.train,
+and ONNX prediction not even timm (seconds of a predict process's start).
 
 Each check runs in a fresh interpreter (this test process has imported fastai long ago).
 """
@@ -21,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Prints what the interpreter imported from fastai and radiology.train, as JSON on the last line.
 REPORT = ("import json, sys; print(json.dumps({'rc': rc, "
           "'fastai': sorted(m for m in sys.modules if m.split('.')[0] == 'fastai'), "
-          "'train': sorted(m for m in sys.modules if m.startswith('radiology.train'))}))")
+          "'train': sorted(m for m in sys.modules if m.startswith('radiology.train')), "
+          "'timm': 'timm' in sys.modules}))")
 
 
 def _run(code: str) -> dict:
@@ -38,7 +40,7 @@ def _cli(args: list[str]) -> dict:
 
 def test_the_serving_packages_import_no_fastai():
     report = _run("import radiology.predict, radiology.models, radiology.explain, radiology.cli\nrc = 0")
-    assert report == {"rc": 0, "fastai": [], "train": []}
+    assert report == {"rc": 0, "fastai": [], "train": [], "timm": False}
 
 
 def test_radiology_predict_with_onnx_imports_no_fastai(bundle_folder, tmp_path):
@@ -46,7 +48,7 @@ def test_radiology_predict_with_onnx_imports_no_fastai(bundle_folder, tmp_path):
     write_phantom_dicom(images / "a.dcm", phantom_radiograph((48, 40), seed=1))
     out = tmp_path / "predictions.csv"
     report = _cli(["predict", bundle_folder, images, "--out", out, "--backend", "onnx", "-q"])
-    assert report == {"rc": 0, "fastai": [], "train": []}
+    assert report == {"rc": 0, "fastai": [], "train": [], "timm": False}
     assert out.read_text().startswith("image,prediction,prob_normal,prob_finding,error\na.dcm,")
 
 
@@ -58,5 +60,5 @@ def test_radiology_explain_imports_no_fastai(bundle_folder, tmp_path):
     # At 32 px resnet10t's last stage is 1 x 1: an earlier layer has a map to draw.
     report = _cli(["explain", bundle_folder, images, "--out", out, "--target-layer", "layer2", "--device", "cpu",
                    "-q"])
-    assert report == {"rc": 0, "fastai": [], "train": []}
+    assert report == {"rc": 0, "fastai": [], "train": [], "timm": True}  # GradCAM needs the eager model
     assert (out / "explanations.csv").is_file() and list(out.glob("a__*gradcam.png"))
