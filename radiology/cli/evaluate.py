@@ -21,10 +21,16 @@ def _replicates(text: str) -> int:
 def add_evaluate_parsers(commands) -> None:
     """Add the evaluate commands to the ``radiology`` subparsers."""
     evaluate = commands.add_parser("evaluate", help="score a predictions CSV against labels")
-    evaluate.add_argument("--predictions", type=Path, required=True)
-    evaluate.add_argument("--labels", type=Path, required=True)
-    evaluate.add_argument("--image-col", dest="image_cols", default="image")
-    evaluate.add_argument("--label-col", dest="label_cols", default="label")
+    evaluate.add_argument("--predictions", type=Path, required=True,
+                          help="predictions CSV written by `radiology predict` (one row per image)")
+    evaluate.add_argument("--labels", type=Path, required=True,
+                          help="CSV of the true labels, one row per image")
+    evaluate.add_argument("--image-col", dest="image_cols", default="image",
+                          help="label-table column(s) of the image reference, matched to the predictions' image "
+                               "column; several comma-separated columns are the views of a row (default: image)")
+    evaluate.add_argument("--label-col", dest="label_cols", default="label",
+                          help="label-table column of class names (multi-label: A|B strings), or several "
+                               "comma-separated 0/1 columns, one per label (default: label)")
     evaluate.add_argument("--multi-label", action="store_true", default=None,
                           help="the labels are multi-label (checked against the predictions; they tell by themselves)")
     evaluate.add_argument("--bundle", type=Path,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import sys
 from pathlib import Path
 
 from radiology.cli.common import headline, positive
@@ -57,10 +60,17 @@ def add_train_parsers(commands) -> None:
                       help="a setting of the method instead of its paper's default, e.g. lambda_u=10 or "
                            "mu=3; fixmatch's unlabeled_batch=N is used as given, unchecked, while mu is still capped "
                            "to the memory (repeat the flag for several; replaces the config file's semi_params)")
+    track = train.add_argument_group("experiment tracking (pip install 'radiology[track]')")
+    track.add_argument("--log", action="append", metavar="TRACKER",
+                       help="log the run to tensorboard, mlflow and/or wandb (repeat the flag or give a comma list; "
+                            "default none): offline, in --log-dir; nothing naming a patient or a folder is logged")
+    track.add_argument("--log-dir", type=Path, help="folder of the trackers' files: runs/ (tensorboard --logdir "
+                                                    "DIR/runs), mlruns/ (MLflow's local store), wandb/ (default --out)")
     train.add_argument("--config", type=Path, help="YAML/JSON file with the same keys; flags override it")
     train.add_argument("--pipeline", type=Path, help="preprocessing pipeline file (default: percentile, resize, pad)")
     train.add_argument("--out", type=Path, required=True, help="bundle directory to write")
-    train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    train.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no progress messages "
+                       "(without a terminal, bars are replaced by one line per epoch anyway)")
 
 
     pretrain = commands.add_parser("pretrain", help="self-supervised pretraining of a backbone on unlabeled images")
@@ -93,7 +103,7 @@ _TRAIN_FLAGS = (
     "csv", "root", "folder", "image_cols", "label_cols", "multi_label", "group_col", "arch", "pretrained", "size",
     "channels", "epochs", "head_epochs", "lr", "batch_size", "seed", "loss", "sampler", "valid_fraction", "workers",
     "cache", "lr_find", "resume", "overwrite", "pipeline", "out", "unlabeled", "semi", "skip_unreadable",
-    "allow_outside_root",
+    "allow_outside_root", "log_dir",
 )
 
 
@@ -115,18 +125,55 @@ def _key_values(items: list[str], flag: str) -> dict:
 
 def run_train(args: argparse.Namespace) -> int:
     """Run ``radiology train`` with parsed arguments; returns the exit code."""
-    from radiology.train import TrainConfig, train
+    with _progress_messages(quiet=args.quiet, verbose=getattr(args, "verbose", False)):
+        logging.getLogger("radiology.train").info("loading torch, fastai and timm")
+        from radiology.train import TrainConfig, train
 
-    flags = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
-    if args.semi_param:
-        flags["semi_params"] = _key_values(args.semi_param, "--semi-param")
-    config = TrainConfig.load(args.config, **flags) if args.config else TrainConfig.from_dict(flags)
-    result = train(config, progress=not args.quiet)
+        flags = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
+        if args.semi_param:
+            flags["semi_params"] = _key_values(args.semi_param, "--semi-param")
+        if args.log:
+            flags["log"] = ",".join(args.log)
+        config = TrainConfig.load(args.config, **flags) if args.config else TrainConfig.from_dict(flags)
+        result = train(config, progress=not args.quiet)
     if not result.metrics:  # another process of a multi-GPU run; rank 0 reports
         return 0
     print(f"validation: {headline(result.metrics)}")
     print(f"bundle: {result.bundle}")
     return 0
+
+
+class _BelowWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING
+
+
+@contextlib.contextmanager
+def _progress_messages(*, quiet: bool, verbose: bool):
+    """The training's progress messages (``radiology.train`` at INFO) on stdout as plain lines, beside fastai's table.
+
+    Warnings keep the form and the stream (stderr) of every command's; ``--quiet`` keeps only
+    them, ``--verbose`` adds the debug messages.
+    """
+    log = logging.getLogger("radiology.train")
+    messages = logging.StreamHandler(sys.stdout)
+    messages.setFormatter(logging.Formatter("%(message)s"))
+    messages.addFilter(_BelowWarning())
+    warnings = logging.StreamHandler(sys.stderr)
+    warnings.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    warnings.setLevel(logging.WARNING)
+    before = log.level, log.propagate
+    log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    log.propagate = False  # the root's handler would print them a second time
+    log.addHandler(messages)
+    log.addHandler(warnings)
+    try:
+        yield
+    finally:
+        log.removeHandler(messages)
+        log.removeHandler(warnings)
+        log.setLevel(before[0])
+        log.propagate = before[1]
 
 
 def run_pretrain(args: argparse.Namespace) -> int:

@@ -138,7 +138,9 @@ class _SemiSupervised(Callback):
         lock = getattr(self.learn, "lock", None)
         if lock is not None and lock.locked():
             return
-        self.history = []
+        # cleared in place: assigning would trip fastai's shadowing warning (the learner's
+        # ``history`` attribute is the History callback)
+        self.history.clear()
         if self.log_metrics:
             self._columns = [ValueMetric(lambda name=name: self._epoch_mean(name), name) for name in self._logged]
             self.learn.metrics = list(self.learn.metrics) + self._columns

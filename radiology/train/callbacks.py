@@ -7,22 +7,28 @@ the epochs before its ``start_epoch``.
 - :class:`SaveBest`: the best epoch as ``checkpoints/best.pth`` (atomic, stamped), reloaded as data at the end.
 - :class:`SaveLast`: model + optimizer after every epoch as ``checkpoints/last.pth``, for resuming.
 - :class:`StopEarly`: fastai's early stopping, counting from the resumed epoch.
-- :class:`History`: fastai's CSV log; a resumed run appends its epochs.
+- :class:`History`: fastai's CSV log of both phases (a ``phase`` column); a resumed run appends its epochs.
+- :class:`EpochLog`: one plain log line per epoch, for output that is not a terminal.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
+import os
 from pathlib import Path
 
 from fastai.callback.core import Callback
 from fastai.callback.progress import CSVLogger
-from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
+from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback, TrackerCallback
+from fastai.distributed import rank_distrib
+from fastai.learner import Recorder
 
 from radiology.train.checkpoints import CHECKPOINT, checkpoint_settings, load_weights, read_checkpoint, write_checkpoint
 
-__all__ = ["SaveBest", "SaveLast", "StopEarly", "History"]
+__all__ = ["SaveBest", "SaveLast", "StopEarly", "History", "EpochLog", "epoch_values"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +57,13 @@ class SaveBest(SaveModelCallback):
             self.best = self.resumed_best
 
     def after_epoch(self):
-        if self.epoch >= self.start_epoch:
-            super().after_epoch()
+        if self.epoch < self.start_epoch:
+            return
+        TrackerCallback.after_epoch(self)  # fastai's own would print its news instead of logging it
+        if self.new_best:
+            logger.info("best %s so far: %.4f at epoch %d, saved as %s.pth", self.monitor, float(self.best),
+                        self.epoch + 1, self.fname)
+            self._save(self.fname)
 
     def _save(self, name):
         path = Path(self.learn.path) / self.learn.model_dir / f"{name}.pth"
@@ -133,58 +144,152 @@ class SaveLast(Callback):
         atomic_write(folder / "last_epoch.json", json.dumps(record).encode())
 
 
-def _keep_epochs_before(path: Path, start_epoch: int) -> None:
-    """Drop the log rows of epochs the checkpoint does not hold.
+def epoch_values(recorder) -> dict[str, float] | None:
+    """The losses and metrics fastai's ``Recorder`` logged for the epoch just ended, by name.
 
-    An interruption after an epoch was logged but before its checkpoint was saved leaves a row
-    the resumed run logs again.
+    ``None`` for an epoch that did not run (a resumed run skips the epochs it has done: fastai
+    cancels them and logs nothing but their number).
+
+    Parameters
+    ----------
+    recorder : fastai.learner.Recorder
+        ``learn.recorder``, read in ``after_epoch`` of a callback ordered after it.
+
+    Returns
+    -------
+    dict or None
+        ``{"train_loss": ..., "valid_loss": ..., metric: ...}``: numbers only (``epoch`` and
+        ``time`` left out, and so is a value that is not a number).
     """
-    from radiology.io import atomic_write
+    names, log = list(recorder.metric_names), list(recorder.log)
+    if len(log) != len(names):
+        return None
+    values = {}
+    for name, value in zip(names, log):
+        if name in ("epoch", "time"):
+            continue
+        try:
+            values[name] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return values
 
-    header, *rows = path.read_text().splitlines(keepends=True)
 
-    def epoch_of(row: str) -> int:
-        first = row.split(",", 1)[0].strip()
-        return int(first) if first.isdigit() else start_epoch
+def _read_history(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows of a ``history.csv``; rows of a log without a ``phase`` column are fine-tuning epochs."""
+    with path.open(newline="") as file:
+        reader = csv.DictReader(file)
+        rows = list(reader)
+        header = list(reader.fieldnames or [])
+    if header and "phase" not in header:
+        header = ["phase", *header]
+        for row in rows:
+            row["phase"] = "fine_tune"
+    return header, rows
 
-    kept = [row for row in rows if epoch_of(row) < start_epoch]
-    if len(kept) < len(rows):
-        atomic_write(path, "".join([header, *kept]).encode())
+
+def _merged_columns(header: list[str], names: list[str]) -> list[str]:
+    """The columns of the log so far, then this phase's new ones (before ``time``, which stays last)."""
+    new = [name for name in names if name not in header]
+    if header and header[-1] == "time":
+        return [*header[:-1], *new, "time"]
+    return [*header, *new]
 
 
 class History(CSVLogger):
-    """fastai's CSV log; a resumed run appends its epochs without a second header.
+    """fastai's CSV log of every epoch of both phases, one ``phase`` column naming each row's phase.
 
-    Rows of epochs the checkpoint does not hold (logged, then interrupted before the save)
-    are dropped first, so every epoch appears once.
+    ``history.csv`` reads ``phase,epoch,train_loss,valid_loss,<metrics>,time``; ``epoch``
+    counts within the phase (``head`` rows then ``fine_tune`` rows). A phase with columns of
+    its own (e.g. the losses of a semi-supervised callback) widens the log; earlier rows
+    leave those cells empty. A resumed run keeps the other phases' rows and its own rows of
+    the epochs its checkpoint holds (a row logged just before an interruption, with no saved
+    checkpoint, is dropped and logged again), so every epoch appears once.
 
     Parameters
     ----------
     fname : str
         File name in ``learn.path`` (``history.csv``).
     start_epoch : int
-        Epochs a resumed run has already done: above 0, the log keeps only its rows of the earlier
-        epochs and the new epochs are appended; 0 starts a new log.
+        Epochs a resumed run has already done: above 0, the log keeps its rows of the earlier
+        epochs (and of the other phases) and the new epochs are appended; 0 starts the phase
+        afresh.
+    phase : str
+        Name of the phase in the ``phase`` column (``head`` or ``fine_tune``).
+    keep : sequence of str
+        Phases of this run logged before this one, whose rows a fresh start (``start_epoch``
+        0) keeps; all other rows are dropped.
     """
 
-    def __init__(self, fname: str, start_epoch: int):
-        super().__init__(fname, append=start_epoch > 0)
-        self.start_epoch = start_epoch
+    def __init__(self, fname: str = "history.csv", start_epoch: int = 0, phase: str = "fine_tune", keep=()):
+        super().__init__(fname, append=start_epoch > 0 or bool(keep))
+        self.start_epoch, self.phase, self.keep = start_epoch, phase, tuple(keep)
+
+    def _kept(self, row: dict[str, str]) -> bool:
+        phase = row.get("phase") or "fine_tune"
+        if phase == self.phase:
+            epoch = (row.get("epoch") or "").strip()
+            return self.start_epoch > 0 and epoch.isdigit() and int(epoch) < self.start_epoch
+        return self.start_epoch > 0 or phase in self.keep
 
     def before_fit(self):
+        from radiology.io import atomic_write
+
         if hasattr(self, "gather_preds"):
             return
         path = self.path / self.fname
-        continuing = self.append and path.is_file() and path.stat().st_size > 0
-        if continuing:
-            _keep_epochs_before(path, self.start_epoch)
-        self.file = path.open("a" if continuing else "w")
-        if not continuing:
-            self.file.write(",".join(self.recorder.metric_names) + "\n")
+        header, rows = _read_history(path) if self.append and path.is_file() and path.stat().st_size else ([], [])
+        rows = [row for row in rows if self._kept(row)]
+        self.columns = _merged_columns(header if rows else [], ["phase", *self.recorder.metric_names])
+        text = io.StringIO()
+        writer = csv.DictWriter(text, self.columns, restval="", extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, text.getvalue().encode())
+        self.file = path.open("a", newline="")
+        self.writer = csv.DictWriter(self.file, self.columns, restval="", extrasaction="ignore", lineterminator="\n")
         self.old_logger, self.learn.logger = self.logger, self._write_line
 
     def _write_line(self, log):
-        if self.epoch >= self.start_epoch:
-            super()._write_line(log)
-        else:
+        if self.epoch < self.start_epoch:
             self.old_logger(log)
+            return
+        row = {name: str(value) for name, value in zip(self.recorder.metric_names, log)}
+        self.writer.writerow({**row, "phase": self.phase})
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.old_logger(log)
+
+
+class EpochLog(Callback):
+    """One plain log line per epoch (``logging`` at INFO): what fastai's table shows, without progress bars.
+
+    For output that is not a terminal (a file, a pipe, a batch job's log), where fastai's
+    bars would leave carriage returns and partial lines::
+
+        head epoch 3/20: train_loss 0.6012, valid_loss 0.5874, accuracy 0.7000 (00:01)
+
+    Parameters
+    ----------
+    phase : str
+        Name of the phase at the start of every line (``head``, ``fine_tune``).
+    start_epoch : int
+        Epochs a resumed run has already done; they are skipped without a line.
+    """
+
+    order = Recorder.order + 2
+
+    def __init__(self, phase: str = "fine_tune", start_epoch: int = 0):
+        self.phase, self.start_epoch = phase, start_epoch
+
+    def after_epoch(self):
+        if self.epoch < self.start_epoch or rank_distrib():
+            return
+        values = epoch_values(self.recorder)
+        if values is None:
+            return
+        shown = ", ".join(f"{name} {value:.4f}" for name, value in values.items())
+        took = self.recorder.log[-1] if self.recorder.metric_names[-1] == "time" else None
+        logger.info("%s epoch %d/%d: %s%s", self.phase, self.epoch + 1, self.n_epoch, shown,
+                    f" ({took})" if took else "")

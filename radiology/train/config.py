@@ -15,11 +15,13 @@ __all__ = ["TrainConfig", "MAX_SIZE"]
 _LOSSES = ("auto", "ce", "focal", "nce_rce", "bce")
 _SAMPLERS = ("shuffle", "weighted", "min_per_class")
 _SEMI = ("fixmatch", "mixmatch")
+#: Experiment trackers ``log`` may name (:mod:`radiology.train.tracking`).
+_TRACKERS = ("tensorboard", "mlflow", "wandb")
 #: Largest model input side: 2048 px keeps full-resolution chest films; beyond it a batch no longer fits memory.
 MAX_SIZE = 2048
 # train.json keeps only the file name of these, and only whether these locations were given.
 _NAMED_FILES = ("csv", "pipeline")
-_LOCATIONS = ("out", "root", "folder", "unlabeled")
+_LOCATIONS = ("out", "root", "folder", "unlabeled", "log_dir")
 
 
 def _names(value) -> tuple[str, ...] | None:
@@ -135,6 +137,15 @@ class TrainConfig:
     allow_outside_root : bool
         Accept CSV image values that point outside ``root`` (``../x.dcm``, absolute
         paths); refused by default, naming the rows.
+    log : str or sequence of str
+        Experiment trackers to log the run to, any of ``"tensorboard"``, ``"mlflow"`` and
+        ``"wandb"`` (a comma-separated string works too); empty (the default) logs to none.
+        Each needs its package (:mod:`radiology.train.tracking`); a missing one stops the run
+        before any work, naming the ``pip install``.
+    log_dir : path, optional
+        Folder of the trackers' files: TensorBoard writes ``log_dir/runs``, MLflow's local
+        store is ``log_dir/mlruns`` and W&B's offline runs go to ``log_dir/wandb``; default
+        ``out``. Share one ``log_dir`` between runs to compare them.
     extra : dict, optional
         Free-form additional settings; training does not read them, but they are stored
         with the others in the bundle's ``train.json``.
@@ -183,11 +194,17 @@ class TrainConfig:
     semi_params: dict[str, Any] = field(default_factory=dict)
     skip_unreadable: bool = False
     allow_outside_root: bool = False
+    log: tuple[str, ...] = ()
+    log_dir: str | os.PathLike | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_cols", _names(self.image_cols) or ("image",))
         object.__setattr__(self, "label_cols", _names(self.label_cols))
+        object.__setattr__(self, "log", tuple(dict.fromkeys(name.lower() for name in _names(self.log) or ())))
+        unknown = [name for name in self.log if name not in _TRACKERS]
+        if unknown:
+            raise ValueError(f"log names unknown tracker(s) {', '.join(map(repr, unknown))}; known: {_TRACKERS}")
         if self.pretrained is not None and str(self.pretrained).lower() == "none":
             object.__setattr__(self, "pretrained", None)
         if (self.csv is None) == (self.folder is None):
@@ -265,7 +282,7 @@ class TrainConfig:
 
         A bundle is shared, and the folders it was trained from can name a patient or a
         user (``/home/jdoe/Doe_John/``). ``csv``, ``pipeline`` and a ``pretrained`` checkpoint
-        keep their file name only; ``out``, ``root``, ``folder`` and ``unlabeled`` are recorded
+        keep their file name only; ``out``, ``root``, ``folder``, ``unlabeled`` and ``log_dir`` are recorded
         as given or not, ``cache`` as used or not (``True``/``False``).
 
         Examples

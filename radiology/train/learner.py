@@ -22,6 +22,7 @@ pretraining (:func:`radiology.ssl.pretrain`). Checkpoints are in
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -34,10 +35,17 @@ from fastai.learner import Learner
 from torch import nn
 
 from radiology.pipeline import default_pipeline  # noqa: F401 - still importable from here, as before
-from radiology.train.callbacks import History, SaveBest, SaveLast, StopEarly
+from radiology.train.callbacks import EpochLog, History, SaveBest, SaveLast, StopEarly
 from radiology.train.checkpoints import BEST, CHECKPOINT, CHECKPOINT_DIR, checkpoint_settings, read_checkpoint
+from radiology.train.distributed import single_process
 
-__all__ = ["make_learner", "fit_head", "fine_tune", "run_settings", "check_model_settings"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["make_learner", "fit_head", "fine_tune", "run_settings", "check_model_settings", "PHASES"]
+
+#: The two phases of the recipe, by the name they have in ``history.csv``, the log and the trackers.
+PHASES = {"head": "head on frozen features", "fine_tune": "fine-tuning of the whole network"}
+HISTORY = "history.csv"
 
 
 def _splitter(model: nn.Module) -> list[list[nn.Parameter]]:
@@ -90,13 +98,18 @@ def _features(model: nn.Module, dl) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(feats), torch.cat(targets)
 
 
-def fit_head(learn, epochs: int, lr: float = 3e-3, *, wd: float = 1e-2, batch_size: int = 64) -> None:
+def fit_head(learn, epochs: int, lr: float = 3e-3, *, wd: float = 1e-2, batch_size: int = 64, cbs=()) -> None:
     """Fit ``learn.model.head`` alone on frozen, pre-computed backbone features.
 
     The features of the training and validation images are computed once (backbone in eval
     mode, no augmentation); a second fastai Learner then fits the head on them with
     one-cycle for ``epochs`` epochs, which costs almost nothing next to one epoch through
-    the backbone. The fitted head is left in ``learn.model``.
+    the backbone. The fitted head is left in ``learn.model``. Its epochs are the ``head`` rows
+    of ``history.csv`` in ``learn.path`` (a new log), shown as fastai's table when ``learn``
+    has a progress bar, else logged one line each (:class:`~radiology.train.callbacks.EpochLog`).
+    In a run of several processes (:mod:`radiology.train.distributed`) rank 0 alone fits the
+    head, gathering nothing from the others; the other ranks return at once and receive its
+    weights when fine-tuning wraps the model in DistributedDataParallel.
 
     Parameters
     ----------
@@ -110,11 +123,20 @@ def fit_head(learn, epochs: int, lr: float = 3e-3, *, wd: float = 1e-2, batch_si
         Weight decay of the head (a linear probe needs it on a few hundred images).
     batch_size : int
         Batch size of the pre-computed features.
+    cbs : sequence of fastai callbacks
+        Added to the head's Learner (e.g. the trackers of :class:`radiology.train.tracking.Tracking`).
     """
-    if epochs < 1:
-        return
+    if epochs < 1 or rank_distrib():
+        return  # a multi-process run: rank 0 alone (its weights reach the others when fine-tuning starts)
+    with single_process():
+        _fit_head(learn, epochs, lr, wd, batch_size, cbs)
+
+
+def _fit_head(learn, epochs: int, lr: float, wd: float, batch_size: int, cbs) -> None:
     model = learn.model
     train_plain = learn.dls.valid.new(dataset=learn.dls.train.dataset, shuffle=False, drop_last=False)
+    logger.info("computing the backbone's features of %d training and %d validation images",
+                len(learn.dls.train.dataset), len(learn.dls.valid.dataset))
     train_x, train_y = _features(model, train_plain)
     valid_x, valid_y = _features(model, learn.dls.valid)
     device = next(model.parameters()).device
@@ -123,14 +145,18 @@ def fit_head(learn, epochs: int, lr: float = 3e-3, *, wd: float = 1e-2, batch_si
         DataLoader(list(zip(valid_x, valid_y)), bs=256, device=device),
         device=device,
     )
-    head_learner = Learner(dls, model.head, loss_func=learn.loss_func, metrics=learn.metrics, wd=wd)
-    if any(type(cb).__name__ == "ProgressCallback" for cb in learn.cbs):
-        head_learner.fit_one_cycle(epochs, lr)
-    else:  # quiet: no bar, and no raw epoch rows (fastai prints them when the bar is gone)
+    head_learner = Learner(dls, model.head, loss_func=learn.loss_func, metrics=learn.metrics, wd=wd,
+                           path=learn.path, model_dir=learn.model_dir)
+    head_learner.phase = "head"
+    bars = any(type(cb).__name__ == "ProgressCallback" for cb in learn.cbs)
+    cbs = [*cbs, History(HISTORY, phase="head")]
+    if bars:
+        head_learner.fit_one_cycle(epochs, lr, cbs=cbs)
+    else:  # quiet: no bar, and no raw epoch rows (fastai prints them when the bar is gone); a plain line each
         head_learner.logger = _silent
         with head_learner.no_bar():
-            head_learner.fit_one_cycle(epochs, lr)
-
+            head_learner.fit_one_cycle(epochs, lr, cbs=[*cbs, EpochLog("head")])
+    learn.logged_phases = ("head",)  # fine_tune continues this history.csv
 
 
 def run_settings(learn, progress: bool, device: torch.device) -> None:
@@ -174,8 +200,10 @@ def fine_tune(learn, epochs: int, lr: float = 1e-3, *, lr_mult: float = 10.0, pa
     run can continue (``start_epoch``). Both files are written atomically, hold tensors and
     numbers only (they load without unpickling code) and are stamped with the settings they
     belong to (:mod:`radiology.train.checkpoints`); ``last_epoch.json`` repeats the stamp for
-    people. ``patience`` > 0 adds early stopping. The epoch log goes to ``history.csv`` in
-    ``learn.path``.
+    people. ``patience`` > 0 adds early stopping. The epochs are the ``fine_tune`` rows of
+    ``history.csv`` in ``learn.path`` (after the ``head`` rows of :func:`fit_head`, when it ran
+    on ``learn`` first), shown as fastai's table when ``learn`` has a progress bar, else
+    logged one line each (:class:`~radiology.train.callbacks.EpochLog`).
 
     Parameters
     ----------
@@ -206,6 +234,7 @@ def fine_tune(learn, epochs: int, lr: float = 1e-3, *, lr_mult: float = 10.0, pa
         return
     # fastai's unfreeze clears the optimizer state: keep the one a resumed run has just loaded.
     resumed = learn.opt.state_dict() if start_epoch and learn.opt is not None else None
+    learn.phase = "fine_tune"
     learn.unfreeze()
     if resumed is not None:
         learn.opt.load_state_dict(resumed)
@@ -220,8 +249,10 @@ def fine_tune(learn, epochs: int, lr: float = 1e-3, *, lr_mult: float = 10.0, pa
         *cbs,
         SaveBest(start_epoch, best, monitor=monitor, fname=BEST),
         SaveLast(start_epoch),
-        History("history.csv", start_epoch),
+        History(HISTORY, start_epoch, phase="fine_tune", keep=getattr(learn, "logged_phases", ())),
     ]
+    if not any(type(cb).__name__ == "ProgressCallback" for cb in learn.cbs):
+        cbs.append(EpochLog("fine_tune", start_epoch))
     if patience and num_distrib() <= 1:  # one rank stopping early would leave the others waiting
         cbs.append(StopEarly(start_epoch, monitor=monitor, patience=patience))
     learn.fit_one_cycle(epochs, slice(lr / lr_mult, lr), cbs=cbs, start_epoch=start_epoch)

@@ -10,8 +10,10 @@ validation split and writes the bundle (:func:`radiology.models.save_bundle`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,9 @@ from fastai.distributed import rank_distrib
 from radiology.pipeline import Pipeline, default_pipeline
 from radiology.train.checkpoints import BEST, CHECKPOINT, CHECKPOINT_DIR, resume_epoch
 from radiology.train.config import TrainConfig
-from radiology.train.learner import check_model_settings, fine_tune, fit_head, make_learner, run_settings
+from radiology.train.distributed import distrib_ctx, process_group, single_process
+from radiology.train.learner import PHASES, check_model_settings, fine_tune, fit_head, make_learner, run_settings
+from radiology.train.tracking import Tracking, check_trackers
 
 __all__ = ["TrainResult", "train", "load_items", "DATA_REPORT"]
 
@@ -185,6 +189,12 @@ def train(config: TrainConfig, *, progress: bool = True):
     folder of the user's named), and ``data_report.csv`` listing the images left out
     (``skip_unreadable``).
 
+    The run says what it does through :mod:`logging` (logger ``radiology.train``, INFO):
+    what is read and cached, the split, the model, each phase by name before its epochs
+    (``phase 1/2: head on frozen features (20 epochs, ...)``), the scoring and the export.
+    ``history.csv`` holds the epochs of both phases (a ``phase`` column). With ``config.log``
+    the run is also logged to TensorBoard, MLflow and/or W&B (:mod:`radiology.train.tracking`).
+
     Every problem with the inputs stops the run before any training work, with one line
     naming the rows or files and nothing written to ``out``: an ``out`` holding a file it
     would write (unless ``overwrite``; only the run's own names are ever replaced), image
@@ -197,7 +207,9 @@ def train(config: TrainConfig, *, progress: bool = True):
     config : TrainConfig
         All settings of the run, validated when it was built.
     progress : bool
-        fastai progress bars.
+        Progress bars (fastai's, tqdm's) where the output is a terminal or a notebook; when it
+        is not (a file, a pipe), or with ``False``, no bar is drawn and every epoch is logged
+        as one plain line instead (:class:`~radiology.train.callbacks.EpochLog`).
 
     Returns
     -------
@@ -207,7 +219,24 @@ def train(config: TrainConfig, *, progress: bool = True):
     ------
     ValueError, FileExistsError, NotADirectoryError, FileNotFoundError
         One line naming the setting, rows or files at fault (see above).
+    radiology.train.tracking.TrackerUnavailable
+        A tracker named in ``config.log`` is not installed (the line names the ``pip install``).
+
+    Notes
+    -----
+    Launched as several processes (``torchrun --nproc_per_node N -m radiology.cli train ...``:
+    GPUs through NCCL, CPUs through gloo, :mod:`radiology.train.distributed`), every process
+    runs this function: the fine-tuning's batches are sharded across them and its validation
+    metrics gathered from all of them; rank 0 alone checks and writes ``out``, fits the head,
+    scores the final model and writes the bundle. The other ranks return a ``TrainResult``
+    with empty ``metrics``.
     """
+    with process_group():
+        return _train(config, progress)
+
+
+def _train(config: TrainConfig, progress: bool):
+    """:func:`train` inside the process group of a multi-process run."""
     from fastai.torch_core import set_seed
 
     from radiology.augment import radiograph_augmentation
@@ -221,27 +250,28 @@ def train(config: TrainConfig, *, progress: bool = True):
         open_cache,
         train_valid_split,
     )
-    from radiology.evaluate import (
-        best_thresholds,
-        classification_metrics,
-        classification_report,
-        plot_confusion_matrix,
-        plot_roc,
-    )
-    from radiology.io import atomic_write, versions
-    from radiology.models import create_model, save_bundle
+    from radiology.io import atomic_write
+    from radiology.models import create_model
     from radiology.train.losses import make_loss, positive_weights
     from radiology.train.metrics import fastai_metrics
 
     started = time.time()
+    logger.info("checking the settings%s", f" and the tracker packages ({', '.join(config.log)})" if config.log else "")
     check_model_settings(config.arch, config.pretrained)
+    check_trackers(config.log)  # a missing tracker package stops the run before any work
     out = Path(config.out)
-    _check_out_folder(out, resume=config.resume, overwrite=config.overwrite)
+    if not rank_distrib():  # the other processes of a multi-process run write nothing there
+        _check_out_folder(out, resume=config.resume, overwrite=config.overwrite)
     set_seed(config.seed, reproducible=True)
-    items = load_items(config, progress=progress)
+    bars, bars_err = progress and _interactive(sys.stdout), progress and _interactive(sys.stderr)
+    logger.info("reading the labels of %s", Path(config.csv).name if config.csv is not None else
+                f"the class folders of {Path(config.folder).name}")
+    items = load_items(config, progress=bars_err)
     pipeline = Pipeline.load(config.pipeline) if config.pipeline else default_pipeline(config.size, config.channels)
     cache = open_cache(config.cache)
-    items, unreadable = _check_readable(items, pipeline, cache, config, progress)
+    logger.info("%d labeled image(s): %s; reading each once to check it%s", len(items), _class_counts(items),
+                f" and fill the cache in {cache.root}" if cache is not None else " (no cache)")
+    items, unreadable = _check_readable(items, pipeline, cache, config, bars_err)
     groups = _groups(items, config.valid_fraction)
     train_idx, valid_idx = train_valid_split(items.targets, groups, valid_fraction=config.valid_fraction,
                                              seed=config.seed)
@@ -253,10 +283,13 @@ def train(config: TrainConfig, *, progress: bool = True):
     if moved:
         logger.warning("class(es) %s had images in validation only: those patients moved to training",
                        ", ".join(items.classes[i] for i in moved))
-    out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be usable
-    atomic_write(out / DATA_REPORT, data_report(unreadable))
+    if not rank_distrib():
+        out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be usable
+        atomic_write(out / DATA_REPORT, data_report(unreadable))
     leaked = len(group_overlap(groups, train_idx, valid_idx, warn=False)) if groups is not None else 0
     train_items, valid_items = items.subset(train_idx), items.subset(valid_idx)
+    logger.info("split%s: %d training and %d validation image(s)", " by patient" if groups is not None else "",
+                len(train_idx), len(valid_idx))
     # Under `accelerate launch` each process drives the GPU of its LOCAL_RANK.
     device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
     train_ds = ImageDataset(train_items, pipeline, cache=cache, channels=config.channels)
@@ -267,9 +300,11 @@ def train(config: TrainConfig, *, progress: bool = True):
 
     semi, semi_info = (None, None)
     if config.semi is not None:
-        semi, semi_info = _semisup_callback(config, valid_items, pipeline, cache, progress)
+        semi, semi_info = _semisup_callback(config, valid_items, pipeline, cache, bars_err)
 
     n_outputs = len(items.classes)
+    logger.info("model: %s (%s weights), %d channel(s), %d px, on %s", config.arch, config.pretrained or "random",
+                config.channels, config.size, device)
     model = create_model(config.arch, n_outputs, in_chans=config.channels, pretrained=config.pretrained,
                          views=len(items.views), fusion=config.fusion).to(device)
     weights = None
@@ -282,28 +317,98 @@ def train(config: TrainConfig, *, progress: bool = True):
                      class_weights=weights, pos_weight=pos_weight, label_smoothing=config.label_smoothing)
     learn = make_learner(dls, model, loss.to(device), metrics=fastai_metrics(n_outputs, items.multi_label),
                          path=out)
-    run_settings(learn, progress, device)
+    run_settings(learn, bars, device)
 
     start_epoch = resume_epoch(learn) if config.resume else 0
-    if config.lr_find:
-        _save_lr_find(learn, out / "lr_find.png")
-    # A no-op in one process; under `accelerate launch` fastai wraps the model in DDP and
-    # shards the batches. Only rank 0 writes checkpoints, logs and the bundle.
-    with learn.distrib_ctx():
-        if start_epoch == 0:
-            fit_head(learn, config.head_epochs, config.head_lr)
-        fine_tune(learn, config.epochs, config.peak_lr, lr_mult=config.lr_mult, patience=config.patience,
-                  start_epoch=start_epoch, cbs=[semi] if semi is not None else [])
+    data = {"all": items.summary(), "train": train_items.summary(), "valid": valid_items.summary(),
+            "grouped_by": config.group_col or ("DICOM PatientID" if groups is not None else None),
+            "groups_on_both_sides": int(leaked), "unreadable_left_out": len(unreadable)}
+    tracking = None
+    if config.log and not rank_distrib():  # only rank 0 of a multi-GPU run logs
+        tracking = Tracking(config.log, config.log_dir if config.log_dir is not None else out,
+                            params=_tracked_settings(config, data))
+    with tracking if tracking is not None else contextlib.nullcontext():
+        if tracking is not None:
+            tracking.start()  # inside: a tracker failing to start ends those already started
+        if config.lr_find and not rank_distrib():
+            with single_process():
+                _save_lr_find(learn, out / "lr_find.png")
+        result = _fit_and_save(config, learn, semi, semi_info, start_epoch, tracking, data, items, pipeline, device,
+                               started)
+    return result
+
+
+def _interactive(stream) -> bool:
+    """Whether progress bars suit ``stream``: a terminal, or a notebook (fastprogress's and tqdm's widgets)."""
+    from fastprogress.fastprogress import IN_NOTEBOOK
+
+    try:
+        return bool(IN_NOTEBOOK or stream.isatty())
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
+
+def _tracked_settings(config: TrainConfig, data: dict[str, Any]) -> dict[str, Any]:
+    """What the trackers get as run parameters: the settings as ``train.json`` records them, and the data's counts.
+
+    File names only, no folder of the user's (:meth:`TrainConfig.to_record`), no patient id;
+    the free-form ``extra`` is left out.
+    """
+    settings = {key: value for key, value in config.to_record().items() if key not in ("extra", "log")}
+    summary = {"classes": data["all"]["classes"], "train_images": data["train"]["samples"],
+               "valid_images": data["valid"]["samples"], "views": data["all"]["views"],
+               "grouped_by": data["grouped_by"]}
+    return {**settings, **{f"data/{key}": value for key, value in summary.items()}}
+
+
+def _fit_and_save(config: TrainConfig, learn, semi, semi_info, start_epoch: int, tracking, data, items, pipeline,
+                  device, started: float) -> TrainResult:
+    """The two phases, the validation metrics and the bundle: the part of :func:`train` that the trackers log."""
+    from radiology.evaluate import (
+        best_thresholds,
+        classification_metrics,
+        classification_report,
+        plot_confusion_matrix,
+        plot_roc,
+    )
+    from radiology.io import atomic_write, versions
+    from radiology.models import save_bundle
+
+    out, model, dls = Path(config.out), learn.model, learn.dls
+    head = config.head_epochs if start_epoch == 0 else 0
+    phases = (["head"] if config.head_epochs else []) + (["fine_tune"] if config.epochs else [])
+    # A no-op in one process; under `torchrun` or `accelerate launch` fastai wraps the model in DDP,
+    # shards the batches and gathers the validation predictions. Only rank 0 writes checkpoints,
+    # logs and the bundle.
+    with distrib_ctx(learn):
+        if head:
+            logger.info("phase %d/%d: %s (%d epochs, lr %g)", phases.index("head") + 1, len(phases), PHASES["head"],
+                        head, config.head_lr)
+            fit_head(learn, head, config.head_lr, cbs=tracking.callbacks("head") if tracking is not None else ())
+        if config.epochs:
+            resumed = f", resumed after epoch {start_epoch}" if start_epoch else ""
+            logger.info("phase %d/%d: %s (%d epochs, lr %g, backbone %g%s)", phases.index("fine_tune") + 1,
+                        len(phases), PHASES["fine_tune"], config.epochs, config.peak_lr,
+                        config.peak_lr / config.lr_mult, resumed)
+            extra = [semi] if semi is not None else []
+            if tracking is not None:
+                extra += tracking.callbacks("fine_tune")
+            fine_tune(learn, config.epochs, config.peak_lr, lr_mult=config.lr_mult, patience=config.patience,
+                      start_epoch=start_epoch, cbs=extra)
     if rank_distrib():
         return TrainResult(bundle=out, metrics={}, learner=learn)
     if semi_info is not None and getattr(semi, "plan", None) is not None:
         semi_info["memory_plan"] = semi.plan.message  # what FixMatch chose for the memory at hand
 
-    probs, targets = learn.get_preds(dl=dls.valid)
+    logger.info("scoring the validation split (%d images)", data["valid"]["samples"])
+    with single_process():  # rank 0 alone, on the whole validation set
+        probs, targets = learn.get_preds(dl=dls.valid)
     probs, targets = probs.float().numpy(), targets.numpy()
     thresholds = best_thresholds(targets, probs) if items.multi_label else None
     metrics = classification_metrics(targets, probs, items.classes, multi_label=items.multi_label,
                                      thresholds=thresholds)
+    if tracking is not None:
+        tracking.log_final(metrics)
     report = classification_report(targets, probs, items.classes, multi_label=items.multi_label,
                                    thresholds=thresholds)
     atomic_write(out / "report.txt", report.encode())
@@ -315,19 +420,21 @@ def train(config: TrainConfig, *, progress: bool = True):
               "thresholds": None if thresholds is None else [float(t) for t in thresholds],
               "views": list(items.views), "channels": config.channels, "size": config.size}
     info = {
-        "data": {"all": items.summary(), "train": train_items.summary(), "valid": valid_items.summary(),
-                 "grouped_by": config.group_col or ("DICOM PatientID" if groups is not None else None),
-                 "groups_on_both_sides": int(leaked), "unreadable_left_out": len(unreadable)},
+        "data": data,
         "validation_metrics": metrics,
         "settings": config.to_record(),
         "semi_supervised": semi_info,
         "seed": config.seed,
         "versions": versions("torch", "fastai", "timm", "numpy"),
         "device": str(device),
+        # processes that trained together (torchrun --nproc_per_node)
+        "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
         "seconds": round(time.time() - started, 1),
     }
     model.eval()
+    logger.info("exporting the bundle to %s (weights, torch.export, ONNX, preprocessing)", out)
     bundle = save_bundle(out, model.cpu(), pipeline, labels, info, size=config.size)
+    logger.info("done in %.0f s", time.time() - started)
     return TrainResult(bundle=Path(bundle), metrics=metrics, learner=learn)
 
 

@@ -58,7 +58,7 @@ def test_train_writes_a_complete_bundle(trained, phantoms):
     text = "".join((folder / name).read_text() for name in ("train.json", "labels.json", "report.txt"))
     assert not any(patient in text for patient in pd.read_csv(csv)["patient"])
     history = pd.read_csv(folder / "history.csv")
-    assert len(history) == 1 and "valid_loss" in history.columns
+    assert history["phase"].tolist() == ["head", "head", "fine_tune"] and "valid_loss" in history.columns
     labels = json.loads((folder / "labels.json").read_text())
     assert labels["classes"] == ["nodule", "normal"] and labels["size"] == [SIZE, SIZE]
 
@@ -157,7 +157,8 @@ def test_resume_continues_an_interrupted_run(phantoms, tmp_path, monkeypatch):
     assert json.loads(marker.read_text())["epoch"] == 1
     result = train(TrainConfig(**{**config.to_dict(), "resume": True}), progress=False)
     history = pd.read_csv(result.bundle / "history.csv")
-    assert history["epoch"].tolist() == [0, 1]  # epoch 0 from the first run, epoch 1 from the resumed one
+    assert history["phase"].tolist() == ["head", "fine_tune", "fine_tune"]
+    assert history["epoch"].tolist() == [0, 0, 1]  # fine-tune epoch 0 from the first run, epoch 1 from the resumed one
     assert json.loads(marker.read_text())["epoch"] == 2
 
 

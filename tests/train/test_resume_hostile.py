@@ -103,7 +103,7 @@ def test_resume_with_other_settings_is_refused_before_training(run, tmp_path, ch
     assert setting in str(error.value)
     # Refused before any epoch ran: the checkpoints and the log are as the interrupted run left them.
     assert {path.name: path.read_bytes() for path in checkpoints.iterdir()} == before
-    assert len(pd.read_csv(out / "history.csv")) == 1
+    assert pd.read_csv(out / "history.csv")["phase"].tolist() == ["head", "fine_tune"]
 
 
 @pytest.mark.parametrize("name", ["last.pth", "best.pth"])
@@ -211,4 +211,5 @@ def test_an_interrupted_save_keeps_the_last_complete_checkpoint(interrupted, tmp
     assert json.loads((out / "checkpoints" / "last_epoch.json").read_text())["epoch"] == 1
     assert not [path.name for path in (out / "checkpoints").iterdir() if path.name.endswith(".tmp")]
     result = _resume(csv, out)  # epoch 1's checkpoint is intact: the run continues from it
-    assert pd.read_csv(result.bundle / "history.csv")["epoch"].tolist() == [0, 1]
+    history = pd.read_csv(result.bundle / "history.csv")
+    assert history["phase"].tolist() == ["head", "fine_tune", "fine_tune"] and history["epoch"].tolist() == [0, 0, 1]
