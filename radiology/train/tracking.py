@@ -337,7 +337,9 @@ class Tracking:
             uri = None if os.environ.get("MLFLOW_TRACKING_URI") else (self.folder / "mlruns").resolve().as_uri()
             self.mlflow = MLflowCallback(uri, run_name=self.run_name, params=self.params, end_after_fit=False)
             self.mlflow.start()
-            self.locations["mlflow"] = f"{uri or os.environ['MLFLOW_TRACKING_URI']} (run {self.mlflow.run_id})"
+            # the store as the user named it (the absolute file: URI would show their folders in logs)
+            store = self.folder / "mlruns" if uri else os.environ["MLFLOW_TRACKING_URI"]
+            self.locations["mlflow"] = f"{store} (run {self.mlflow.run_id})"
         if "wandb" in self.names:
             self._wandb = _start_wandb(self.folder, self.run_name, self.params)
             self.locations["wandb"] = f"{self.folder / 'wandb'} ({self._wandb.settings.mode})"

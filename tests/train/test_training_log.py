@@ -163,3 +163,13 @@ def test_the_log_leaves_no_file_open(tmp_path):
         head.fit(1, 1e-2, cbs=callback)
     assert callback.file.closed
     assert os.path.getsize(tmp_path / "history.csv") > 0
+
+
+def test_the_trackers_are_named_with_the_folder_as_given(run):
+    """The log shows where each tracker writes as the user named the folder, not a resolved ``file://`` URI."""
+    _, out, printed, trackers = run
+    if not trackers:
+        pytest.skip("neither tensorboard nor mlflow is installed")
+    for name in trackers:
+        assert f"logging to {name}: {out}" in printed, printed
+    assert "file://" not in printed
