@@ -79,7 +79,7 @@ from _miniature import write_oai_kl
 from radiology.data import train_valid_split
 from radiology.explain import explain_inputs
 from radiology.geometry import KneeLocalizer
-from radiology.io import IMAGE_SUFFIXES, read_image, write_image
+from radiology.io import IMAGE_SUFFIXES, file_digest, read_image, write_image
 from radiology.pipeline import KneeCrop, Percentile, Pipeline
 from radiology.ssl import pretrain
 from radiology.synthetic import write_phantom_dicom
@@ -93,6 +93,8 @@ SPLITS, GRADES = ("train", "val", "test"), ("0", "1", "2", "3", "4")
 WHAT = "the Chen et al. knee KL download: a folder with {train,val,test}/{0,1,2,3,4}/*.png"
 OWN_FOLDERS = ("miniature", "archive", "unlabeled", "fine_tune", "fine_tune_FixMatch", "gradcam")
 _PARTICIPANT = re.compile(r"^(\d+)")
+# KneeLocalizer's published svm_model.npy (Tiulpin et al., MIT): the one pickle this example unpickles.
+PUBLISHED_LOCALIZER_SHA256 = "b5c143e84132a2c90d3d5fb50a288258dc3fa9d38dfafa7994d7af0b680cfe71"
 
 
 def build_parser():
@@ -199,8 +201,13 @@ def main(argv=None) -> int:
     pool = out / "unlabeled"
     radiographs = []
     if args.localizer is not None:
-        # The published weights are a pickle: read once, trusted, and kept as plain arrays (.npz).
-        knee_weights = KneeLocalizer.load(args.localizer, allow_pickle=True).save(out / "knee_svm.npz")
+        # The published weights are a pickle: unpickled only when the file is byte for byte the published one,
+        # then kept as plain arrays (.npz); an .npz (KneeLocalizer.save) is read without unpickling.
+        trusted = args.localizer.suffix != ".npz" and file_digest(args.localizer) == PUBLISHED_LOCALIZER_SHA256
+        if args.localizer.suffix != ".npz" and not trusted:
+            raise SystemExit(f"--localizer {shown(args.localizer)}: not the published svm_model.npy (its SHA-256 "
+                             "differs) and not an .npz: a pickled file is not read, it could run code")
+        knee_weights = KneeLocalizer.load(args.localizer, allow_pickle=trusted).save(out / "knee_svm.npz")
         localizer = Pipeline([Percentile(), KneeCrop(weights=str(knee_weights), size_px=384)])
         radiographs = sorted(p for p in args.radiographs.rglob("*")
                              if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())[: settings["radiographs"]]

@@ -280,3 +280,16 @@ def test_nih_bad_layouts_are_named(tmp_path):
     with pytest.raises(SystemExit, match="none of the 1 images of Data_Entry_2017.csv found"):
         module.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")])
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["Data_Entry_2017.csv"]  # only read
+
+
+def test_knee_localizer_pickles_other_than_the_published_file_are_refused(tmp_path):
+    """``--localizer`` unpickles only the published svm_model.npy (by SHA-256); another pickle stops the run unread."""
+    import numpy as np
+
+    module = load("knee_fewlabels.py")
+    data = load("_miniature.py").write_oai_kl(tmp_path / "data", participants=20)
+    hostile = tmp_path / "svm_model.npy"
+    np.save(hostile, np.array([np.zeros(3), 0.5], dtype=object), allow_pickle=True)
+    with pytest.raises(SystemExit, match="not the published svm_model.npy"):
+        module.main(["--data", str(data), "--out", str(tmp_path / "out"), "--quick", "--quiet",
+                     "--radiographs", str(tmp_path), "--localizer", str(hostile)])

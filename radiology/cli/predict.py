@@ -45,10 +45,11 @@ def add_predict_parsers(commands) -> None:
     predict.add_argument("--batch-size", type=positive, default=32)
     predict.add_argument("--threads", type=positive,
                          help="onnxruntime threads of --backend onnx (default: the cores this process may use, "
-                              "less --decode-workers)")
+                              "less --decode-workers; with --scheduler, each Dask worker's own threads)")
     predict.add_argument("--decode-workers", type=_decode_workers, default=0, metavar="N",
                          help="processes that decode images while the model runs (default 0: a thread of this "
-                              "process, the fastest measured on 2 cores; worker processes pay off with more cores)")
+                              "process, the fastest measured on 2 cores; worker processes pay off with more cores; "
+                              "not used with --scheduler, where the Dask workers decode)")
     predict.add_argument("--overwrite", action="store_true",
                          help="replace an existing --out predictions CSV (a file that is not one is never replaced)")
     predict.add_argument("--strict", action="store_true", help="exit 1 if any input failed")

@@ -222,7 +222,18 @@ def _program_runner(folder: Path, files: Mapping[str, str], n_outputs: int):
 
 
 def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask where the OS has one, else ``os.cpu_count()``)."""
+    """The CPU cores this process may run on (its affinity mask where the OS has one, else ``os.cpu_count()``).
+
+    Returns
+    -------
+    int
+        At least 1.
+
+    Examples
+    --------
+    >>> usable_cores() >= 1
+    True
+    """
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # no affinity masks (macOS, Windows)

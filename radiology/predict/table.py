@@ -47,8 +47,8 @@ def predict_table(
         model and cores are free for them: load the bundle with fewer threads
         (:func:`radiology.models.load_bundle`'s ``threads``, e.g. the cores minus ``workers``)
         so that the two do not fight over the same cores. Workers start by the ``forkserver``
-        method: a script that passes ``workers`` needs the usual ``if __name__ == "__main__":``
-        guard.
+        method (``spawn`` where there is none): a script that passes ``workers`` needs the usual
+        ``if __name__ == "__main__":`` guard.
 
     Returns
     -------
@@ -153,8 +153,11 @@ class _decoder:
 
             # forkserver: workers fork from a clean server process that imported the readers
             # once, not from this one (its onnxruntime / torch / OpenCV threads do not survive a fork).
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["radiology.predict.table"])
+            if "forkserver" in multiprocessing.get_all_start_methods():
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(["radiology.predict.table"])
+            else:  # Windows: each worker starts a fresh interpreter
+                context = multiprocessing.get_context("spawn")
             self.pool = ProcessPoolExecutor(self.workers, mp_context=context)
         else:
             from concurrent.futures import ThreadPoolExecutor

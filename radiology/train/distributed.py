@@ -22,6 +22,7 @@ fastai's gathering turned off (:func:`single_process`); it alone writes into ``o
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 
@@ -29,6 +30,7 @@ import torch
 from fastai.distributed import DistributedDL, DistributedTrainer, num_distrib, rank_distrib
 
 logger = logging.getLogger(__name__)
+_WAIT_FOR_RANK_0 = datetime.timedelta(hours=12)
 
 __all__ = ["process_group", "distrib_ctx", "single_process", "is_multi_process"]
 
@@ -59,7 +61,10 @@ def process_group():
     dist = torch.distributed
     start = is_multi_process() and not torch.cuda.is_available() and dist.is_available() and not dist.is_initialized()
     if start:
-        dist.init_process_group(backend="gloo", init_method="env://")
+        # Rank 0 alone fits the head (features of every image) while the others wait at the first
+        # collective: gloo's 30-minute default would end a run on a large set. A failing rank
+        # still ends the run at once (torchrun stops the others).
+        dist.init_process_group(backend="gloo", init_method="env://", timeout=_WAIT_FOR_RANK_0)
     try:
         yield start
     finally:

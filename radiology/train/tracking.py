@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -38,7 +39,7 @@ from fastai.callback.core import Callback
 from fastai.distributed import rank_distrib
 from fastai.learner import Recorder
 
-from radiology.errors import RadiologyError
+from radiology.errors import RadiologyError, one_line
 from radiology.train.callbacks import epoch_values
 
 __all__ = ["TRACKERS", "TrackerUnavailable", "check_trackers", "MLflowCallback", "Tracking"]
@@ -54,6 +55,13 @@ _INSTALL = {"tensorboard": "pip install tensorboard", "mlflow": "pip install mlf
             "wandb": "pip install wandb"}
 # MLflow's limits: 500 characters of a parameter value in older servers, 100 items in one log_batch.
 _PARAM_LENGTH, _BATCH = 500, 100
+# Characters MLflow accepts in metric and parameter names; others (a class named "Pleural (R)") become "_".
+_NOT_IN_NAMES = re.compile(r"[^\w\-. :/]")
+
+
+def _tracked_name(name) -> str:
+    """A metric or parameter name MLflow accepts: what the user's class names hold beyond its set becomes ``_``."""
+    return _NOT_IN_NAMES.sub("_", str(name))[:250] or "_"
 
 
 class TrackerUnavailable(RadiologyError, ImportError):
@@ -225,7 +233,7 @@ class MLflowCallback(Callback):
                 flat.update({f"{key}/{k}": v for k, v in value.items()})
             else:
                 flat[key] = value
-        items = [Param(str(k), _param_text(v)) for k, v in flat.items()]
+        items = [Param(_tracked_name(k), _param_text(v)) for k, v in flat.items()]
         with self._store():
             for start in range(0, len(items), _BATCH):
                 self._client.log_batch(self.run_id, params=items[start:start + _BATCH])
@@ -243,7 +251,7 @@ class MLflowCallback(Callback):
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
-        items = [Metric(k, v, stamp, int(step)) for k, v in _flat_numbers(metrics).items()]
+        items = [Metric(_tracked_name(k), v, stamp, int(step)) for k, v in _flat_numbers(metrics).items()]
         with self._store():
             for start in range(0, len(items), _BATCH):
                 self._client.log_batch(self.run_id, metrics=items[start:start + _BATCH])
@@ -398,10 +406,14 @@ class Tracking:
         """
         self.start()
         flat = _flat_numbers(metrics, "final/")
-        if self.mlflow is not None:
-            self.mlflow.log_metrics(flat)
-        if self._wandb is not None:
-            self._wandb.summary.update(flat)
+        # The run's work is done: a tracker refusing the numbers (a server gone away) must not cost the bundle.
+        for name, log in (("mlflow", self.mlflow and self.mlflow.log_metrics),
+                          ("wandb", self._wandb and self._wandb.summary.update)):
+            if log:
+                try:
+                    log(flat)
+                except Exception as error:  # noqa: BLE001 - any tracker failure: warn, keep the run
+                    logger.warning("%s did not take the final metrics: %s", name, one_line(error))
 
     def end(self, status: str = "FINISHED") -> None:
         """End every run (once).
@@ -411,16 +423,17 @@ class Tracking:
         status : {"FINISHED", "FAILED", "KILLED"}
             How the training ended.
         """
-        for board in self._boards:  # fastai closes them after a fit, not when an exception stops it
-            writer = getattr(board, "writer", None)
-            if writer is not None:
-                writer.close()
-        self._boards = []
-        if self.mlflow is not None:
-            self.mlflow.end(status)
-        if self._wandb is not None:
-            run, self._wandb = self._wandb, None
-            run.finish(exit_code=0 if status == "FINISHED" else 1)
+        boards, self._boards = self._boards, []
+        run, self._wandb = self._wandb, None
+        closers = [getattr(board, "writer", None) and board.writer.close for board in boards]
+        closers.append(self.mlflow and (lambda: self.mlflow.end(status)))
+        closers.append(run and (lambda: run.finish(exit_code=0 if status == "FINISHED" else 1)))
+        for close in closers:  # each tracker is closed even when another one fails to
+            if close:
+                try:
+                    close()
+                except Exception as error:  # noqa: BLE001 - any tracker failure: warn, close the others
+                    logger.warning("a tracker did not close cleanly: %s", one_line(error))
 
     def __enter__(self) -> Tracking:
         return self

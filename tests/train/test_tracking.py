@@ -142,3 +142,44 @@ def test_an_exception_ends_the_mlflow_run_as_failed(tmp_path, monkeypatch):
     assert found.info.status == "FAILED" and found.info.run_name == "crash"
     assert [m.step for m in client.get_metric_history(callback.run_id, "head/valid_loss")] == [0]
 
+
+
+def test_class_names_mlflow_refuses_are_logged_under_names_it_accepts(tmp_path, monkeypatch):
+    """A class named ``Pleural (R)`` reaches MLflow as ``Pleural _R_``, params alike; nothing is lost."""
+    pytest.importorskip("mlflow")
+    from radiology.train.tracking import MLflowCallback
+
+    uri = (tmp_path / "mlruns").as_uri()
+    callback = MLflowCallback(uri, run_name="names", params={"semi_params": {"weird key!": 1}})
+    callback.start()
+    callback.log_metrics({"final/auc/Pleural (R)": 0.75, "final/auc/normal": 0.5})
+    callback.end()
+    client = _mlflow_client(uri, monkeypatch)
+    (found,) = client.search_runs([client.get_experiment_by_name("radiology").experiment_id])
+    assert found.data.metrics == {"final/auc/Pleural _R_": 0.75, "final/auc/normal": 0.5}
+    assert found.data.params["semi_params/weird key_"] == "1"
+
+
+def test_a_tracker_failing_at_the_end_costs_neither_the_run_nor_the_other_trackers(tmp_path, monkeypatch, caplog):
+    pytest.importorskip("mlflow")
+    pytest.importorskip("tensorboard")
+    from types import SimpleNamespace
+
+    from radiology.train.tracking import Tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracking = Tracking(("tensorboard", "mlflow"), tmp_path, run_name="failing")
+    tracking.start()
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("the tracking server went away")
+
+    ended = []
+    monkeypatch.setattr(tracking.mlflow, "log_metrics", refuse)
+    monkeypatch.setattr(tracking.mlflow, "end", lambda status: ended.append(status))
+    tracking._boards.append(SimpleNamespace(writer=SimpleNamespace(close=refuse)))  # a TensorBoard writer failing
+    with caplog.at_level("WARNING", logger="radiology.train.tracking"):
+        tracking.log_final({"accuracy": 0.5})  # warns, does not raise
+        tracking.end("FINISHED")
+    assert "did not take the final metrics" in caplog.text and "did not close cleanly" in caplog.text
+    assert ended == ["FINISHED"]  # MLflow's run still ended after the writer failed
