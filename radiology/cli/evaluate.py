@@ -22,15 +22,19 @@ def add_evaluate_parsers(commands) -> None:
     """Add the evaluate commands to the ``radiology`` subparsers."""
     evaluate = commands.add_parser("evaluate", help="score a predictions CSV against labels")
     evaluate.add_argument("--predictions", type=Path, required=True,
-                          help="predictions CSV written by `radiology predict` (one row per image)")
+                          help="predictions CSV written by `radiology predict` (one row per image), or its "
+                               "--format kaggle submission (SOPInstanceUID,Target: decisions only, no AUC)")
     evaluate.add_argument("--labels", type=Path, required=True,
                           help="CSV of the true labels, one row per image")
-    evaluate.add_argument("--image-col", dest="image_cols", default="image",
-                          help="label-table column(s) of the image reference, matched to the predictions' image "
-                               "column; several comma-separated columns are the views of a row (default: image)")
-    evaluate.add_argument("--label-col", dest="label_cols", default="label",
+    evaluate.add_argument("--image-col", dest="image_cols",
+                          help="label-table column(s) of the image reference: SOPInstanceUID is matched to the "
+                               "predictions' SOPInstanceUID column, any other to their image column; several "
+                               "comma-separated columns are the views of a row (default: image or SOPInstanceUID, "
+                               "whichever both tables have, image first)")
+    evaluate.add_argument("--label-col", dest="label_cols",
                           help="label-table column of class names (multi-label: A|B strings), or several "
-                               "comma-separated 0/1 columns, one per label (default: label)")
+                               "comma-separated 0/1 columns, one per label (default: label; Target for a "
+                               "--format kaggle submission, space-separated class indices)")
     evaluate.add_argument("--multi-label", action="store_true", default=None,
                           help="the labels are multi-label (checked against the predictions; they tell by themselves)")
     evaluate.add_argument("--bundle", type=Path,
@@ -52,6 +56,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Run ``radiology evaluate`` with parsed arguments; returns the exit code."""
     # radiology.evaluate imports neither torch nor fastai: scoring starts fast and runs where they are not installed.
     from radiology.evaluate import evaluate_predictions
+    from radiology.evaluate.reports import DECISIONS_ONLY
 
     for path in (args.predictions, args.labels):
         if not path.is_file():
@@ -71,12 +76,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                        bundle=args.bundle, ordinal=args.ordinal, groups=args.group_col,
                                        n_boot=args.bootstrap)
     except ValueError as error:  # the library names its argument; the command names its switch
-        if args.group_col is None or f"groups={args.group_col!r}" not in str(error):
+        text = str(error)
+        for argument, switch in (("(image_cols)", "(--image-col)"), ("with image_cols", "with --image-col"),
+                                 ("(check image_cols)", "(check --image-col)")):
+            text = text.replace(argument, switch)
+        if args.group_col is not None:
+            text = text.replace(f"groups={args.group_col!r}", f"--group-col {args.group_col}")
+        if text == str(error):
             raise
-        raise ValueError(str(error).replace(f"groups={args.group_col!r}", f"--group-col {args.group_col}")) from None
+        raise ValueError(text) from None
     print(f"{metrics['n']} scored ({metrics['missing']} without prediction): {headline(metrics)}")
     kind = "multi-label" if metrics["multi_label"] else "single-label"
-    print(f"scored as {kind}; {metrics['unlabeled']} unlabeled label rows skipped")
+    # Rows matched on the image reference, as always, go without saying; on the DICOM UID, the line says so.
+    matched = "" if metrics["matched_on"] == "image" else f", matched on {metrics['matched_on']}"
+    print(f"scored as {kind}{matched}; {metrics['unlabeled']} unlabeled label rows skipped")
+    if metrics.get("probabilities") is False:
+        print(f"scores: {DECISIONS_ONLY}")
     for line in interval_lines(metrics):
         print(line)
     print(f"metrics, report and plots: {args.out}")

@@ -2,10 +2,11 @@
 
 The flow::
 
-    predictions table (image, prediction, prob_<class>..., error; as radiology.predict writes it)
+    predictions table (image, SOPInstanceUID, prediction, prob_<class>..., error; as radiology.predict
+        writes it), or a Kaggle submission (SOPInstanceUID, Target: decisions, no probabilities)
     + label table (image column(s), label column(s); read as training reads them)
     + optionally the bundle that made the predictions (its verified labels.json)
-        -> evaluate_predictions: rows matched on the image reference, label kind checked
+        -> evaluate_predictions: rows matched on image or SOPInstanceUID, label kind checked
         -> metrics.json          classification_metrics, + bootstrap_intervals (ci95, resampling patients)
            report.txt            classification_report (value [low, high])
            confusion_matrix.png  plot_confusion_matrix (single-label)
@@ -17,7 +18,9 @@ The flow::
   F1-maximizing thresholds, the operating point of a two-class model, the expected calibration
   error); undefined values are ``nan``, never an exception.
 - :mod:`radiology.evaluate.reports`: :func:`classification_metrics` (the headline numbers of
-  one evaluation set as a strict-JSON dict) and :func:`classification_report` (the same as text).
+  one evaluation set as a strict-JSON dict) and :func:`classification_report` (the same as text);
+  :func:`decision_metrics` and :func:`decision_report` for hard decisions without probabilities
+  (a Kaggle submission: accuracy and F1, no AUC).
 - :mod:`radiology.evaluate.bootstrap`: :func:`bootstrap_intervals`, percentile confidence
   intervals of every headline metric, resampling patients (all images of a drawn patient come
   along), vectorized over replicates (:func:`weighted_metrics`).
@@ -58,7 +61,12 @@ from radiology.evaluate.metrics import (
     roc_auc_per_class,
 )
 from radiology.evaluate.plots import plot_calibration, plot_confusion_matrix, plot_roc
-from radiology.evaluate.reports import classification_metrics, classification_report
+from radiology.evaluate.reports import (
+    classification_metrics,
+    classification_report,
+    decision_metrics,
+    decision_report,
+)
 from radiology.evaluate.scoring import evaluate_predictions
 
 __all__ = [
@@ -82,6 +90,8 @@ __all__ = [
     # reports
     "classification_metrics",
     "classification_report",
+    "decision_metrics",
+    "decision_report",
     # plots
     "plot_confusion_matrix",
     "plot_roc",

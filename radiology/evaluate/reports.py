@@ -29,7 +29,7 @@ from radiology.evaluate.metrics import (
     roc_auc_per_class,
 )
 
-__all__ = ["classification_metrics", "classification_report"]
+__all__ = ["classification_metrics", "classification_report", "decision_metrics", "decision_report"]
 
 
 def _check_classes(classes: Sequence[str], width: int) -> list[str]:
@@ -226,14 +226,150 @@ def classification_report(targets, probs, classes: Sequence[str], *, multi_label
                 f"{name:<{width}}  {result['support'][name]:7d}  {_fmt(result['auc'][name])}  "
                 f"{_fmt(result['recall'][name])}"
             )
-        lines.append("")
-        lines.append("confusion matrix (rows: truth, columns: prediction)")
-        # Both axes by class name (never by index: with classes "2", "5", "8" an index 1 would read as class "1").
-        corner = "true \\ predicted"
-        width = max(width, len(corner))
-        longest = max(len(str(max(max(row) for row in result["confusion_matrix"]))), *(len(n) for n in names))
-        cell = max(5, longest + 2)
-        lines.append(f"{corner:<{width}}" + "".join(f"{name:>{cell}}" for name in names))
-        for name, row in zip(names, result["confusion_matrix"]):
-            lines.append(f"{name:<{width}}" + "".join(f"{v:>{cell}d}" for v in row))
+        lines += _confusion_lines(result["confusion_matrix"], names, width)
+    return "\n".join(lines)
+
+
+def _confusion_lines(matrix: list[list[int]], names: list[str], width: int) -> list[str]:
+    """A confusion matrix as text, after a blank line and a title."""
+    lines = ["", "confusion matrix (rows: truth, columns: prediction)"]
+    # Both axes by class name (never by index: with classes "2", "5", "8" an index 1 would read as class "1").
+    corner = "true \\ predicted"
+    width = max(width, len(corner))
+    longest = max(len(str(max(max(row) for row in matrix))), *(len(n) for n in names))
+    cell = max(5, longest + 2)
+    lines.append(f"{corner:<{width}}" + "".join(f"{name:>{cell}}" for name in names))
+    for name, row in zip(names, matrix):
+        lines.append(f"{name:<{width}}" + "".join(f"{v:>{cell}d}" for v in row))
+    return lines
+
+
+#: The metrics of :func:`decision_metrics` that need probabilities, left out there.
+_PROBABILITY_METRICS = ("macro_auc", "auc", "ece", "odir", "thresholds")
+#: Why they are left out, as :func:`decision_report` and ``radiology evaluate`` say it.
+DECISIONS_ONLY = "decisions only, no probabilities: AUC, calibration and ROC are not computed"
+
+
+def _decisions(targets, decisions, n_classes: int, multi_label: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Checked targets and decisions, and the decisions as 0/1 scores (what :func:`classification_metrics` takes)."""
+    if multi_label:
+        truth = _indicator(targets)
+        chosen = _indicator(decisions)
+        if chosen.shape != truth.shape:
+            raise ValueError(f"decisions have shape {chosen.shape}, targets {truth.shape}")
+        if truth.shape[1] != n_classes:
+            raise ValueError(f"{n_classes} class names for {truth.shape[1]} label columns")
+        return truth, chosen.astype(np.float64)
+    labels = _labels(targets)
+    chosen = np.asarray(decisions)
+    if chosen.ndim != 1 or chosen.shape[0] != len(labels):
+        raise ValueError(f"decisions must be ({len(labels)},) class indices, got shape {chosen.shape}")
+    chosen = _labels(chosen)
+    if max(labels.max(), chosen.max()) >= n_classes:
+        raise ValueError(f"class index {max(labels.max(), chosen.max())} but only {n_classes} classes")
+    return labels, np.eye(n_classes)[chosen]
+
+
+def decision_metrics(targets, decisions, classes: Sequence[str], *, multi_label: bool, ordinal: bool = False) -> dict:
+    """The headline metrics of hard decisions (a Kaggle submission: no probabilities), as a JSON-ready dict.
+
+    What :func:`classification_metrics` gives, less what needs probabilities (AUC,
+    calibration, the ODIR score, thresholds), plus the per-class F1 of single-label decisions.
+
+    Parameters
+    ----------
+    targets : array_like
+        Single-label: class indices ``(N,)``. Multi-label: 0/1 matrix ``(N, L)``.
+    decisions : array_like
+        What was predicted, in the form of ``targets``: class indices ``(N,)`` or a 0/1
+        matrix ``(N, L)``.
+    classes : sequence of str
+        Class (label) names, one per class index (column).
+    multi_label : bool
+        0/1 matrices instead of one class per sample.
+    ordinal : bool, optional
+        The classes are ordered grades: add ``quadratic_kappa`` (single-label only).
+
+    Returns
+    -------
+    dict
+        Single-label: ``n, accuracy, balanced_accuracy, macro_f1`` (and ``quadratic_kappa``
+        when ``ordinal``), per-class ``recall``, ``f1`` and ``support``, ``confusion_matrix``;
+        two classes add ``positive_class``, ``sensitivity`` and ``specificity``. Multi-label:
+        ``n, micro_f1, macro_f1, subset_accuracy``, per-label ``f1`` and ``support``. Both:
+        ``probabilities: False``. Undefined values are ``None`` (the F1 of a class neither
+        present nor predicted).
+
+    Raises
+    ------
+    ValueError
+        Targets and decisions of different shapes, negative or out-of-range class indices,
+        cells other than 0/1, or as many class names as classes.
+
+    Examples
+    --------
+    >>> result = decision_metrics([0, 1, 1, 2], [0, 1, 2, 2], ["3", "11", "13"], multi_label=False)
+    >>> result["accuracy"], result["f1"], "macro_auc" in result
+    (0.75, {'3': 1.0, '11': 0.6666666666666666, '13': 0.6666666666666666}, False)
+    >>> decision_metrics([[1, 0], [1, 1]], [[1, 0], [1, 0]], ["3", "11"], multi_label=True)["subset_accuracy"]
+    0.5
+    """
+    if ordinal and multi_label:
+        raise ValueError("ordinal=True needs single-label classes, not multi_label=True")
+    classes = [str(name) for name in classes]
+    truth, scores = _decisions(targets, decisions, len(classes), multi_label)
+    result = classification_metrics(truth, scores, classes, multi_label=multi_label, ordinal=ordinal)
+    for key in _PROBABILITY_METRICS:
+        result.pop(key, None)
+    if not multi_label:
+        f1 = _label_f1(np.eye(len(classes), dtype=np.int64)[truth], scores.astype(np.int64))
+        result["f1"] = _nan_to_none({name: float(v) for name, v in zip(classes, f1)})
+    result["probabilities"] = False
+    return result
+
+
+def decision_report(targets, decisions, classes: Sequence[str], *, multi_label: bool, ordinal: bool = False,
+                    intervals: dict | None = None) -> str:
+    """:func:`decision_metrics` as readable text: headline numbers, what is not computed, one row per class.
+
+    Parameters
+    ----------
+    targets, decisions, classes, multi_label, ordinal
+        As for :func:`decision_metrics`.
+    intervals : dict, optional
+        Confidence intervals ``{metric: [low, high]}``, shown as ``value [low, high]``.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> print(decision_report([0, 1, 1], [0, 1, 0], ["3", "11"], multi_label=False))  # doctest: +ELLIPSIS
+    samples            3
+    accuracy           0.667
+    ...
+    scores             decisions only, no probabilities: AUC, calibration and ROC are not computed
+    ...
+    """
+    result = decision_metrics(targets, decisions, classes, multi_label=multi_label, ordinal=ordinal)
+    intervals = intervals or {}
+    names = list(result["support"])
+    width = max(8, *(len(name) for name in names))
+    headline = MULTI_LABEL_HEADLINE if multi_label else SINGLE_LABEL_HEADLINE
+    lines = [f"{'samples':<18} {result['n']}"]
+    lines += [f"{key:<18} {_with_interval(result[key], intervals.get(key))}" for key in headline if key in result]
+    if "positive_class" in result:
+        lines.append(f"{'positive class':<18} {result['positive_class']} (sensitivity, specificity of the decisions)")
+    lines += [f"{'scores':<18} {DECISIONS_ONLY}", ""]
+    if multi_label:
+        lines.append(f"{'label':<{width}}  support      f1")
+        for name in names:
+            lines.append(f"{name:<{width}}  {result['support'][name]:7d}  {_fmt(result['f1'][name])}")
+        return "\n".join(lines)
+    lines.append(f"{'class':<{width}}  support  recall      f1")
+    for name in names:
+        lines.append(f"{name:<{width}}  {result['support'][name]:7d}  {_fmt(result['recall'][name])}  "
+                     f"{_fmt(result['f1'][name])}")
+    lines += _confusion_lines(result["confusion_matrix"], names, width)
     return "\n".join(lines)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,12 +181,100 @@ def _thresholds(given, record: dict | None, n: int) -> np.ndarray | None:
     return chosen
 
 
+#: Columns predictions and labels can be matched on without naming one: a file's id, or its DICOM UID.
+JOIN_COLUMNS = ("image", "SOPInstanceUID")
+_UID_COLUMN = "SOPInstanceUID"
+_INTEGER = re.compile(r"[0-9]+")
+
+
+def _is_submission(frame: pd.DataFrame) -> bool:
+    """A Kaggle submission (``SOPInstanceUID,Target``, decisions only) rather than a table with probabilities."""
+    return (_UID_COLUMN in frame.columns and "Target" in frame.columns
+            and not any(str(c).startswith("prob_") for c in frame.columns))
+
+
+def _join_columns(pred: _Table, truth: _Table, named: tuple[str, ...] | None) -> tuple[str, tuple[str, ...]]:
+    """The predictions' column and the labels' column(s) whose values match rows.
+
+    Named label columns (``image_cols``) are matched to the predictions' ``SOPInstanceUID`` when
+    the one named is ``SOPInstanceUID`` (and the predictions have it), else to their ``image``
+    (a submission has none: its ``SOPInstanceUID``). Not named: the first of :data:`JOIN_COLUMNS`
+    both tables have.
+    """
+    have, label_have = list(pred.frame.columns), list(truth.frame.columns)
+    if named is not None:
+        absent = [c for c in named if c not in label_have]
+        if absent:
+            raise ValueError(f"{truth.name}: no column {absent[0]!r} (image_cols); columns are {label_have}")
+        if named == (_UID_COLUMN,) and _UID_COLUMN in have:
+            return _UID_COLUMN, named
+        for key in JOIN_COLUMNS:
+            if key in have:
+                return key, named
+        raise ValueError(f"{pred.name}: no 'image' or 'SOPInstanceUID' column to match rows on; columns are {have}")
+    for key in JOIN_COLUMNS:
+        if key in have and key in label_have:
+            return key, (key,)
+    raise ValueError(f"no column to match rows on: {pred.name} has {have}, {truth.name} has {label_have}; they "
+                     f"are matched on 'image' or 'SOPInstanceUID' when both have it (else name the labels' image "
+                     f"column(s) with image_cols)")
+
+
+def _keyed_rows(pred: _Table, key: str, rows: np.ndarray) -> np.ndarray:
+    """The rows with a value to match (an image predicted twice: its first row)."""
+    values = pred.frame[key].iloc[rows].str.strip()
+    if not (values != "").any():
+        raise ValueError(f"{pred.name}: no row without an error has a {key!r} value to match labels on"
+                         + (" (no input was a DICOM with a SOP Instance UID)" if key == _UID_COLUMN else ""))
+    rows = rows[(values != "").to_numpy()]
+    return rows[~pred.frame[key].iloc[rows].str.strip().duplicated().to_numpy()]
+
+
+def _matches(pred: _Table, truth: _Table, key: str, image_cols: tuple[str, ...], usable: pd.DataFrame,
+             labeled: np.ndarray) -> tuple[pd.Series, dict[str, int], np.ndarray]:
+    """Each label row's key, the predictions' row of each key, and which labeled rows have a prediction."""
+    keys = pd.Series(["|".join(v.strip() for v in views) for views in zip(*(truth.frame[c] for c in image_cols))],
+                     dtype=object)
+    position = {value.strip(): i for i, value in enumerate(usable[key])}
+    found = labeled & keys.isin(position).to_numpy() & (keys != "").to_numpy()
+    if not found.any():
+        named = "+".join(image_cols)
+        raise ValueError(f"no labeled image of {truth.name} has a prediction in {pred.name}: none of its "
+                         f"{int(labeled.sum())} labeled rows' {named!r} values is among the {len(position)} "
+                         f"{key!r} values of the predictions (check image_cols)")
+    return keys, position, found
+
+
+def _patients(truth: _Table, groups: str | None, found: np.ndarray) -> np.ndarray | None:
+    """The patient id of every scored label row (``groups`` names the column), or None without ``groups``."""
+    if groups is None:
+        return None
+    patients = truth.frame[groups].str.strip().to_numpy()[found]
+    empty = np.flatnonzero(patients == "")
+    if empty.size:
+        raise ValueError(f"{truth.row(np.flatnonzero(found)[empty[0]])}: no patient id in column {groups!r} "
+                         f"(groups={groups!r} needs one on every scored row)")
+    return patients
+
+
+def _interval_note(bootstrap: dict, level: float) -> str:
+    """The report's last line: what its ``[low, high]`` intervals are."""
+    return (f"\n\n[low, high]: {interval_key(level)[2:]}% percentile bootstrap intervals, {bootstrap['replicates']} "
+            f"replicates resampling {bootstrap['groups']} {bootstrap['unit']}s (seed {bootstrap['seed']})")
+
+
+def _sort_classes(names) -> list[str]:
+    """Class names in order: integer codes (UNIFESP's ``Target``) as numbers, others as text (as training sorts)."""
+    names = sorted(set(names))
+    return sorted(names, key=int) if names and all(_INTEGER.fullmatch(n) for n in names) else names
+
+
 def evaluate_predictions(
     predictions: str | os.PathLike | pd.DataFrame,
     labels: str | os.PathLike | pd.DataFrame,
     *,
-    image_cols: Sequence[str] | str = ("image",),
-    label_cols: Sequence[str] | str = ("label",),
+    image_cols: Sequence[str] | str | None = None,
+    label_cols: Sequence[str] | str | None = None,
     multi_label: bool | None = None,
     out: str | os.PathLike | None = None,
     thresholds: Sequence[float] | None = None,
@@ -198,8 +287,27 @@ def evaluate_predictions(
 ) -> dict:
     """Score a prediction table against a label table, refusing what cannot be scored truthfully.
 
-    Rows are matched on the image reference (several image columns joined by ``|``, as
-    ``radiology predict`` writes them). Classes are taken from the ``prob_<class>``
+    Rows are matched without guessing, on a column both tables have: ``image`` (the
+    predictions' image reference; several label image columns joined by ``|``, as ``radiology
+    predict`` writes views) or ``SOPInstanceUID`` (the UID ``radiology predict`` reads from each
+    DICOM; UNIFESP's ``train.csv`` keys images by it). ``image_cols`` names the labels' column(s):
+    named ``SOPInstanceUID``, they match the predictions' ``SOPInstanceUID``; any other name
+    matches the predictions' ``image``. Not named: ``image`` when both tables have it, else
+    ``SOPInstanceUID`` when both have it, else an error naming each table's columns. A label
+    table none of whose labeled rows matches a prediction is an error, never a score of 0 rows.
+
+    A Kaggle submission (``SOPInstanceUID,Target``, what ``radiology predict --format kaggle``
+    writes, :func:`radiology.predict.kaggle_submission`) holds decisions, not probabilities: it
+    is scored against a label column (default ``Target``) of the same convention, class names
+    (UNIFESP: class indices) separated by spaces, several meaning multi-label (the kind, unless
+    ``multi_label`` or a bundle says it). Only the metrics of decisions are computed
+    (:func:`radiology.evaluate.decision_metrics`: accuracy, balanced accuracy, F1 per class,
+    macro and micro F1, subset accuracy), with ``probabilities: False`` in the result: no AUC,
+    calibration or ROC, and ``metrics.json``, ``report.txt`` and (single-label)
+    ``confusion_matrix.png`` only. An empty ``Target`` (a failed input) is no prediction; an
+    empty label is unlabeled (skipped and counted).
+
+    Otherwise classes are taken from the ``prob_<class>``
     columns, and so is the label kind unless ``bundle`` is given: single-label when every
     probability row sums to 1 (within 1e-3) and its prediction is its most probable class,
     else multi-label. A ``multi_label``, a bundle or a label table that disagrees with the
@@ -216,9 +324,12 @@ def evaluate_predictions(
     predictions, labels : path or DataFrame
         The prediction table (as ``radiology predict`` writes it, with ``prob_<class>``
         columns) and the label table, or CSV files of them.
-    image_cols, label_cols : str or sequence of str
-        Image reference column(s) and label column(s) of the label table (comma-separated
-        names or a sequence).
+    image_cols : str or sequence of str, optional
+        Image reference column(s) of the label table (comma-separated names or a sequence);
+        default: the one of ``image`` and ``SOPInstanceUID`` both tables have (see above).
+    label_cols : str or sequence of str, optional
+        Label column(s) of the label table (comma-separated names or a sequence); default
+        ``label``, or ``Target`` for a Kaggle submission.
     multi_label : bool, optional
         The kind the caller expects; checked against the predictions.
     out : path, optional
@@ -251,7 +362,10 @@ def evaluate_predictions(
     dict
         :func:`radiology.evaluate.classification_metrics` plus ``n`` (rows scored),
         ``missing`` (labeled images without a usable prediction), ``unlabeled`` (label rows
-        skipped for an empty label) and ``multi_label`` (the kind scored). With ``n_boot > 0``
+        skipped for an empty label), ``multi_label`` (the kind scored) and
+        ``matched_on`` (the predictions' column rows were matched on: ``image`` or
+        ``SOPInstanceUID``); a Kaggle submission also ``probabilities: False``, and only
+        :func:`radiology.evaluate.decision_metrics`'s metrics. With ``n_boot > 0``
         also ``ci95`` (named after ``level``: ``{metric: [low, high]}``, percentile intervals,
         ``None`` where no replicate defined the metric) and ``bootstrap`` (``replicates``,
         ``groups``, ``unit``: ``"patient"`` or ``"image"``, ``seed`` and ``used``: the
@@ -260,8 +374,9 @@ def evaluate_predictions(
     Raises
     ------
     ValueError
-        A missing column, a label kind that disagrees, unknown labels, a bad 0/1 cell, or no
-        labeled image with a prediction; the message names the table, line and values.
+        A missing column, no column to match rows on, a label kind that disagrees, unknown
+        labels, a bad 0/1 cell, thresholds for a Kaggle submission, or no labeled image with a
+        prediction; the message names the table, line and values.
     FileNotFoundError
         ``bundle`` is not a folder.
     radiology.manifest.BundleError
@@ -292,6 +407,14 @@ def evaluate_predictions(
     ([[1, 1], [0, 2]], 'image', 2)
     >>> sorted(p.name for p in out.iterdir())
     ['calibration.png', 'confusion_matrix.png', 'metrics.json', 'report.txt', 'roc.png']
+
+    A Kaggle submission against UNIFESP-style labels, matched on ``SOPInstanceUID``:
+
+    >>> submission = pd.DataFrame({"SOPInstanceUID": ["1.1", "1.2", "1.3"], "Target": ["3", "11", "3 13"]})
+    >>> truth = pd.DataFrame({"SOPInstanceUID": ["1.1", "1.2", "1.3"], "Target": ["3", "3", "3 13"]})
+    >>> metrics = evaluate_predictions(submission, truth, n_boot=0)
+    >>> metrics["matched_on"], metrics["multi_label"], metrics["subset_accuracy"], "macro_auc" in metrics
+    ('SOPInstanceUID', True, 0.6666666666666666, False)
     """
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
         raise ValueError(f"n_boot must be a whole number >= 0 (0: no intervals), got {n_boot!r}")
@@ -303,20 +426,24 @@ def evaluate_predictions(
         raise ValueError(f"groups must be the name of a label-table column of patient ids, got {groups!r}")
     pred = _read_table(predictions, "predictions")
     truth = _read_table(labels, "labels")
-    image_cols, label_cols = column_names(image_cols), column_names(label_cols)
-    for column in (*image_cols, *label_cols, *([groups] if groups is not None else [])):
+    submission = _is_submission(pred.frame)
+    key, image_cols = _join_columns(pred, truth, None if image_cols is None else column_names(image_cols))
+    label_cols = column_names(label_cols if label_cols is not None else ("Target" if submission else "label"))
+    for column in (*label_cols, *([groups] if groups is not None else [])):
         if column not in truth.frame.columns:
             raise ValueError(f"{truth.name}: no column {column!r}; columns are {list(truth.frame.columns)}")
-    if "image" not in pred.frame.columns:
-        raise ValueError(f"{pred.name}: no 'image' column (write predictions with predict_table)")
+    if submission:
+        return _evaluate_decisions(pred, truth, key, image_cols, label_cols, multi_label=multi_label, out=out,
+                                   thresholds=thresholds, bundle=bundle, ordinal=ordinal, groups=groups,
+                                   n_boot=n_boot, level=level, seed=seed)
     classes = [c[len("prob_"):] for c in pred.frame.columns if c.startswith("prob_")]
     if not classes:
-        raise ValueError(f"{pred.name}: no prob_<class> columns")
+        raise ValueError(f"{pred.name}: no prob_<class> columns, and not a Kaggle submission (SOPInstanceUID,Target)")
     errors = pred.frame["error"].str.strip() if "error" in pred.frame.columns else pd.Series("", pred.frame.index)
     ok = np.flatnonzero((errors == "").to_numpy())
-    ok = ok[~pred.frame["image"].iloc[ok].duplicated().to_numpy()]  # an image predicted twice: the first row
     if not ok.size:
         raise ValueError(f"{pred.name}: every row has an error; nothing to score")
+    ok = _keyed_rows(pred, key, ok)
     usable = pred.frame.iloc[ok]
     probs_all = usable[[f"prob_{c}" for c in classes]].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
     broken = np.flatnonzero(~np.isfinite(probs_all).all(axis=1))
@@ -352,23 +479,13 @@ def evaluate_predictions(
         targets_all = _token_targets(truth, label_cols[0], classes)
         labeled = np.ones(len(truth.frame), bool)
 
-    keys = pd.Series(["|".join(views) for views in zip(*(truth.frame[c] for c in image_cols))], dtype=object)
-    position = {image: i for i, image in enumerate(usable["image"])}
-    found = labeled & keys.isin(position).to_numpy()
-    if not found.any():
-        raise ValueError(f"no labeled image of {truth.name} has a prediction in {pred.name} (check image_cols)")
+    keys, position, found = _matches(pred, truth, key, image_cols, usable, labeled)
     probs = probs_all[[position[k] for k in keys[found]]]
     targets = targets_all[found]
-    patients = None
-    if groups is not None:
-        patients = truth.frame[groups].str.strip().to_numpy()[found]
-        empty = np.flatnonzero(patients == "")
-        if empty.size:
-            raise ValueError(f"{truth.row(np.flatnonzero(found)[empty[0]])}: no patient id in column {groups!r} "
-                             f"(groups={groups!r} needs one on every scored row)")
+    patients = _patients(truth, groups, found)
     metrics = classification_metrics(targets, probs, classes, multi_label=kind, thresholds=th, ordinal=ordinal)
     metrics.update(n=int(found.sum()), missing=int((labeled & ~found).sum()), unlabeled=int((~labeled).sum()),
-                   multi_label=bool(kind))
+                   multi_label=bool(kind), matched_on=key)
     intervals = None
     if n_boot:
         boot = bootstrap_intervals(targets, probs, multi_label=kind, groups=patients, thresholds=th, ordinal=ordinal,
@@ -383,13 +500,99 @@ def evaluate_predictions(
         report = classification_report(targets, probs, classes, multi_label=kind, thresholds=th, ordinal=ordinal,
                                        intervals=intervals)
         if intervals is not None:
-            b = metrics["bootstrap"]
-            report += (f"\n\n[low, high]: {interval_key(level)[2:]}% percentile bootstrap intervals, "
-                       f"{b['replicates']} replicates resampling {b['groups']} {b['unit']}s (seed {b['seed']})")
+            report += _interval_note(metrics["bootstrap"], level)
         atomic_write(out / "report.txt", report.encode())
         if not kind:
             plot_confusion_matrix(targets, probs.argmax(1), classes, out / "confusion_matrix.png")
         plot_roc(targets, probs, classes, out / "roc.png", multi_label=kind)
         if kind or len(classes) == 2:
             plot_calibration(targets, probs, classes, out / "calibration.png")
+    return metrics
+
+
+def _evaluate_decisions(pred: _Table, truth: _Table, key: str, image_cols: tuple[str, ...],
+                        label_cols: tuple[str, ...], *, multi_label, out, thresholds, bundle, ordinal, groups,
+                        n_boot: int, level: float, seed: int) -> dict:
+    """:func:`evaluate_predictions` of a Kaggle submission: ``Target`` decisions against a ``Target`` label column."""
+    from radiology.evaluate.reports import decision_metrics, decision_report
+
+    if thresholds is not None:
+        raise ValueError(f"thresholds: {pred.name} is a Kaggle submission of decisions; no threshold applies")
+    if len(label_cols) != 1:
+        raise ValueError(f"{truth.name}: a Kaggle submission is scored against one label column of space-separated "
+                         f"class indices, not {list(label_cols)}")
+    column = label_cols[0]
+    predicted = [cell.split() for cell in pred.frame["Target"]]
+    # A row without a target (a failed input of radiology predict) is no prediction: its label counts as missing.
+    ok = np.flatnonzero(np.array([bool(tokens) for tokens in predicted], bool))
+    if not ok.size:
+        raise ValueError(f"{pred.name}: no row has a Target; nothing to score")
+    ok = _keyed_rows(pred, key, ok)
+    usable = pred.frame.iloc[ok]
+    truths = [cell.split() for cell in truth.frame[column]]
+    labeled = np.array([bool(tokens) for tokens in truths], bool)
+    keys, position, found = _matches(pred, truth, key, image_cols, usable, labeled)
+    rows = np.flatnonzero(found)
+    truth_tokens = [truths[r] for r in rows]
+    pred_tokens = [predicted[ok[position[keys[r]]]] for r in rows]
+
+    record, record_name = _bundle_labels(bundle) if bundle is not None else (None, "")
+    several = next((i for i, (t, d) in enumerate(zip(truth_tokens, pred_tokens)) if len(t) > 1 or len(d) > 1), None)
+    if record is not None:
+        kind = bool(record["multi_label"])
+        if multi_label is not None and bool(multi_label) != kind:
+            raise ValueError(f"multi_label={bool(multi_label)} but {record_name} says {_kind(kind)}")
+    else:
+        kind = bool(multi_label) if multi_label is not None else several is not None
+    if not kind and several is not None:
+        cause = f"{record_name} says single-label" if record is not None else "multi_label=False"
+        raise ValueError(f"{truth.row(rows[several])}: several classes in {column!r} or in its prediction's Target, "
+                         f"but {cause}")
+    if ordinal and kind:
+        raise ValueError(f"ordinal=True but {pred.name} or {truth.name} are multi-label; ordinal grades are "
+                         f"single-label")
+    seen = {t for tokens in (*truth_tokens, *pred_tokens) for t in tokens}
+    if record is not None:
+        classes = [str(c) for c in record["classes"]]
+        unknown = sorted(seen - set(classes))
+        if unknown:
+            raise ValueError(f"class(es) {unknown[:5]} in {truth.name} or {pred.name} are not among {record_name}'s "
+                             f"classes {classes}")
+    else:
+        classes = _sort_classes(seen)
+    index = {c: i for i, c in enumerate(classes)}
+    if kind:
+        targets = np.zeros((len(rows), len(classes)), np.int64)
+        decisions = np.zeros_like(targets)
+        for i, (t, d) in enumerate(zip(truth_tokens, pred_tokens)):
+            targets[i, [index[c] for c in t]] = 1
+            decisions[i, [index[c] for c in d]] = 1
+    else:
+        targets = np.array([index[t[0]] for t in truth_tokens], np.int64)
+        decisions = np.array([index[d[0]] for d in pred_tokens], np.int64)
+    patients = _patients(truth, groups, found)
+    metrics = decision_metrics(targets, decisions, classes, multi_label=kind, ordinal=ordinal)
+    metrics.update(n=int(found.sum()), missing=int((labeled & ~found).sum()), unlabeled=int((~labeled).sum()),
+                   multi_label=bool(kind), matched_on=key)
+    intervals = None
+    if n_boot:
+        # The decisions as 0/1 scores: their argmax (single-label) or p > 0.5 (multi-label) are the decisions.
+        scores = decisions.astype(np.float64) if kind else np.eye(len(classes))[decisions]
+        boot = bootstrap_intervals(targets, scores, multi_label=kind, groups=patients, ordinal=ordinal,
+                                   n_boot=int(n_boot), level=float(level), seed=seed)
+        kept = [name for name in boot["interval"] if name in metrics and not isinstance(metrics[name], dict)]
+        intervals = {name: boot["interval"][name] for name in kept}
+        metrics[interval_key(level)] = intervals
+        metrics["bootstrap"] = {k: boot[k] for k in ("replicates", "groups", "unit", "seed")}
+        metrics["bootstrap"]["used"] = {name: boot["used"][name] for name in kept}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "metrics.json", metrics)
+        report = decision_report(targets, decisions, classes, multi_label=kind, ordinal=ordinal, intervals=intervals)
+        if intervals is not None:
+            report += _interval_note(metrics["bootstrap"], level)
+        atomic_write(out / "report.txt", report.encode())
+        if not kind:
+            plot_confusion_matrix(targets, decisions, classes, out / "confusion_matrix.png")
     return metrics

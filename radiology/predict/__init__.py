@@ -12,12 +12,13 @@ fastai or :mod:`radiology.train`, so ``radiology predict --backend onnx`` needs 
    one column per view) into :class:`PredictionInputs`: ids as the output shows them, the
    files of each sample, and an error for each input that cannot be found.
 3. **Table**: :func:`predict_table` reads every input with each bundle's own pipeline and
-   writes one row per input: ``image``, ``prediction`` (:func:`radiology.models.decide`:
+   writes one row per input: ``image``, ``SOPInstanceUID`` (of a DICOM input, read while
+   decoding it; empty for image files), ``prediction`` (:func:`radiology.models.decide`:
    argmax, or the labels above their thresholds joined by ``|``), ``prob_<class>`` columns
    and ``error`` (an input that cannot be read gets its error, the others go on). Ids and
    error cells are UTF-8 text naming inputs as given, never by an absolute path.
 4. **Kaggle file**: :func:`kaggle_submission` turns a table into ``SOPInstanceUID,Target``
-   (the UNIFESP competition format).
+   (the UNIFESP competition format); :func:`header_uid` reads one file's UID cheaply.
 
 Usage::
 
@@ -42,7 +43,7 @@ from radiology.predict.distributed import predict_distributed
 from radiology.predict.ensemble import Ensemble
 from radiology.predict.inputs import PredictionInputs, prediction_inputs
 from radiology.predict.shards import merge_tables, shard_inputs, shard_of
-from radiology.predict.table import kaggle_submission, predict_table
+from radiology.predict.table import header_uid, kaggle_submission, predict_table
 
-__all__ = ["Ensemble", "PredictionInputs", "prediction_inputs", "predict_table", "kaggle_submission",
+__all__ = ["Ensemble", "PredictionInputs", "prediction_inputs", "predict_table", "kaggle_submission", "header_uid",
            "shard_of", "shard_inputs", "merge_tables", "predict_distributed"]

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from radiology.predict.inputs import PredictionInputs
-from radiology.predict.table import _check_views, _with_shard_columns, predict_table
+from radiology.predict.table import _check_views, _joined_uids, _with_shard_columns, header_uid, predict_table
 
 __all__ = ["predict_distributed"]
 
@@ -69,7 +69,9 @@ def _failed_part(inputs: PredictionInputs, classes: Sequence[str], error: BaseEx
     text = one_line(error) if str(error) else ""
     if text and "/" not in text and "\\" not in text:  # a message naming a path stays out of the table
         reason += f": {text}"
-    table = pd.DataFrame({"image": inputs.ids, "prediction": [""] * len(inputs.ids)})
+    # The UIDs a local run would have read (the header alone: cheap, and it never raises).
+    uids = [_joined_uids([header_uid(p) for p in paths]) if paths else "" for paths in inputs.sources]
+    table = pd.DataFrame({"image": inputs.ids, "SOPInstanceUID": uids, "prediction": [""] * len(inputs.ids)})
     for name in classes:
         table[f"prob_{name}"] = np.nan
     table["error"] = [own or f"{name}: {reason}" for own, name in zip(inputs.errors, inputs.ids)]
@@ -111,9 +113,10 @@ def predict_distributed(
     Returns
     -------
     pandas.DataFrame
-        ``image, prediction, prob_<class>..., error``: one row per input, in order, what
-        :func:`~radiology.predict.predict_table` returns for the same inputs. A batch whose
-        task failed gets error rows (``prediction failed on the cluster: ...``).
+        ``image, SOPInstanceUID, prediction, prob_<class>..., error``: one row per input, in
+        order, what :func:`~radiology.predict.predict_table` returns for the same inputs. A
+        batch whose task failed gets error rows (``prediction failed on the cluster: ...``),
+        with the UIDs read here from the headers, as a local run has them.
 
     Raises
     ------
@@ -170,7 +173,7 @@ def predict_distributed(
                 table = _failed_part(part, classes, error)
             tables.append(table)
             bar.update(len(part.ids))
-    columns = ["image", "prediction", *(f"prob_{c}" for c in classes), "error"]
+    columns = ["image", "SOPInstanceUID", "prediction", *(f"prob_{c}" for c in classes), "error"]
     if tables:
         table = pd.concat(tables, ignore_index=True)[columns]
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ import pandas as pd
 from radiology.predict.ensemble import Ensemble
 from radiology.predict.inputs import PredictionInputs
 
-__all__ = ["predict_table", "kaggle_submission"]
+__all__ = ["predict_table", "kaggle_submission", "header_uid"]
 
 
 def predict_table(
@@ -53,10 +55,20 @@ def predict_table(
     Returns
     -------
     pandas.DataFrame
-        Columns ``image, prediction, prob_<class>..., error``, one row per input, in order.
-        ``prediction`` is :func:`radiology.models.decide`'s (argmax, or the labels above their
-        thresholds joined by ``|``); a row with an error has an empty prediction and no
-        probabilities.
+        Columns ``image, SOPInstanceUID, prediction, prob_<class>..., error``, one row per
+        input, in order. ``prediction`` is :func:`radiology.models.decide`'s (argmax, or the
+        labels above their thresholds joined by ``|``); a row with an error has an empty
+        prediction and no probabilities.
+
+        ``SOPInstanceUID`` is always there, whatever the inputs, so that every table (local,
+        each shard, a Dask run) has the same columns: the SOP Instance UID of a DICOM input
+        (several views: theirs joined by ``|``, as ``image``), taken from the dataset the
+        decoder read (no second read); the header alone is read (without pixels) only for an
+        input whose decoding failed, so that its error row keeps its UID. The cell is empty for
+        image files, inputs not found, and files without a readable UID (only digits and dots,
+        at most 64 characters, is a UID here: anything else in a hostile header is left out,
+        never raised). Labels keyed by UID (UNIFESP's ``train.csv``) match it without guessing
+        (:func:`radiology.evaluate.evaluate_predictions`).
 
     Raises
     ------
@@ -80,6 +92,7 @@ def predict_table(
     n = len(inputs.ids)
     probs = np.full((n, len(classes)), np.nan)
     errors = list(inputs.errors)
+    uids = [""] * n
     bar = tqdm(total=n * len(ensemble.bundles), disable=not progress, unit="image", desc="predict")
     with _decoder(workers) as decode:
         for member, bundle in enumerate(ensemble.bundles):
@@ -87,9 +100,12 @@ def predict_table(
             spans = _spans(n, batch_size)
             batches = [[(row, inputs.sources[row], inputs.ids[row]) for row in range(start, stop)
                         if inputs.sources[row] is not None and not errors[row]] for start, stop in spans]
-            for (start, stop), (batch, rows, failed) in zip(spans, decode(bundle, batches)):
+            for (start, stop), (batch, rows, failed, found) in zip(spans, decode(bundle, batches)):
                 for row, error in failed:
                     errors[row] = error
+                if member == 0:  # every input that can be read is read by the first member
+                    for row, uid in found:
+                        uids[row] = uid
                 if rows:
                     member_probs[rows] = ensemble.predict_arrays(member, batch)
                 bar.update(stop - start)
@@ -100,7 +116,7 @@ def predict_table(
     predictions = [""] * n
     for row, decided in zip(np.flatnonzero(ok), ensemble.decide(probs[ok].reshape(-1, len(classes)))):
         predictions[row] = decided
-    table = pd.DataFrame({"image": inputs.ids, "prediction": predictions})
+    table = pd.DataFrame({"image": inputs.ids, "SOPInstanceUID": uids, "prediction": predictions})
     for index, name in enumerate(classes):
         table[f"prob_{name}"] = np.where(ok, probs[:, index], np.nan)
     table["error"] = errors
@@ -121,18 +137,102 @@ def _spans(n: int, batch_size: int) -> list[tuple[int, int]]:
     return spans
 
 
-def _read_batch(reader, items) -> tuple[np.ndarray | None, list[int], list[tuple[int, str]]]:
-    """One batch read: ``(stacked float32 samples, their rows, [(row, error cell)] of the inputs that failed)``."""
+def _read_batch(reader, items) -> tuple[np.ndarray | None, list[int], list[tuple[int, str]], list[tuple[int, str]]]:
+    """One batch read: ``(stacked float32 samples, their rows, [(row, error cell)] of the inputs that failed,
+    [(row, SOP Instance UID cell)] of every input)``."""
     from radiology.data import input_error
 
-    arrays, rows, failed = [], [], []
+    arrays, rows, failed, uids = [], [], [], []
     for row, paths, name in items:
+        uid = None
         try:
-            arrays.append(reader.load_sample(paths))
+            decoded = _decode_views(reader, paths)
+            uid = _joined_uids([_dataset_uid(d.dataset) if not isinstance(d, Path) else "" for d in decoded])
+            arrays.append(_sample(reader, decoded, paths))
             rows.append(row)
         except Exception as error:  # noqa: BLE001 - one bad input gets its row, the run goes on
             failed.append((row, input_error(error, paths, name)))
-    return (np.stack(arrays).astype(np.float32, copy=False) if arrays else None), rows, failed
+            if uid is None:  # decoding failed: the header alone may still name the image
+                uid = _joined_uids([header_uid(p) for p in paths])
+        uids.append((row, uid))
+    return (np.stack(arrays).astype(np.float32, copy=False) if arrays else None), rows, failed, uids
+
+
+def _decode_views(reader, paths) -> list:
+    """Each view decoded once: a DICOM as its :class:`~radiology.dicom.DicomImage` (with the dataset), an image
+    file left as its path (the pipeline reads it). A view count the model does not take raises its own error."""
+    from radiology.files import is_image_file
+
+    if len(paths) != len(reader.views):
+        reader.load_sample(paths)  # raises the bundle's one-line error for the wrong number of views
+    return [Path(p) if is_image_file(p) else reader.pipeline.decode.read(p) for p in paths]
+
+
+def _sample(reader, decoded, paths) -> np.ndarray:
+    """What :meth:`Bundle.load_sample <radiology.models.Bundle.load_sample>` returns, from views decoded once:
+    ``pipeline.read`` takes the decoded image as it takes the file (same steps, same names in errors)."""
+    images = [reader.model_input(reader.pipeline.read(view), str(path)) for view, path in zip(decoded, paths)]
+    return images[0] if len(images) == 1 else np.stack(images)
+
+
+_UID = re.compile(r"[0-9.]{1,64}")
+
+
+def _dataset_uid(dataset) -> str:
+    """A dataset's SOP Instance UID, or ``""`` where there is none that reads as a UID (never raises)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # pydicom warns of an invalid UI value: it is left out here anyway
+            warnings.simplefilter("ignore")
+            value = dataset.get("SOPInstanceUID")
+            text = "" if value is None else str(value).strip(" \0")
+    except Exception:  # noqa: BLE001 - a hostile element value may raise anything when it is read
+        return ""
+    return text if _UID.fullmatch(text) else ""
+
+
+def _joined_uids(uids: list[str]) -> str:
+    """The UIDs of a sample's views joined by ``|`` (as ``image`` joins the views); empty when one has none."""
+    return "|".join(uids) if all(uids) else ""
+
+
+def header_uid(path: str | os.PathLike) -> str:
+    """The SOP Instance UID in a DICOM file's header, read without the pixel data (cheap, and never raises).
+
+    Parameters
+    ----------
+    path : path
+        A DICOM file (with or without preamble and file meta information), or any other file.
+
+    Returns
+    -------
+    str
+        The UID, or ``""`` for an image file (:func:`radiology.files.is_image_file`), a file that
+        is not DICOM or cannot be parsed, and a value that is not a UID (only digits and dots, at
+        most 64 characters): a hostile file never raises here.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from radiology.synthetic import phantom_radiograph, write_phantom_dicom
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> path = write_phantom_dicom(folder / "a.dcm", phantom_radiograph((32, 32)), sop_instance_uid="1.2.3.4")
+    >>> header_uid(path), header_uid(folder / "missing.dcm")
+    ('1.2.3.4', '')
+    """
+    from radiology.dicom import DEFAULT_MAX_PIXELS, read_dataset
+    from radiology.files import is_image_file
+
+    if is_image_file(path) or not os.path.isfile(path):
+        return ""
+    try:
+        # The header only (no pixels); a deflated file is refused before it inflates past what decoding allows.
+        dataset = read_dataset(path, stop_before_pixels=True, max_bytes=8 * DEFAULT_MAX_PIXELS)
+    except Exception:  # noqa: BLE001 - pydicom raises many types on broken and hostile files
+        return ""
+    return _dataset_uid(dataset)
 
 
 class _decoder:
@@ -204,40 +304,56 @@ def _with_shard_columns(table: pd.DataFrame, inputs: PredictionInputs, shard: tu
 def kaggle_submission(table: pd.DataFrame, inputs: PredictionInputs | None = None) -> pd.DataFrame:
     """``SOPInstanceUID,Target`` from a prediction table (the UNIFESP Kaggle format).
 
-    The UID of a row is read from its DICOM header when ``inputs`` (what the table was
-    predicted from) are given, else taken from the ``image`` value (a UID, or a file named
-    ``<UID>.dcm`` as in the competition's layout). Multi-label predictions become
-    space-separated targets, as the competition expects; failed rows keep their UID with an
-    empty target.
+    The UID of a row is the table's ``SOPInstanceUID`` cell (what :func:`predict_table`
+    read from the DICOM it decoded); for a row without one, or a table without the column,
+    the header of its input when ``inputs`` (what the table was predicted from) are given,
+    else the ``image`` value (a UID, or a file named ``<UID>.dcm`` as in the competition's
+    layout). ``Target`` is the row's ``prediction``: the class names, which for a model
+    trained on UNIFESP's ``train.csv`` are its class indices (``"3"``, ``"11"``), several
+    (multi-label) joined by spaces as the competition expects; a failed row keeps its UID
+    with an empty target. ``radiology evaluate`` scores this file against a label table of
+    the same ``Target`` convention (:func:`radiology.evaluate.evaluate_predictions`).
 
     Parameters
     ----------
     table : pandas.DataFrame
-        A table of :func:`predict_table`.
+        A table of :func:`predict_table` (``image`` or ``SOPInstanceUID``, and ``prediction``).
     inputs : PredictionInputs, optional
-        The inputs the table was predicted from, to read each UID from its DICOM header.
+        The inputs the table was predicted from, to read the UIDs a table without the
+        ``SOPInstanceUID`` column lacks from their headers.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``SOPInstanceUID, Target``, one row per table row, in order.
+
+    Raises
+    ------
+    ValueError
+        ``table`` without ``prediction`` or without both ``image`` and ``SOPInstanceUID``, or
+        ``inputs`` of another length than ``table``.
 
     Examples
     --------
-    >>> table = pd.DataFrame({"image": ["1.2.3", "test/a/4.5.6.dcm"], "prediction": ["11", "3|13"]})
+    >>> table = pd.DataFrame({"image": ["1.2.3", "test/a/4.5.6.dcm", "b.dcm"],
+    ...                       "SOPInstanceUID": ["", "", "7.8.9"], "prediction": ["11", "3|13", "0"]})
     >>> kaggle_submission(table).to_csv(index=False).splitlines()
-    ['SOPInstanceUID,Target', '1.2.3,11', '4.5.6,3 13']
+    ['SOPInstanceUID,Target', '1.2.3,11', '4.5.6,3 13', '7.8.9,0']
     """
-    names = [str(v) for v in table["image"]]
+    if "image" not in table.columns and "SOPInstanceUID" not in table.columns:
+        raise ValueError(f"table: no 'image' or 'SOPInstanceUID' column; columns are {list(table.columns)}")
+    if "prediction" not in table.columns:
+        raise ValueError(f"table: no 'prediction' column; columns are {list(table.columns)}")
+    if inputs is not None and len(inputs.ids) != len(table):
+        raise ValueError(f"{len(inputs.ids)} inputs for a table of {len(table)} rows")
+    names = [str(v) for v in table["image"]] if "image" in table.columns else [""] * len(table)
     uids = [Path(v).stem if v.lower().endswith(".dcm") else Path(v).name for v in names]
-    if inputs is not None:
-        if len(inputs.ids) != len(table):
-            raise ValueError(f"{len(inputs.ids)} inputs for a table of {len(table)} rows")
-        uids = [_header_uid(paths[0]) or uid if paths else uid for paths, uid in zip(inputs.sources, uids)]
-    targets = [str(p).replace("|", " ") for p in table["prediction"]]
+    if "SOPInstanceUID" in table.columns:  # predict_table read them from the DICOMs it decoded
+        read = [v if isinstance(v, str) else "" for v in table["SOPInstanceUID"]]
+    elif inputs is not None:  # a table without the column: the headers, read now
+        read = [_joined_uids([header_uid(p) for p in paths]) if paths else "" for paths in inputs.sources]
+    else:
+        read = [""] * len(table)
+    uids = [found or uid for found, uid in zip(read, uids)]
+    targets = ["" if not isinstance(p, str) else p.replace("|", " ") for p in table["prediction"]]
     return pd.DataFrame({"SOPInstanceUID": uids, "Target": targets})
-
-
-def _header_uid(path: Path) -> str | None:
-    from radiology.dicom import DicomError, read_dataset
-
-    try:
-        uid = read_dataset(path, stop_before_pixels=True).get("SOPInstanceUID")
-    except DicomError:
-        return None
-    return str(uid).strip() or None if uid else None

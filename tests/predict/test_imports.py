@@ -49,7 +49,7 @@ def test_radiology_predict_with_onnx_imports_no_fastai(bundle_folder, tmp_path):
     out = tmp_path / "predictions.csv"
     report = _cli(["predict", bundle_folder, images, "--out", out, "--backend", "onnx", "-q"])
     assert report == {"rc": 0, "fastai": [], "train": [], "timm": False}
-    assert out.read_text().startswith("image,prediction,prob_normal,prob_finding,error\na.dcm,")
+    assert out.read_text().startswith("image,SOPInstanceUID,prediction,prob_normal,prob_finding,error\na.dcm,1.2.")
 
 
 def test_radiology_explain_imports_no_fastai(bundle_folder, tmp_path):

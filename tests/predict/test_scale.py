@@ -39,14 +39,18 @@ def archive(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local(bundle_folder, archive):
-    """The table of one local run over every input."""
-    return predict_table(load_bundle(bundle_folder, backend="onnx"), prediction_inputs(archive, progress=False),
+    """The table of one local run over every input (each phantom with its UID, the broken file without)."""
+    table = predict_table(load_bundle(bundle_folder, backend="onnx"), prediction_inputs(archive, progress=False),
                          batch_size=4, progress=False)
+    assert table["SOPInstanceUID"].str.startswith("1.").sum() == 10
+    assert table.loc[table["image"] == "s0/broken.dcm", "SOPInstanceUID"].tolist() == [""]
+    return table
 
 
 def _same(table: pd.DataFrame, expected: pd.DataFrame) -> None:
     assert list(table.columns) == list(expected.columns)
     assert table["image"].tolist() == expected["image"].tolist()
+    assert table["SOPInstanceUID"].tolist() == expected["SOPInstanceUID"].tolist()
     assert table["prediction"].tolist() == expected["prediction"].tolist()
     assert table["error"].tolist() == expected["error"].tolist()
     probs = [c for c in expected.columns if c.startswith("prob_")]
@@ -130,6 +134,8 @@ def test_a_failed_task_becomes_error_rows_for_its_batch(bundle_folder, archive, 
     assert table["image"].tolist() == local["image"].tolist()
     lost = table["error"].str.contains("prediction failed on the cluster: MemoryError")
     assert lost.sum() == 4 and table.loc[lost, "prediction"].eq("").all()
+    # Their UIDs are read here from the headers: what the local run has.
+    assert table["SOPInstanceUID"].tolist() == local["SOPInstanceUID"].tolist()
     assert not any(str(archive) in e for e in table["error"])  # the message naming a path stays out
     _same(table[~lost], local[~lost.to_numpy()])
 

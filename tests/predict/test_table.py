@@ -123,7 +123,7 @@ def test_the_table_decides_as_the_bundle_does(bundle, tmp_path):
     np.testing.assert_allclose(probs, bundle.predict([s[0] for s in inputs.sources]), atol=1e-6)
     assert table["prediction"].tolist() == decide(probs, CLASSES, multi_label=False)
     assert table["prediction"].tolist() == [CLASSES[i] for i in bundle.decide(probs)]
-    assert table.columns.tolist() == ["image", "prediction", "prob_normal", "prob_finding", "error"]
+    assert table.columns.tolist() == ["image", "SOPInstanceUID", "prediction", "prob_normal", "prob_finding", "error"]
 
 
 def test_an_ensemble_of_one_bundle_twice_predicts_as_the_bundle(bundle, tmp_path):
@@ -168,6 +168,10 @@ def test_kaggle_submission_reads_uids_from_headers(bundle, tmp_path):
     assert submission.columns.tolist() == ["SOPInstanceUID", "Target"]
     assert submission["SOPInstanceUID"].tolist() == [uid]
     assert submission["Target"].tolist() == table["prediction"].tolist()
-    assert kaggle_submission(table)["SOPInstanceUID"].tolist() == ["scan"]  # <UID>.dcm without the inputs
+    assert table["SOPInstanceUID"].tolist() == [uid]  # read while decoding: no inputs needed
+    assert kaggle_submission(table)["SOPInstanceUID"].tolist() == [uid]
+    earlier = table.drop(columns=["SOPInstanceUID"])  # a table written before the column existed
+    assert kaggle_submission(earlier, inputs)["SOPInstanceUID"].tolist() == [uid]
+    assert kaggle_submission(earlier)["SOPInstanceUID"].tolist() == ["scan"]  # <UID>.dcm without the inputs
     with pytest.raises(ValueError, match="2 inputs for a table of 1 rows"):
         kaggle_submission(table, PredictionInputs(["a", "b"], [None, None], ["", ""]))

@@ -72,9 +72,11 @@ def test_predict_csv_then_evaluate(bundle, layout, tmp_path, capsys):
     code = main(["predict", str(bundle), str(test_csv), "--root", str(test_images), "--image-col", "SOPInstanceUID",
                  "--out", str(predictions), "--backend", "onnx", "--tta", "-q"])
     assert code == 0
-    table = pd.read_csv(predictions, dtype={"image": str, "prediction": str}, keep_default_na=False)
-    assert list(table.columns) == ["image", "prediction", "prob_3", "prob_11", "error"]
+    table = pd.read_csv(predictions, dtype={"image": str, "SOPInstanceUID": str, "prediction": str},
+                        keep_default_na=False)
+    assert list(table.columns) == ["image", "SOPInstanceUID", "prediction", "prob_3", "prob_11", "error"]
     assert table["image"].tolist() == pd.read_csv(test_csv, dtype=str)["SOPInstanceUID"].tolist()
+    assert table["SOPInstanceUID"].tolist() == table["image"].tolist()  # read from each file's header
     capsys.readouterr()
     code = main(["evaluate", "--predictions", str(predictions), "--labels", str(test_csv), "--image-col",
                  "SOPInstanceUID", "--label-col", "Target", "--out", str(tmp_path / "eval")])
@@ -148,9 +150,11 @@ def test_predict_and_evaluate_usage_errors(bundle, layout, tmp_path, capsys):
     assert "no such bundle" in capsys.readouterr().err
     code = main(["predict", str(bundle), str(test_csv), "--image-col", "file", "--out", str(tmp_path / "p.csv")])
     assert code == USAGE_ERROR and "no column 'file'" in capsys.readouterr().err
-    code = main(["evaluate", "--predictions", str(test_csv), "--labels", str(test_csv), "--image-col",
+    unkeyed = tmp_path / "unkeyed.csv"  # probabilities, but nothing naming the images
+    unkeyed.write_text("name,prediction,prob_3,prob_11\nx.dcm,3,0.9,0.1\n")
+    code = main(["evaluate", "--predictions", str(unkeyed), "--labels", str(test_csv), "--image-col",
                  "SOPInstanceUID", "--label-col", "Target", "--out", str(tmp_path / "e")])
-    assert code == USAGE_ERROR and "no 'image' column" in capsys.readouterr().err
+    assert code == USAGE_ERROR and "no 'image' or 'SOPInstanceUID' column" in capsys.readouterr().err
 
 
 def test_model_commands_print_only_their_own_error(tmp_path):

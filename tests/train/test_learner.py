@@ -69,7 +69,7 @@ def test_bundle_predicts_with_the_training_preprocessing(trained, phantoms):
     assert bundle.pipeline.to_dict() == default_pipeline(SIZE).to_dict()
     inputs = prediction_inputs(test_csv, image_cols="file")
     table = predict_table(bundle, inputs, progress=False)
-    assert list(table.columns) == ["image", "prediction", "prob_nodule", "prob_normal", "error"]
+    assert list(table.columns) == ["image", "SOPInstanceUID", "prediction", "prob_nodule", "prob_normal", "error"]
     assert table["image"].tolist() == pd.read_csv(test_csv)["file"].tolist()
     probs = table[["prob_nodule", "prob_normal"]].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
