@@ -36,9 +36,12 @@ Steps:
    top); it predicts the unseen groups, scored with AUC and balanced accuracy (accuracy alone
    would reward "never fractured" with 86 %).
 3. GradCAM of the fracture class on the test fractures (``OUT/gradcam``); where boxes exist,
-   the share of maps whose peak lies inside a fracture box grown by 5 % of the image's longer
-   side, beside the same share for the image centre (a model that always looked at the centre
-   would score that): ``OUT/gradcam/cam_in_box.csv``. The map is taken at ``--cam-layer``
+   the pointing game of :mod:`radiology.explain.pointing`: the share of maps whose peak lies
+   inside a fracture box grown by 5 % of the image's longer side, beside the same share for
+   the image centre (a model that always looked at the centre would score that) and the
+   expected share for a random point: ``OUT/gradcam/cam_in_box.csv`` (with each box and
+   image size), ``OUT/gradcam/pointing.csv`` and ``pointing.json`` (what ``radiology explain
+   --boxes`` writes). The map is taken at ``--cam-layer``
    (default ``blocks.4``, stride 16: 14 x 14 at 224 px); the last layer's map (7 x 7, the
    library's default) is scored beside it in ``OUT/gradcam_last_layer``: a coarse map peaks
    where its few cells are, rarely on a thin fracture line.
@@ -86,7 +89,7 @@ from _miniature import write_fracatlas
 
 from radiology.data import dicom_patient_ids, from_csv
 from radiology.dicom import read_dicom
-from radiology.explain import explain_inputs
+from radiology.explain import GROW, explain_inputs, parse_boxes, pointing_game
 from radiology.io import read_image
 from radiology.synthetic import write_phantom_dicom
 from radiology.train import TrainConfig
@@ -94,7 +97,7 @@ from radiology.train import TrainConfig
 FRACTURE, NORMAL = "fracture", "normal"
 FOLDERS = {"Fractured": FRACTURE, "Non_fractured": NORMAL}
 BLOCK = 20  # consecutive image numbers per group (FracAtlas has no patient ids)
-GROW = 0.05  # boxes grown by this share of the image's longer side when scoring CAM peaks
+# Boxes are grown by GROW (5 %) of the image's longer side when scoring CAM peaks (radiology.explain.GROW).
 # GradCAM layer: the last stride-16 stage of the default backbone (tf_efficientnet_lite0): a 14 x 14 map at
 # 224 px (6 x 6 at 96 px) instead of the last layer's 7 x 7 (3 x 3), fine enough to point at a fracture line.
 CAM_LAYER = "blocks.4"
@@ -138,16 +141,9 @@ def image_group(name: str) -> str:
     return f"block{int(digits[-1]) // BLOCK}"
 
 
-def parse_boxes(text: str) -> list[tuple[float, float, float, float]]:
-    """``"x y w h;x y w h"`` → a list of boxes (empty text: none)."""
-    boxes = []
-    for part in str(text).split(";"):
-        values = part.replace(",", " ").split()
-        if values:
-            if len(values) != 4:
-                raise ValueError(f"a box is 'x y w h', got {part!r}")
-            boxes.append(tuple(float(v) for v in values))
-    return boxes
+def box_list(text: str) -> list[tuple[float, float, float, float]]:
+    """``"x y w h;x y w h"`` → a list of boxes (empty text: none), by :func:`radiology.explain.parse_boxes`."""
+    return [tuple(float(v) for v in box) for box in parse_boxes(text)]
 
 
 def format_boxes(boxes) -> str:
@@ -252,7 +248,7 @@ def read_dicom_folder(root: Path) -> pd.DataFrame:
     else:
         data["group"] = dicom_patient_ids([root / f for f in table["file"]])
         how = "the DICOM PatientID"
-    data["boxes"] = [parse_boxes(v) for v in table["boxes"]] if "boxes" in table.columns else [[]] * len(data)
+    data["boxes"] = [box_list(v) for v in table["boxes"]] if "boxes" in table.columns else [[]] * len(data)
     print(f"DICOM folder: {len(data)} images; groups from {how}; boxes for "
           f"{int((data['boxes'].str.len() > 0).sum())} images")
     return data
@@ -287,13 +283,16 @@ def wrap_as_dicom(root: Path, table: pd.DataFrame, archive: Path, max_side: int)
         if normalized:
             found = [(x * cols, y * rows, w * cols, h * rows) for x, y, w, h in found]
         scale = min(1.0, max_side / max(rows, cols))
+        sx = sy = 1.0
         if scale < 1:
             image = cv2.resize(image, (round(cols * scale), round(rows * scale)), interpolation=cv2.INTER_AREA)
+            # Box corners scale by each axis' own factor (the rounded size), exactly as the pixels moved.
+            sy, sx = image.shape[0] / rows, image.shape[1] / cols
         name = Path(source).with_suffix(".dcm").name
         write_phantom_dicom(archive / name, np.clip(image, 0, 1).astype(np.float32), bits_stored=12, modality="DX",
                             pixel_spacing=None, patient_name="", patient_id=group)
         files.append(name)
-        boxes.append([tuple(v * scale for v in box) for box in found])
+        boxes.append([(x * sx, y * sy, w * sx, h * sy) for x, y, w, h in found])
     return table.assign(file=files, boxes=boxes)
 
 
@@ -301,86 +300,34 @@ def wrap_as_dicom(root: Path, table: pd.DataFrame, archive: Path, max_side: int)
 # Step 3: where the maps point
 
 
-def grown_box(box, shape: tuple[int, int], grow: float = GROW) -> tuple[float, float, float, float]:
-    """``(x0, y0, x1, y1)`` of an ``(x, y, w, h)`` box grown by ``grow`` × the image's longer side, clipped.
-
-    Examples
-    --------
-    >>> grown_box((10, 10, 20, 20), (100, 200))
-    (0.0, 0.0, 40.0, 40.0)
-    """
-    rows, cols = shape[:2]
-    margin = grow * max(rows, cols)
-    x, y, w, h = box
-    return (max(0.0, x - margin), max(0.0, y - margin), min(float(cols), x + w + margin),
-            min(float(rows), y + h + margin))
-
-
-def in_boxes(point, boxes, shape: tuple[int, int], grow: float = GROW) -> bool:
-    """Whether ``(x, y)`` lies in any of the boxes grown by ``grow`` × the image's longer side."""
-    if point is None:
-        return False
-    x, y = point
-    return any(x0 <= x <= x1 and y0 <= y <= y1 for x0, y0, x1, y1 in (grown_box(b, shape, grow) for b in boxes))
-
-
-def cam_in_box(peaks, boxes, shapes, grow: float = GROW) -> dict:
-    """How often the CAM peaks fall inside a (grown) fracture box, and how often the image centre does.
-
-    Parameters
-    ----------
-    peaks : sequence of (x, y) or None
-        Each map's peak in pixels of the original image (None: an all-zero map, a miss).
-    boxes : sequence of lists of (x, y, w, h)
-        Each image's fracture boxes; images without one are not scored.
-    shapes : sequence of (rows, cols)
-        Each original image's shape.
-    grow : float, optional
-        Share of the image's longer side added around every box (default 5 %).
-
-    Returns
-    -------
-    dict
-        ``n`` (images scored), ``inside`` and ``share`` (peaks in a box), ``centre`` and
-        ``centre_share`` (image centres in a box: the score of always pointing at the centre).
-    """
-    n = inside = centre = 0
-    for peak, found, shape in zip(peaks, boxes, shapes):
-        if not found:
-            continue
-        n += 1
-        inside += in_boxes(peak, found, shape, grow)
-        centre += in_boxes((shape[1] / 2, shape[0] / 2), found, shape, grow)
-    return {"n": n, "inside": inside, "share": inside / n if n else None,
-            "centre": centre, "centre_share": centre / n if n else None}
-
-
 def explain_fractures(out: Path, image_root: Path, test_table: pd.DataFrame, limit: int, quiet: bool,
-                      layer: str | None = CAM_LAYER, folder: str = "gradcam") -> dict:
+                      layer: str | None = CAM_LAYER, folder: str = "gradcam"):
     """GradCAM of the fracture class on the test fractures (overlays in ``OUT/folder``), peaks scored
-    against their boxes (``OUT/folder/cam_in_box.csv``); ``layer`` None: the library's default (last) layer."""
+    against their boxes by the library's pointing game (``OUT/folder/cam_in_box.csv``, ``pointing.csv``,
+    ``pointing.json``); ``layer`` None: the library's default (last) layer. Returns the
+    :class:`radiology.explain.PointingGame`."""
     fractures = test_table[test_table["label"] == FRACTURE].head(limit)
     if fractures.empty:
-        return cam_in_box([], [], [])
+        return pointing_game([], [], [])
     fractures[["file"]].to_csv(out / "explain.csv", index=False)
     cams = explain_inputs(out / "bundle", out / "explain.csv", out / folder, root=image_root, image_cols="file",
-                          label=FRACTURE, target_layer=layer, progress=not quiet)
+                          label=FRACTURE, target_layer=layer, progress=not quiet,
+                          boxes=dict(zip(fractures["file"], fractures["boxes"])), grow=GROW)
     cams = cams.drop_duplicates("image").set_index("image")
-    rows = []
-    for file, found in zip(fractures["file"], fractures["boxes"]):
+    peaks, shapes = [], []
+    for file in fractures["file"]:
         row = cams.loc[file] if file in cams.index else None
-        ok = row is not None and not (pd.notna(row["error"]) and row["error"]) \
-            and pd.notna(row["peak_x"]) and str(row["peak_x"]) != ""
-        peak = (float(row["peak_x"]), float(row["peak_y"])) if ok else None
-        shape = read_dicom(image_root / file).pixels.shape[:2]
-        rows.append({"image": file, "peak_x": peak[0] if peak else "", "peak_y": peak[1] if peak else "",
-                     "boxes": format_boxes(found), "rows": shape[0], "cols": shape[1],
-                     "peak_in_box": in_boxes(peak, found, shape) if found else "",
-                     "centre_in_box": in_boxes((shape[1] / 2, shape[0] / 2), found, shape) if found else ""})
-    table = pd.DataFrame(rows)
-    table.to_csv(out / folder / "cam_in_box.csv", index=False)
-    return cam_in_box([(r["peak_x"], r["peak_y"]) if r["peak_x"] != "" else None for r in rows],
-                      list(fractures["boxes"]), [(r["rows"], r["cols"]) for r in rows])
+        ok = row is not None and not (pd.notna(row["error"]) and row["error"]) and pd.notna(row["peak_x"])
+        peaks.append((float(row["peak_x"]), float(row["peak_y"])) if ok else None)
+        shapes.append(read_dicom(image_root / file).pixels.shape[:2])
+    game = pointing_game(peaks, list(fractures["boxes"]), shapes, grow=GROW)
+    rows = [{"image": file, "peak_x": "" if peak is None else peak[0], "peak_y": "" if peak is None else peak[1],
+             "boxes": format_boxes(found), "rows": shape[0], "cols": shape[1],
+             "peak_in_box": bool(hit) if scored else "", "centre_in_box": bool(centre) if scored else ""}
+            for file, found, peak, shape, hit, centre, scored in zip(fractures["file"], fractures["boxes"], peaks,
+                                                                     shapes, game.hit, game.centre_hit, game.scored)]
+    pd.DataFrame(rows).to_csv(out / folder / "cam_in_box.csv", index=False)
+    return game
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,12 +387,13 @@ def main(argv=None) -> int:
           f"{fmt(metrics['balanced_accuracy'])}, fracture recall {fmt(metrics['recall'].get(FRACTURE))}, "
           f"normal recall {fmt(metrics['recall'].get(NORMAL))}")
     cam = cams[args.cam_layer]
-    if cam["n"]:
+    if cam.n:
         last = cams["last layer"]
-        print(f"GradCAM ({args.cam_layer}) on {cam['n']} test fractures with boxes: peak inside a fracture box "
-              f"(grown by {GROW:.0%} of the longer side) {cam['inside']}/{cam['n']} ({fmt(cam['share'])}); "
-              f"last layer {last['inside']}/{last['n']} ({fmt(last['share'])}); the image centre is inside one "
-              f"{cam['centre']}/{cam['n']} ({fmt(cam['centre_share'])}): {shown(out / 'gradcam' / 'cam_in_box.csv')}")
+        print(f"GradCAM ({args.cam_layer}) on {cam.n} test fractures with boxes: peak inside a fracture box "
+              f"(grown by {GROW:.0%} of the longer side) {cam.hits}/{cam.n} ({fmt(cam.hit_rate)}); "
+              f"last layer {last.hits}/{last.n} ({fmt(last.hit_rate)}); the image centre is inside one "
+              f"{cam.centre_hits}/{cam.n} ({fmt(cam.centre_rate)}), a random point {fmt(cam.random_rate)}: "
+              f"{shown(out / 'gradcam' / 'cam_in_box.csv')}")
     else:
         print("GradCAM: no test fracture with a box, nothing to score")
     if synthetic:

@@ -2,8 +2,8 @@
 
 Each reader is run on a miniature folder (written here, or by ``examples/_miniature.py``, the
 examples' writers of synthetic miniatures), with known labels and groups; broken
-layouts must stop with a clear message; the fracture example's CAM-in-box scorer is checked on
-maps whose peak is placed inside or outside a box. No training here: the quick runs are CI steps.
+layouts must stop with a clear message; the fracture example scores its maps with the library's
+pointing game (checked in tests/explain/test_pointing.py). No training here: the quick runs are CI steps.
 """
 
 import importlib.util
@@ -275,33 +275,16 @@ def test_fracatlas_without_number_in_name_is_refused(fracture):
     assert fracture.image_group("IMG0000039.jpg") == "block1" and fracture.image_group("IMG0000040.jpg") == "block2"
 
 
-def test_cam_peak_in_box_known_answers(fracture):
-    from radiology.explain import cam_peak
+def test_fracture_boxes_are_read_and_scored_by_the_library(fracture):
+    # The example plays radiology.explain's pointing game (its known answers: tests/explain/test_pointing.py).
+    from radiology import explain
 
-    shape = (100, 80)  # rows, cols: boxes grow by 5 % of 100 = 5 px on every side
-    box = (10, 20, 10, 10)  # x 10-20, y 20-30; grown: x 5-25, y 15-35
-
-    def peak_at(x, y):
-        cam = np.zeros(shape, np.float32)
-        cam[y, x] = 1.0
-        cam[50, 40] = 0.5  # a lower secondary bump at the centre
-        return cam_peak(cam)
-
-    inside, margin, outside = peak_at(15, 25), peak_at(24, 34), peak_at(60, 80)
-    assert inside == (15, 25) and margin == (24, 34) and outside == (60, 80)
-    assert fracture.in_boxes(inside, [box], shape)
-    assert fracture.in_boxes(margin, [box], shape)  # only inside the grown box
-    assert not fracture.in_boxes(margin, [box], shape, grow=0.0)
-    assert not fracture.in_boxes(outside, [box], shape)
-    assert not fracture.in_boxes(None, [box], shape)  # an all-zero map is a miss
-    assert fracture.grown_box((0, 0, 5, 5), shape) == (0.0, 0.0, 10.0, 10.0)  # clipped at the border
-
-    centre_box = (35, 45, 10, 10)  # holds the image centre (40, 50)
-    result = fracture.cam_in_box([inside, outside, peak_at(40, 50), None],
-                                 [[box], [box], [centre_box], []], [shape] * 4)
-    assert result == {"n": 3, "inside": 2, "share": pytest.approx(2 / 3), "centre": 1,
-                      "centre_share": pytest.approx(1 / 3)}
-    assert fracture.cam_in_box([], [], [])["share"] is None
+    assert fracture.pointing_game is explain.pointing_game and fracture.GROW == explain.GROW == 0.05
+    assert fracture.box_list("1 2 3 4;5 6 7 8") == [(1, 2, 3, 4), (5, 6, 7, 8)] and fracture.box_list("") == []
+    with pytest.raises(ValueError, match="x y w h"):
+        fracture.box_list("1 2 3")
+    for gone in ("parse_boxes", "grown_box", "in_boxes", "cam_in_box"):  # no second scorer beside the library's
+        assert gone not in vars(fracture) or vars(fracture)[gone] is getattr(explain, gone, None)
 
 
 def test_fracture_miniature_boxes_hold_the_line(fracture, miniature, tmp_path):

@@ -38,7 +38,8 @@ def add_predict_parsers(commands) -> None:
     predict.add_argument("--root", type=Path, help="folder the CSV's image column is relative to")
     predict.add_argument("--image-col", dest="image_cols", help="image column(s) of a CSV (default: image)")
     predict.add_argument("--format", dest="fmt", choices=("table", "kaggle"), default="table",
-                         help="table (default) or kaggle: SOPInstanceUID,Target")
+                         help="table (default: image, SOPInstanceUID of DICOM inputs, prediction, prob_<class>..., "
+                              "error) or kaggle: SOPInstanceUID,Target (radiology evaluate scores either)")
     predict.add_argument("--tta", action="store_true", help="average with horizontally flipped inputs")
     predict.add_argument("--backend", choices=("eager", "export", "onnx"), default="export",
                          help="which saved model runs (default: the torch.export program)")
@@ -70,7 +71,7 @@ def add_predict_parsers(commands) -> None:
     explain.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle folder")
     explain.add_argument("input", type=Path, metavar="INPUT", help="folder (recursive), file, or CSV")
     explain.add_argument("--out", type=Path, required=True, help="folder for overlay PNGs and explanations.csv")
-    explain.add_argument("--method", choices=("gradcam", "gradcampp", "hirescam", "scorecam", "eigencam"),
+    explain.add_argument("--method", choices=("gradcam", "gradcampp", "hirescam", "layercam", "scorecam", "eigencam"),
                          default="gradcam", help="CAM method (default gradcam)")
     explain.add_argument("--label", help="explain this label (default: the prediction, or every positive label)")
     explain.add_argument("--target-layer", help="backbone module name (default: its last spatial layer)")
@@ -85,10 +86,23 @@ def add_predict_parsers(commands) -> None:
     explain.add_argument("--allow-outside-root", action="store_true",
                          help="read CSV image paths outside --root (by default such rows fail)")
     explain.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    explain.add_argument("--boxes", type=Path, metavar="CSV",
+                         help="play the pointing game: a CSV of finding boxes per image ('x y w h;x y w h' in pixels "
+                              "of the stored image, empty: none); writes pointing.csv and pointing.json to --out and "
+                              "prints the hit rate beside the image-centre and random-point baselines (give --label: "
+                              "the finding's class)")
+    explain.add_argument("--boxes-image-col", metavar="COLUMN",
+                         help="--boxes column naming the image as the explained input does (default: --image-col "
+                              "when the CSV has it, else image, else SOPInstanceUID: joined on each DICOM's UID)")
+    explain.add_argument("--boxes-col", default="boxes", metavar="COLUMN",
+                         help="--boxes column of boxes (default boxes)")
+    explain.add_argument("--boxes-grow", type=float, default=0.05, metavar="SHARE",
+                         help="grow every box by this share of the image's longer side (default 0.05)")
 
 
 
-_PREDICTIONS_HEADERS = ("image,prediction,", "SOPInstanceUID,Target")  # table and kaggle formats
+_PREDICTIONS_HEADERS = ("image,SOPInstanceUID,prediction,", "image,prediction,",  # tables (earlier: no UID)
+                       "SOPInstanceUID,Target")  # the kaggle format
 _MERGE = "merge"
 
 
@@ -233,11 +247,59 @@ def run_explain(args: argparse.Namespace) -> int:
 
     if not args.bundle.is_dir():
         raise FileNotFoundError(f"{args.bundle}: not a bundle folder")
+    boxes, boxes_by = _explain_boxes(args) if args.boxes is not None else (None, "image")
     table = explain_inputs(args.bundle, args.input, args.out, method=args.method, label=args.label,
                            target_layer=args.target_layer, batch_size=args.batch_size, progress=not args.quiet,
                            root=args.root, image_cols=args.image_cols, device=args.device,
-                           allow_outside_root=args.allow_outside_root, figure_size=args.figure_size)
+                           allow_outside_root=args.allow_outside_root, figure_size=args.figure_size,
+                           boxes=boxes, boxes_by=boxes_by, grow=args.boxes_grow)
     written, failed = int((table["overlay"] != "").sum()), int((table["error"] != "").sum())
     print(f"{written} overlays, {failed} failed: {args.out / 'explanations.csv'}")
+    if boxes is not None:
+        _print_pointing(table.attrs["pointing"], args.out / "pointing.csv")
     explained = int(table.loc[table["error"] == "", "image"].nunique())
     return exit_code("explain", explained, failed, args.strict, args.out / "explanations.csv")
+
+
+def _explain_boxes(args: argparse.Namespace):
+    """``--boxes``: the boxes by image and what they are keyed by (read before any work)."""
+    import pandas as pd
+
+    from radiology.explain import read_boxes
+
+    if not args.boxes.is_file():
+        raise FileNotFoundError(f"--boxes {args.boxes}: no such CSV file")
+    if not 0 <= args.boxes_grow < 1:
+        raise ValueError(f"--boxes-grow {args.boxes_grow}: must be a share in [0, 1)")
+    try:
+        frame = pd.read_csv(args.boxes, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
+        raise ValueError(f"--boxes {args.boxes}: not a CSV table ({type(error).__name__})") from None
+    column = args.boxes_image_col
+    if column is None:
+        wanted = [args.image_cols] if args.image_cols and "," not in args.image_cols else []
+        candidates = (*wanted, "image", "SOPInstanceUID")
+        column = next((c for c in candidates if c in frame.columns), None)
+        if column is None:
+            raise ValueError(f"--boxes {args.boxes}: no image column ({' or '.join(candidates)}); name it with "
+                             f"--boxes-image-col")
+    try:
+        boxes = read_boxes(frame, image_col=column, boxes_col=args.boxes_col)
+    except ValueError as error:
+        raise ValueError(f"--boxes {args.boxes}: {str(error).removeprefix('the table: ')}") from None
+    return boxes, "SOPInstanceUID" if column == "SOPInstanceUID" else "image"
+
+
+def _print_pointing(summary: dict, path: Path) -> None:
+    """One line: hit rate vs the image-centre and random-point baselines."""
+    def rate(value) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
+
+    skipped = f"; {summary['unscored']} explained without boxes, not scored" if summary["unscored"] else ""
+    if summary["missing"]:
+        skipped += f" ({summary['missing']} not in --boxes)"
+    if summary["errors"]:
+        skipped += f"; {summary['errors']} with boxes outside the image"
+    print(f"pointing game on {summary['n']} maps with boxes (grown by {summary['grow']:.0%} of the longer side): "
+          f"hit rate {rate(summary['hit_rate'])} ({summary['hits']}/{summary['n']}), image centre "
+          f"{rate(summary['centre_rate'])}, random point {rate(summary['random_rate'])}{skipped}: {path}")

@@ -20,6 +20,11 @@ result to the image. Methods (:data:`METHODS`, from the ``grad-cam`` package): `
   "relative evidence (per image)". No file name or header field is drawn.
 - :func:`explain_inputs`: all of it for files and a bundle, what ``radiology explain`` runs
   (it writes figures; ``figure_size=None`` keeps the original's pixels).
+- The pointing game (:mod:`radiology.explain.pointing`): :func:`pointing_game` scores map
+  peaks against finding boxes (:func:`parse_boxes`, :func:`grow_boxes`,
+  :func:`point_in_boxes`) beside the image-centre and random-point baselines
+  (:func:`boxes_mask`); ``explain_inputs(..., boxes=read_boxes("labels.csv", "file"))`` and
+  ``radiology explain --boxes`` write it as ``pointing.csv`` and ``pointing.json``.
 
 Usage::
 
@@ -50,10 +55,28 @@ in strength across images.
 
 from radiology.explain.cam import COLORMAPS, METHODS, cam_peak, cam_to_original, compute_cam, find_target_layer, overlay
 from radiology.explain.figure import FIGURE_SIZE, FigureLayout, explanation_figure, figure_layout
-from radiology.explain.overlays import EXPLANATION_COLUMNS, explain_inputs, original_view, overlay_name
+from radiology.explain.overlays import (
+    EXPLANATION_COLUMNS,
+    POINTING_COLUMNS,
+    explain_inputs,
+    original_view,
+    overlay_name,
+    read_boxes,
+)
+from radiology.explain.pointing import (
+    GROW,
+    PointingGame,
+    boxes_mask,
+    grow_boxes,
+    parse_boxes,
+    point_in_boxes,
+    pointing_game,
+)
 
 __all__ = [
     "METHODS", "COLORMAPS", "find_target_layer", "compute_cam", "cam_to_original", "cam_peak", "overlay",
     "explanation_figure", "figure_layout", "FigureLayout", "FIGURE_SIZE",
     "explain_inputs", "overlay_name", "original_view", "EXPLANATION_COLUMNS",
+    "POINTING_COLUMNS", "read_boxes",
+    "GROW", "parse_boxes", "grow_boxes", "boxes_mask", "point_in_boxes", "pointing_game", "PointingGame",
 ]

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 import torch
-from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, ScoreCAM
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
@@ -32,6 +32,7 @@ METHODS: dict[str, type] = {
     "gradcam": GradCAM,
     "gradcampp": GradCAMPlusPlus,
     "hirescam": HiResCAM,
+    "layercam": LayerCAM,
     "scorecam": ScoreCAM,
     "eigencam": EigenCAM,
 }

@@ -7,9 +7,12 @@ to a readable size) with its map, a caption (class, probability, method) and a c
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
-from collections.abc import Sequence
+import posixpath
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +21,21 @@ import pandas as pd
 from radiology.errors import one_line
 from radiology.explain.cam import METHODS, cam_peak, cam_to_original, compute_cam, find_target_layer
 from radiology.explain.figure import FIGURE_SIZE, check_figure_size, explanation_figure
+from radiology.explain.pointing import GROW, grow_boxes, parse_boxes, pointing_game
 from radiology.files import DICOM_SUFFIXES, IMAGE_SUFFIXES
 from radiology.naming import NAME_BYTES, display_name, fit_name, sanitize_component
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EXPLANATION_COLUMNS", "explain_inputs", "overlay_name", "original_view"]
+__all__ = ["EXPLANATION_COLUMNS", "POINTING_COLUMNS", "explain_inputs", "overlay_name", "original_view",
+           "read_boxes"]
 
 #: Columns of ``explanations.csv``.
 EXPLANATION_COLUMNS = ("image", "label", "probability", "method", "overlay", "peak_x", "peak_y", "error")
+#: Columns of ``pointing.csv`` (``explain_inputs(..., boxes=...)``).
+POINTING_COLUMNS = ("image", "label", "method", "peak_x", "peak_y", "hit", "centre_hit", "box_share", "error")
+#: What ``boxes`` of :func:`explain_inputs` may be keyed by.
+BOXES_BY = ("image", "SOPInstanceUID")
 # Tables of earlier versions (no probability) are read, and rewritten with an empty probability.
 _EARLIER_COLUMNS = ("image", "label", "method", "overlay", "peak_x", "peak_y", "error")
 _LABEL_BYTES = 60  # per label or method in an overlay name: the input's own name gets the rest
@@ -126,7 +135,8 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
                    target_layer=None, batch_size: int = 8, progress: bool = True,
                    root: str | os.PathLike | None = None, image_cols: Sequence[str] | str | None = None,
                    device: str | None = None, allow_outside_root: bool = False,
-                   figure_size: int | None = FIGURE_SIZE) -> pd.DataFrame:
+                   figure_size: int | None = FIGURE_SIZE, boxes: Mapping[str, object] | None = None,
+                   boxes_by: str = "image", grow: float = GROW) -> pd.DataFrame:
     """Write a CAM figure PNG per input (per label, per view) and ``explanations.csv``.
 
     Parameters
@@ -166,6 +176,19 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
         Longest side of each written figure in pixels (160 to 8192; default 768): small
         originals are scaled up, large ones down, the geometry kept. None keeps the
         original's pixels. See :func:`radiology.explain.explanation_figure`.
+    boxes : mapping, optional
+        Finding boxes to play the pointing game with: image reference → boxes, ``(N, 4)``
+        ``(x, y, w, h)`` in pixels of the stored image or a boxes cell ``"x y w h;x y w h"``
+        (:func:`~radiology.explain.parse_boxes`; empty: no box). Every explained map is
+        scored (:func:`~radiology.explain.pointing_game`) into ``out/pointing.csv`` and
+        ``out/pointing.json``: see Notes. :func:`read_boxes` reads them from a CSV.
+    boxes_by : {"image", "SOPInstanceUID"}, optional
+        What the keys of ``boxes`` are: ``image``, the explained file as the table's
+        ``image`` column names it (a CSV value, or a path relative to the input folder;
+        ``./`` and ``\\`` do not matter), or ``SOPInstanceUID``, read from each explained
+        DICOM's header (other files have none and are not scored).
+    grow : float, optional
+        Boxes are grown by this share of the image's longer side on every side (default 5 %).
 
     Returns
     -------
@@ -179,6 +202,8 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
         *original* image, whatever the figure's size; empty for an all-zero map) and ``error``.
         An input that cannot be read gets one row with its error and the run goes on; a
         multi-label input with no label above its threshold gets one row with an empty label.
+        With ``boxes``, ``table.attrs["pointing"]`` holds the summary written to
+        ``pointing.json``.
 
     Notes
     -----
@@ -204,6 +229,21 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
     files left out are counted in a warning. File names that are not UTF-8 are written with
     their undecodable bytes as ``\\xNN`` escapes, as convert's report writes them, and error
     cells name files relative to the input folder, never by an absolute path.
+
+    The pointing game (``boxes``): each map of this run (each explained label, each view)
+    whose image has at least one box gets a row of ``pointing.csv`` (columns
+    :data:`POINTING_COLUMNS`): ``image`` and ``label`` as in ``explanations.csv`` (an absolute
+    reference shortened to its file name), ``peak_x``/``peak_y``, ``hit`` (the peak in a
+    grown box), ``centre_hit`` (the image centre in one), ``box_share`` (the share of the
+    image's pixels in the grown boxes: the chance of a random peak) and ``error`` (boxes
+    that lie outside the image: that map is not scored). ``pointing.json`` holds ``n``,
+    ``hits``, ``hit_rate``, ``centre_hits``, ``centre_rate``, ``random_rate``, ``grow``,
+    ``unscored`` (maps of images without a box), ``missing`` (of those, images absent from
+    ``boxes``), ``errors`` and ``method``; both files describe this run only. Boxes are
+    in pixels of the stored image, the pixels ``peak_x``/``peak_y`` are in: every resize,
+    pad and crop of the pipeline is undone before the peak is taken. Explain the finding's
+    class (``label``): by default a map of the predicted class is scored, which for a
+    missed finding is the normal class's.
 
     Raises
     ------
@@ -235,9 +275,13 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     figure_size = check_figure_size(figure_size)
     out = Path(out)
+    if boxes is not None:
+        boxes = _check_boxes_argument(boxes, boxes_by, grow)
     # Before any bundle is loaded or image read: where this run writes must hold none of its inputs.
     _check_out(out, inputs, root)
     previous = _previous_explanations(out / "explanations.csv")
+    if boxes is not None:
+        _check_pointing_file(out / "pointing.csv")
     if isinstance(bundle, Bundle):
         if device is not None and str(device) != str(bundle.device):
             raise ValueError(f"device {device!r} differs from the loaded bundle's {bundle.device!r}: load it there")
@@ -281,12 +325,12 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
         return name
 
     def add(index: int, image: str, label_name: str = "", name: str = "", peak=None, error: str = "",
-            probability: float | None = None) -> None:
+            probability: float | None = None, shape=None, path=None) -> None:
         rows.append({"image": image, "label": label_name,
                      "probability": None if probability is None else round(float(probability), 6),
                      "method": method, "overlay": name,
                      "peak_x": None if peak is None else peak[0], "peak_y": None if peak is None else peak[1],
-                     "error": " ".join(str(error).split()), "_input": index})
+                     "error": " ".join(str(error).split()), "_input": index, "_shape": shape, "_path": path})
 
     def failed(index: int, error: BaseException | str) -> None:
         # Error messages name files by the path they were opened with: absolute when the input was.
@@ -350,11 +394,13 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
                         caption = class_name if views == 1 else f"{class_name} ({bundle.views[view]} view)"
                         write_image(out / name, explanation_figure(image, back, label=caption, probability=probability,
                                                                    method=method, size=figure_size))
-                        add(index, view_ids[view], class_name, name, cam_peak(back), probability=probability)
+                        add(index, view_ids[view], class_name, name, cam_peak(back), probability=probability,
+                            shape=image.shape[:2], path=inputs.sources[index][view])
         bar.update(min(len(inputs.ids), start + batch_size) - start)
     bar.close()
     # Input order (failures are recorded before the CAMs of their batch); stable within an input.
     rows.sort(key=lambda row: row.pop("_input"))
+    located = [(row.pop("_shape"), row.pop("_path")) for row in rows]
     table = pd.DataFrame(rows, columns=list(EXPLANATION_COLUMNS))
     for column in ("peak_x", "peak_y"):
         table[column] = table[column].astype("Int64")
@@ -367,6 +413,8 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
     replaced = (redrawn & (same | (previous["overlay"] == ""))) | reused
     merged = pd.concat([previous[~replaced], table], ignore_index=True) if len(previous) else table
     atomic_write(out / "explanations.csv", display_name(merged.to_csv(index=False)).encode())
+    if boxes is not None:
+        table.attrs["pointing"] = _write_pointing(out, rows, located, boxes, boxes_by, grow, method)
     return table
 
 
@@ -443,3 +491,145 @@ def _previous_explanations(path: Path) -> pd.DataFrame:
         raise ValueError(f"{path}: not an explanations table of radiology explain ({one_line(error)}); "
                          "choose another output folder") from error
     return table
+
+
+def read_boxes(table, image_col: str = "image", boxes_col: str = "boxes") -> dict[str, np.ndarray]:
+    """Finding boxes by image from a CSV (or a DataFrame), for ``explain_inputs(..., boxes=...)``.
+
+    Parameters
+    ----------
+    table : path or pandas.DataFrame
+        A table with an image column and a boxes column whose cells are ``"x y w h;x y w h"``
+        in pixels of the stored image (:func:`~radiology.explain.parse_boxes`), as the
+        fracture ``labels.csv`` holds them.
+    image_col : str, optional
+        The column naming the image: a path as the explained input names it, or (for
+        ``boxes_by="SOPInstanceUID"``) the SOP Instance UID.
+    boxes_col : str, optional
+        The column of boxes (empty: the image has none).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``(N, 4)`` boxes by image (all of an image's rows together; images without a box
+        keep an empty ``(0, 4)`` entry, so that they count as seen).
+
+    Raises
+    ------
+    ValueError
+        A missing column, or a cell that is not boxes (the message names the CSV line).
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"file": ["a.dcm", "b.dcm", "a.dcm"], "boxes": ["1 2 3 4", "", "5 6 7 8"]})
+    >>> {key: value.tolist() for key, value in read_boxes(frame, "file").items()}
+    {'a.dcm': [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]], 'b.dcm': []}
+    """
+    name = "the table"
+    if not isinstance(table, pd.DataFrame):
+        name = Path(table).name
+        try:
+            table = pd.read_csv(table, dtype=str, keep_default_na=False, encoding="utf-8")
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
+            raise ValueError(f"{name}: not a CSV table ({one_line(error)})") from None
+    missing = [column for column in (image_col, boxes_col) if column not in table.columns]
+    if missing:
+        raise ValueError(f"{name}: no column {', '.join(map(repr, missing))} (columns: {', '.join(table.columns)})")
+    found: dict[str, list[np.ndarray]] = {}
+    for line, (image, cell) in enumerate(zip(table[image_col], table[boxes_col]), start=2):
+        image = "" if image is None or (isinstance(image, float) and math.isnan(image)) else str(image).strip()
+        if not image:
+            continue
+        try:
+            found.setdefault(image, []).append(parse_boxes(cell if cell is None or isinstance(cell, (str, float))
+                                                           else str(cell)))
+        except ValueError as error:
+            raise ValueError(f"{name}: line {line} ({image_col} {image!r}): {error}") from None
+    return {image: np.concatenate(parts) for image, parts in found.items()}
+
+
+def _box_key(reference: str) -> str:
+    """A path as a key: ``/`` separators, no ``./``, normalized (a UID is its own key)."""
+    text = str(reference).strip().replace("\\", "/")
+    return posixpath.normpath(text) if text else text
+
+
+def _check_boxes_argument(boxes, boxes_by: str, grow) -> dict[str, np.ndarray]:
+    from radiology.explain.pointing import _check_boxes, _check_grow
+
+    if boxes_by not in BOXES_BY:
+        raise ValueError(f"boxes_by must be one of {list(BOXES_BY)}, got {boxes_by!r}")
+    _check_grow(grow)
+    if not isinstance(boxes, Mapping):
+        raise TypeError(f"boxes must be a mapping of image reference to boxes, got {type(boxes).__name__}")
+    checked = {}
+    for key, value in boxes.items():
+        try:
+            checked[_box_key(key) if boxes_by == "image" else str(key).strip()] = _check_boxes(value)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"boxes of {key!r}: {error}") from None
+    return checked
+
+
+def _check_pointing_file(path: Path) -> None:
+    """Refuse a ``pointing.csv`` this function did not write (before any work)."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            header = handle.readline().strip()
+    except OSError as error:
+        raise ValueError(f"{path}: exists and cannot be read ({error.strerror}); choose another output folder") \
+            from None
+    if header != ",".join(POINTING_COLUMNS):
+        raise ValueError(f"{path}: not a pointing table of radiology explain; choose another output folder")
+
+
+def _write_pointing(out: Path, rows: list[dict], located: list, boxes: dict[str, np.ndarray], boxes_by: str,
+                    grow: float, method: str) -> dict:
+    """Score this run's maps against ``boxes``: ``pointing.csv``, ``pointing.json``; returns the summary."""
+    from radiology.io import atomic_write
+    from radiology.predict import header_uid
+
+    scored, peaks, found, shapes = [], [], [], []
+    unscored = missing = 0
+    for row, (shape, path) in zip(rows, located):
+        if shape is None:  # an input that failed, or no label to explain: no map
+            continue
+        key = _box_key(row["image"]) if boxes_by == "image" else (header_uid(path) or None)
+        value = boxes.get(key) if key else None
+        if value is None or not len(value):
+            unscored += 1
+            missing += value is None
+            continue
+        peak = None if row["peak_x"] is None else (row["peak_x"], row["peak_y"])
+        image = row["image"]
+        if os.path.isabs(image) or posixpath.isabs(image.replace("\\", "/")):
+            image = os.path.basename(image.replace("\\", "/"))
+        entry = {"image": image, "label": row["label"], "method": method,
+                 "peak_x": row["peak_x"], "peak_y": row["peak_y"], "error": ""}
+        try:
+            grow_boxes(value, shape, grow)
+        except ValueError as error:
+            entry["error"] = one_line(error)
+        else:
+            peaks.append(peak)
+            found.append(value)
+            shapes.append(shape)
+        scored.append(entry)
+    game = pointing_game(peaks, found, shapes, grow=grow)
+    results = iter(zip(game.hit, game.centre_hit, game.area))
+    for entry in scored:
+        if not entry["error"]:
+            hit, centre, area = next(results)
+            entry.update(hit=int(hit), centre_hit=int(centre), box_share=round(float(area), 6))
+    table = pd.DataFrame(scored, columns=list(POINTING_COLUMNS))
+    for column in ("peak_x", "peak_y", "hit", "centre_hit"):
+        table[column] = table[column].astype("Int64")
+    errors = sum(bool(entry["error"]) for entry in scored)
+    summary = {**game.summary(), "unscored": unscored, "missing": missing, "errors": errors, "method": method}
+    atomic_write(out / "pointing.csv", display_name(table.to_csv(index=False)).encode())
+    atomic_write(out / "pointing.json", (json.dumps(summary, indent=2) + "\n").encode())
+    if missing == sum(shape is not None for shape, _ in located) and missing:
+        logger.warning("no explained image is among the boxes' images (keyed by %s): nothing scored", boxes_by)
+    return summary
