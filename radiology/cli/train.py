@@ -23,10 +23,11 @@ def add_train_parsers(commands) -> None:
     source.add_argument("--label-col", dest="label_cols", default=None,
                         help="label column; with --multi-label one 'A|B' column or several 0/1 columns (N,D,G)")
     source.add_argument("--multi-label", action="store_true", default=None, help="several labels per image")
-    source.add_argument("--group-col", help="patient column for the grouped split (default: DICOM PatientID)")
+    source.add_argument("--group-col", help="patient column for the grouped split (default: a column named "
+                        "patient, patient_id, Patient ID, PatientID, subject_id..., else the DICOM PatientID)")
     model = train.add_argument_group("model")
     model.add_argument("--arch", help="timm backbone (default tf_efficientnet_lite0)")
-    model.add_argument("--pretrained", help="imagenet (default; offline for tf_efficientnet_lite0, the timm hub "
+    model.add_argument("--pretrained", help="imagenet (default; offline for tf_efficientnet_lite0/1/2, the timm hub "
                        "for other archs) | none | PATH | timm hub name")
     model.add_argument("--size", type=positive, help="input side in pixels (default 224)")
     model.add_argument("--channels", type=int, choices=(1, 3), help="1 gray (default) or 3 for colour photographs")
@@ -82,7 +83,7 @@ def add_train_parsers(commands) -> None:
                                            "vary): body_part, view_position, modality, manufacturer, photometric")
     pretrain.add_argument("--arch", default="tf_efficientnet_lite0", help="timm backbone (default: the train default)")
     pretrain.add_argument("--pretrained", default="imagenet", help="starting weights: imagenet (default; offline for "
-                          "tf_efficientnet_lite0, the timm hub for other archs) | none | PATH")
+                          "tf_efficientnet_lite0/1/2, the timm hub for other archs) | none | PATH")
     pretrain.add_argument("--epochs", type=positive, default=10, help="default 10")
     pretrain.add_argument("--size", type=positive, default=224, help="input side in pixels (default 224)")
     pretrain.add_argument("--channels", type=int, choices=(1, 3), default=1)

@@ -36,6 +36,7 @@ from radiology.data.labels import (
     from_paths,
     from_unlabeled,
     index_dicom_uids,
+    patient_column,
     resolve_images,
 )
 from radiology.data.sampling import MinPerClassSampler, class_weights, sample_weights
@@ -50,7 +51,7 @@ from radiology.data.splits import (
 
 __all__ = [
     "LabeledImages", "from_folder", "from_csv", "from_paths", "from_unlabeled", "index_dicom_uids", "dicom_patient_ids",
-    "resolve_images", "escapes_root",
+    "resolve_images", "escapes_root", "patient_column",
     "ImageCache", "default_cache_dir", "pipeline_key", "open_cache",
     "ImageDataset", "model_input", "output_size", "drop_unreadable", "input_error", "unreadable_reason", "data_report",
     "train_valid_split", "kfold_splits", "group_overlap", "stratification_labels", "untrained_classes",

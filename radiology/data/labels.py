@@ -29,10 +29,15 @@ from radiology.files import find_inputs, is_image_file
 
 __all__ = [
     "LabeledImages", "from_folder", "from_csv", "from_paths", "index_dicom_uids", "dicom_patient_ids", "resolve_images",
-    "escapes_root",
+    "escapes_root", "patient_column",
 ]
 
 logger = logging.getLogger(__name__)
+
+# Column names that hold a patient id in the public datasets' tables, normalized (lower case,
+# letters and digits only): "patient" (FracAtlas fixture), "patientid" (ieee8023), "Patient ID"
+# (NIH), "PatientID" (DICOM exports), "subject_id" (MIMIC), in order of preference.
+PATIENT_COLUMNS = ("patientid", "patient", "patientnumber", "patientno", "subjectid", "subject", "participantid")
 
 _INTEGER = re.compile(r"^[+-]?\d+$")
 
@@ -486,6 +491,46 @@ def from_csv(
     # One view is "image" whatever its column is called, so single-view datasets look alike.
     names = tuple(views) if len(views) > 1 else ("image",)
     return LabeledImages(paths, ids, targets, classes, multi_label, groups, names)
+
+
+def patient_column(columns: Iterable[str], exclude: Iterable[str] = ()) -> str | None:
+    """The column of a label table that names patients, found by its name; None if none does.
+
+    A name matches when, lower-cased and stripped of everything but letters and digits, it is
+    one of ``patientid``, ``patient``, ``patientnumber``, ``patientno``, ``subjectid``,
+    ``subject`` or ``participantid`` (``Patient ID``, ``patient_id``, ``PatientID``,
+    ``subject_id`` ...). With several matches the earlier name of that list wins, then the
+    earlier column.
+
+    Parameters
+    ----------
+    columns : iterable of str
+        The table's column names.
+    exclude : iterable of str, optional
+        Columns that cannot be the patient column (the image and label columns).
+
+    Returns
+    -------
+    str or None
+        The column name as the table spells it.
+
+    Examples
+    --------
+    >>> patient_column(["Image Index", "Finding Labels", "Patient ID"])
+    'Patient ID'
+    >>> patient_column(["file", "label"]) is None
+    True
+    """
+    excluded = set(exclude)
+    found = {}
+    for column in columns:
+        key = re.sub(r"[^a-z0-9]", "", str(column).lower())
+        if column not in excluded and key in PATIENT_COLUMNS:
+            found.setdefault(key, column)
+    for key in PATIENT_COLUMNS:
+        if key in found:
+            return found[key]
+    return None
 
 
 def resolve_images(values: Sequence[str], root: str | os.PathLike, *, progress: bool = True) -> list[Path | None]:

