@@ -20,15 +20,16 @@ ROOT = Path(__file__).resolve().parent.parent / "radiology"
 
 # Bottom to top. A package may import its own modules and any package of a lower rank.
 LAYERS = [
-    ("errors",), ("files",), ("naming",), ("io",), ("manifest",), ("intensity",), ("dicom",), ("geometry", "synthetic"),
-    ("pipeline",), ("convert", "preview"), ("augment",), ("data",), ("models",), ("predict",), ("evaluate",),
+    ("errors",), ("files",), ("naming", "classes"), ("io",), ("manifest",), ("intensity",), ("dicom",),
+    ("geometry", "synthetic"), ("pipeline",), ("convert", "preview"), ("augment",), ("data",), ("models",),
+    ("predict",), ("evaluate",),
     # semisup's callbacks are parts the training recipe composes (train(..., semi=...)): below train.
     ("semisup",), ("train",), ("ssl",), ("explain",), ("demo",), ("cli",), ("__main__",),
 ]
 RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
 
-NO_TORCH = ("errors", "files", "naming", "io", "manifest", "intensity", "dicom", "geometry", "synthetic", "pipeline",
-            "convert", "preview", "evaluate")
+NO_TORCH = ("errors", "files", "naming", "classes", "io", "manifest", "intensity", "dicom", "geometry", "synthetic",
+            "pipeline", "convert", "preview", "evaluate")
 NO_FASTAI = ("augment", "models", "predict", "evaluate", "explain")
 HEAVY = {"torch": ("torch", "timm", "kornia", "fastai", "lightly", "onnxruntime", "pytorch_grad_cam"),
          "fastai": ("fastai", "lightly")}

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from radiology.classes import class_order
 from radiology.dicom import DicomError, read_dataset
 from radiology.files import find_inputs, is_image_file
 
@@ -153,14 +154,6 @@ class LabeledImages:
         }
 
 
-def _sort_classes(names: Iterable[str]) -> list[str]:
-    # Integer codes (UNIFESP "Target" 0..21) sort as numbers so "10" comes after "9".
-    names = sorted(set(names))
-    if names and all(_INTEGER.match(n) for n in names):
-        return sorted(names, key=int)
-    return names
-
-
 def from_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None) -> LabeledImages:
     """Images in one sub-folder per class (``root/<class>/**/<image>``), single-label.
 
@@ -174,7 +167,8 @@ def from_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None
     root : path
         Folder holding one sub-folder per class.
     classes : sequence of str, optional
-        Class order (default: sub-folder names, sorted). Every name must be a sub-folder.
+        Class order (default: the sub-folder names in :func:`radiology.classes.class_order`). Every
+        name must be a sub-folder.
 
     Returns
     -------
@@ -197,7 +191,7 @@ def from_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None
         raise ValueError(f"{root}: not a folder")
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if classes is None:
-        classes = folders
+        classes = class_order(folders)
     missing = [c for c in classes if c not in folders]
     if missing:
         raise ValueError(f"{root}: no sub-folder for class(es) {missing}")
@@ -432,7 +426,8 @@ def from_csv(
     label_sep : str, optional
         Separator of a multi-label column.
     classes : sequence of str, optional
-        Class order; by default the sorted label values (integer codes sort as numbers).
+        Class order; by default the label values in :func:`radiology.classes.class_order`
+        (sorted; integer codes as numbers; a two-class task's "normal" first).
         A label value not among ``classes`` is an error.
     progress : bool, optional
         Progress bar while indexing UIDs.
@@ -646,7 +641,7 @@ def _targets(table, labels: list[str], multi_label: bool, sep: str, classes, nam
         rows = [[v] if v else [] for v in values]
         found = {v for v in values if v}
     if classes is None:
-        classes = _sort_classes(found)
+        classes = class_order(found)
     classes = [str(c) for c in classes]
     unknown = sorted(found - set(classes))
     if unknown:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from radiology.classes import class_order
 from radiology.errors import one_line
 from radiology.evaluate.bootstrap import bootstrap_intervals, interval_key
 from radiology.evaluate.plots import plot_calibration, plot_confusion_matrix, plot_roc
@@ -184,7 +184,6 @@ def _thresholds(given, record: dict | None, n: int) -> np.ndarray | None:
 #: Columns predictions and labels can be matched on without naming one: a file's id, or its DICOM UID.
 JOIN_COLUMNS = ("image", "SOPInstanceUID")
 _UID_COLUMN = "SOPInstanceUID"
-_INTEGER = re.compile(r"[0-9]+")
 
 
 def _is_submission(frame: pd.DataFrame) -> bool:
@@ -261,12 +260,6 @@ def _interval_note(bootstrap: dict, level: float) -> str:
     """The report's last line: what its ``[low, high]`` intervals are."""
     return (f"\n\n[low, high]: {interval_key(level)[2:]}% percentile bootstrap intervals, {bootstrap['replicates']} "
             f"replicates resampling {bootstrap['groups']} {bootstrap['unit']}s (seed {bootstrap['seed']})")
-
-
-def _sort_classes(names) -> list[str]:
-    """Class names in order: integer codes (UNIFESP's ``Target``) as numbers, others as text (as training sorts)."""
-    names = sorted(set(names))
-    return sorted(names, key=int) if names and all(_INTEGER.fullmatch(n) for n in names) else names
 
 
 def evaluate_predictions(
@@ -559,7 +552,7 @@ def _evaluate_decisions(pred: _Table, truth: _Table, key: str, image_cols: tuple
             raise ValueError(f"class(es) {unknown[:5]} in {truth.name} or {pred.name} are not among {record_name}'s "
                              f"classes {classes}")
     else:
-        classes = _sort_classes(seen)
+        classes = class_order(seen)
     index = {c: i for i, c in enumerate(classes)}
     if kind:
         targets = np.zeros((len(rows), len(classes)), np.int64)

@@ -60,7 +60,7 @@ def test_train_writes_a_complete_bundle(trained, phantoms):
     history = pd.read_csv(folder / "history.csv")
     assert history["phase"].tolist() == ["head", "head", "fine_tune"] and "valid_loss" in history.columns
     labels = json.loads((folder / "labels.json").read_text())
-    assert labels["classes"] == ["nodule", "normal"] and labels["size"] == [SIZE, SIZE]
+    assert labels["classes"] == ["normal", "nodule"] and labels["size"] == [SIZE, SIZE]
 
 
 def test_bundle_predicts_with_the_training_preprocessing(trained, phantoms):
@@ -69,9 +69,9 @@ def test_bundle_predicts_with_the_training_preprocessing(trained, phantoms):
     assert bundle.pipeline.to_dict() == default_pipeline(SIZE).to_dict()
     inputs = prediction_inputs(test_csv, image_cols="file")
     table = predict_table(bundle, inputs, progress=False)
-    assert list(table.columns) == ["image", "SOPInstanceUID", "prediction", "prob_nodule", "prob_normal", "error"]
+    assert list(table.columns) == ["image", "SOPInstanceUID", "prediction", "prob_normal", "prob_nodule", "error"]
     assert table["image"].tolist() == pd.read_csv(test_csv)["file"].tolist()
-    probs = table[["prob_nodule", "prob_normal"]].to_numpy()
+    probs = table[["prob_normal", "prob_nodule"]].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     # The table equals what the bundle's own file-level API gives.
     direct = bundle.predict([p[0] for p in inputs.sources])
@@ -114,7 +114,7 @@ def test_ensemble_and_flip_tta_average_probabilities(trained, phantoms):
     tta = predict_table(Ensemble([bundle], tta=True), inputs, progress=False)
     batch = np.stack([bundle.load_sample(s) for s in inputs.sources])
     expected = (bundle.predict_batch(batch) + bundle.predict_batch(batch[..., ::-1].copy())) / 2
-    np.testing.assert_allclose(tta[["prob_nodule", "prob_normal"]].to_numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(tta[["prob_normal", "prob_nodule"]].to_numpy(), expected, atol=1e-5)
 
 
 def test_evaluate_scores_predictions_against_labels(trained, phantoms, tmp_path):

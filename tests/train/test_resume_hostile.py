@@ -76,7 +76,7 @@ def test_the_checkpoint_is_stamped_with_the_settings_of_its_run(run):
     assert record["epoch"] == 1
     settings = record["settings"]
     assert settings["arch"] == "test_resnet" and settings["in_chans"] == 1 and settings["size"] == [32, 32]
-    assert settings["classes"] == ["nodule", "normal"] and settings["multi_label"] is False
+    assert settings["classes"] == ["normal", "nodule"] and settings["multi_label"] is False
     # The same record travels inside last.pth, loadable as plain data (no unpickling of code).
     state = torch.load(checkpoints / "last.pth", weights_only=True)
     assert state["radiology"] == record and set(state) == {"model", "opt", "radiology"}

@@ -62,7 +62,7 @@ def test_mlflow_run_has_the_settings_and_every_epoch_of_both_phases(run, monkeyp
     assert found.info.status == "FINISHED"
     params = found.data.params
     assert params["arch"] == "test_resnet" and params["csv"] == "labels.csv" and params["head_epochs"] == "2"
-    assert json.loads(params["data/classes"]) == ["nodule", "normal"]
+    assert json.loads(params["data/classes"]) == ["normal", "nodule"]
     # No folder of the user's (named like a patient here), no absolute path, no patient id.
     patients = (root / "Doe_John" / "labels.csv").read_text().split()
     text = json.dumps(params)

@@ -139,7 +139,7 @@ def test_one_image_per_class_is_refused_naming_the_counts(tmp_path):
     pair = table.groupby("label").head(1)  # one nodule, one normal
     out = tmp_path / "b"
     with pytest.raises(ValueError, match=r"2 labeled image\(s\) of 2 patient\(s\) are too few for a validation "
-                                         r"split .*: nodule \(1\), normal \(1\)$"):
+                                         r"split .*: normal \(1\), nodule \(1\)$"):
         train(TrainConfig(csv=_rewrite(csv, pair, "pair.csv"), out=out, cache="none", **TINY), progress=False)
     assert not out.exists()
 
