@@ -72,6 +72,8 @@ TASKS = {
     "knee": Task("knee/kl_grades/labels.csv", ("file",), ("kl_grade",), "patient", ("qwk", "accuracy")),
     "odir": Task("fundus/odir/labels.csv", ("left", "right"), ODIR_LABELS, "patient", ("macro_auc", "odir_score"),
                  multi_label=True, channels=3),
+    "fracture": Task("fracture/labels.csv", ("file",), ("label",), "patient", ("auc", "balanced_accuracy",
+                                                                                "sens_at_spec90")),
 }
 
 #: The issue's numbers on its own held-out data: (linear probe, fastai out of the box).
@@ -82,6 +84,8 @@ REFERENCE = {
     ("bodypart", "accuracy"): (0.79, 0.47),
     ("knee", "qwk"): (0.61, 0.41),
     ("odir", "macro_auc"): (0.77, None),
+    ("fracture", "auc"): (0.77, None),
+    ("fracture", "balanced_accuracy"): (0.63, None),
 }
 
 #: Our metric names -> the keys of ``train``'s validation metrics (classification_metrics).
@@ -100,6 +104,9 @@ VARIANTS = {
     "augment=False": {"augment": False},
     "epochs=10+lr_mult=3": {"epochs": 10, "lr_mult": 3.0},
     "rgb": {"pipeline": "rgb"},
+    "lite1@240": {"arch": "tf_efficientnet_lite1", "size": 240},
+    "lite2@260": {"arch": "tf_efficientnet_lite2", "size": 260},
+    "size=384": {"size": 384},
 }
 
 
@@ -111,7 +118,52 @@ def score(task: Task, targets: np.ndarray, probs: np.ndarray) -> dict[str, float
            "qwk": quadratic_kappa(targets, probs, probs.shape[1])}
     if probs.shape[1] == 2:
         out["auc"] = macro_auc(targets, probs)
+        out["sens_at_spec90"] = sensitivity_at_specificity(targets, probs[:, 1], 0.9)
     return out
+
+
+def sensitivity_at_specificity(targets, scores, specificity: float) -> float:
+    """The share of positives found at the lowest threshold that keeps ``specificity`` on the negatives:
+    what a clinician asks of a screening model (how many fractures at 90 % of normals cleared)."""
+    from sklearn.metrics import roc_curve
+
+    targets = np.asarray(targets)
+    if targets.min() == targets.max():
+        return float("nan")
+    fpr, tpr, _ = roc_curve(targets, scores)
+    return float(tpr[fpr <= 1.0 - specificity + 1e-12].max())
+
+
+def paired_standard_errors(task: Task, targets, groups, probs: dict[str, list[np.ndarray]], n_boot: int = 300,
+                           seed: int = 0) -> dict:
+    """Patient-bootstrap standard errors of every method's metrics and of ours minus each anchor.
+
+    ``probs`` holds each method's TEST probabilities, one array per training seed; a method's
+    metric is the mean over its seeds (as in the table), so seed-to-seed variation is in it too.
+
+    The same resampled TEST patients score every method (a paired bootstrap), so the error of a
+    difference is not the sum of two methods' errors: with it, "beats the probe by more than one
+    standard error" is a statement about the methods, not about which patients TEST drew.
+    """
+    targets, groups = np.asarray(targets), np.asarray(groups)
+    codes = np.unique(groups, return_inverse=True)[1]
+    members = [np.flatnonzero(codes == g) for g in range(codes.max() + 1)]
+    rng = np.random.default_rng(seed)
+    draws: dict[tuple[str, str], list[float]] = {}
+    for _ in range(n_boot):
+        picked = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scored = {method: [score(task, targets[picked], p[picked]) for p in runs]
+                      for method, runs in probs.items()}
+        for metric in task.metrics:
+            mean = {method: float(np.mean([run.get(metric, np.nan) for run in runs]))
+                    for method, runs in scored.items()}
+            for method in probs:
+                draws.setdefault((method, metric), []).append(mean[method])
+                if method != "ours" and "ours" in probs:
+                    draws.setdefault((f"ours-{method}", metric), []).append(mean["ours"] - mean[method])
+    return {key: float(np.nanstd(values, ddof=1)) for key, values in draws.items()}
 
 
 def align(probs: np.ndarray, have: list[str], want: list[str]) -> np.ndarray:
@@ -279,7 +331,7 @@ def run_fastai(task: Task, train_items, test_items, work: Path, device: str, epo
     )
     from fastai.vision.all import accuracy as fastai_accuracy
 
-    from radiology.models.pretrained import imagenet_lite0_state_dict
+    from radiology.models.pretrained import imagenet_state_dict
 
     if task.multi_label or len(train_items.views) > 1:
         return None, {}
@@ -301,7 +353,7 @@ def run_fastai(task: Task, train_items, test_items, work: Path, device: str, epo
     # pretrained=True would download timm's weights; load the same offline weights ours uses instead,
     # and add the ImageNet normalization fastai adds for pretrained models.
     learn = vision_learner(dls, "tf_efficientnet_lite0", pretrained=False, metrics=fastai_accuracy)
-    state = {k: v for k, v in imagenet_lite0_state_dict().items() if not k.startswith("classifier.")}
+    state = {k: v for k, v in imagenet_state_dict().items() if not k.startswith("classifier.")}
     learn.model[0].model.load_state_dict(state)
     dls.add_tfms([Normalize.from_stats(*imagenet_stats)], "after_batch")
     if device == "cuda":
@@ -406,9 +458,11 @@ def main() -> None:
             results.append({"selected": best, "overrides": overrides})
         else:
             names = []
+    tests = {}  # task -> its TEST items, for the paired bootstrap of the table
     for name in names:
         task, root, table, items, split = _split(name, args, limit)
         train_items, test_items = split["train_items"], split["test_items"]
+        tests[name] = test_items
         for method in methods:
             for seed in (seeds if method.startswith("ours") else [0]):
                 started = time.time()
@@ -434,14 +488,15 @@ def main() -> None:
                 metrics = score(task, np.asarray(test_items.targets), probs)
                 seconds = round(time.time() - started, 1)
                 results.append({"task": name, "method": method, "seed": seed, "n_test": len(test_items),
-                                "test": metrics, "info": info, "seconds": seconds})
+                                "test": metrics, "info": info, "seconds": seconds, "probs": probs})
                 shown = "  ".join(f"{k} {_fmt(metrics.get(k))}" for k in task.metrics)
                 print(f"  {method:7s} seed {seed}: {shown}   ({seconds:.0f}s)", flush=True)
     if names:
-        _table([r for r in results if "method" in r])
+        _table([r for r in results if "method" in r], tests)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1, default=float))
+        kept = [{k: v for k, v in r.items() if k != "probs"} for r in results]
+        args.json.write_text(json.dumps(kept, indent=1, default=float))
 
 
 def _split(name: str, args, limit):
@@ -478,29 +533,37 @@ def _tune_table(results) -> dict[str, float]:
     return gains
 
 
-def _table(results) -> None:
-    print("\nTEST (held-out patients); ours = mean over seeds; reference = the issue's probe / fastai")
-    print(f"{'task':10s} {'n':>4s} {'metric':18s} {'ours':>6s} {'probe':>6s} {'fastai':>6s}  {'ref':>11s}  "
-          f"verdict (ours_rgb: colour-keeping pipeline, 3-channel tasks)")
-    tasks = list(dict.fromkeys(r["task"] for r in results))
-    for name in tasks:
-        rows = [r for r in results if r["task"] == name]
-        for metric in TASKS[name].metrics:
-            value = {}
-            for method in ("ours", "probe", "fastai", "ours_rgb"):
-                found = [r["test"].get(metric) for r in rows if r["method"] == method]
-                value[method] = float(np.mean(found)) if found else None
+def _table(results, tests) -> None:
+    print("\nTEST (held-out patients); ours = mean over seeds; ± = patient-bootstrap standard error (300 draws); "
+          "d = ours minus the anchor ± its paired standard error; reference = the issue's probe / fastai")
+    print(f"{'task':10s} {'n':>4s} {'metric':17s} {'ours':>14s} {'probe':>14s} {'fastai':>14s}  {'ref':>9s}  "
+          f"verdict (beats = by more than one paired standard error)")
+    for name in dict.fromkeys(r["task"] for r in results):
+        task, rows, test_items = TASKS[name], [r for r in results if r["task"] == name], tests[name]
+        probs = {}
+        for method in ("ours", "probe", "fastai", "ours_rgb"):
+            runs = [r["probs"] for r in rows if r["method"] == method]
+            if runs:
+                probs[method] = runs
+        errors = paired_standard_errors(task, test_items.targets, test_items.groups, probs)
+        for metric in task.metrics:
+            value = {m: float(np.mean([r["test"].get(metric, np.nan) for r in rows if r["method"] == m]))
+                     for m in probs}
+            cells = {m: f"{value[m]:6.3f} ±{errors[(m, metric)]:5.3f} " if m in value else f"{'-':>14s}"
+                     for m in ("ours", "probe", "fastai")}
+
             ref = REFERENCE.get((name, metric))
             ref_text = "" if ref is None else "/".join("-" if v is None else f"{v:.2f}" for v in ref)
-            anchors = [value[k] for k in ("probe", "fastai") if value[k] is not None]
-            verdict = ""
-            if value["ours"] is not None and anchors:
-                verdict = "beats both" if all(value["ours"] > a for a in anchors) else "DOES NOT beat both"
-            if value["ours_rgb"] is not None:
-                verdict += f"; ours_rgb {_fmt(value['ours_rgb'])}"
-            print(f"{name:10s} {rows[0]['n_test']:4d} {metric:18s} {_fmt(value['ours'])} {_fmt(value['probe'])} "
-                  f"{_fmt(value['fastai'])}  {ref_text:>11s}  {verdict}")
-
+            verdicts = []
+            for anchor in ("probe", "fastai"):
+                if "ours" in value and anchor in value:
+                    diff, error = value["ours"] - value[anchor], errors[(f"ours-{anchor}", metric)]
+                    word = "beats" if diff > error else ("loses to" if diff < -error else "ties")
+                    verdicts.append(f"{word} {anchor} (d {diff:+.3f} ±{error:.3f})")
+            if "ours_rgb" in value:
+                verdicts.append(f"ours_rgb {value['ours_rgb']:.3f}")
+            print(f"{name:10s} {rows[0]['n_test']:4d} {metric:17s} {cells['ours']} {cells['probe']} {cells['fastai']}  "
+                  f"{ref_text:>9s}  {'; '.join(verdicts)}")
 
 if __name__ == "__main__":
     sys.exit(main())
