@@ -63,6 +63,9 @@ def main() -> None:
                                 root=args.root, image_cols=args.image_col, boxes=boxes, grow=args.grow,
                                 progress=False, figure_size=None)
         game = result.attrs["pointing"]
+        if not game["n"]:
+            print(f"{method:10s} {layer or '(last)':18s} nothing scored (no explained image has boxes)", flush=True)
+            continue
         print(f"{method:10s} {layer or '(last)':18s} {game['hit_rate']:9.3f} {game['centre_rate']:7.3f} "
               f"{game['random_rate']:7.3f}   {time.time() - started:5.0f}   ({game['hits']}/{game['n']})", flush=True)
 

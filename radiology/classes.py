@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["NEGATIVE_NAMES", "class_order"]
+__all__ = ["NEGATIVE_NAMES", "class_order", "plain_name"]
 
 #: Class names (lower case, letters and digits only) that say "no finding": in a two-class task
 #: such a class comes first, so that the other one is the positive class.
@@ -21,6 +21,26 @@ NEGATIVE_NAMES = frozenset({
     "nonfractured", "nofracture", "notfractured", "nonfracture",
 })
 _INTEGER = re.compile(r"^[+-]?\d+$")
+
+
+def plain_name(name: str) -> str:
+    """A name as it is compared: lower case, letters and digits only (``"No Finding"`` → ``"nofinding"``).
+
+    Parameters
+    ----------
+    name : str
+        A class or column name.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> plain_name("Non_fractured"), plain_name("Patient ID")
+    ('nonfractured', 'patientid')
+    """
+    return re.sub(r"[^a-z0-9]", "", str(name).lower())
 
 
 def class_order(names: Iterable[str]) -> list[str]:
@@ -55,7 +75,7 @@ def class_order(names: Iterable[str]) -> list[str]:
     if names and all(_INTEGER.match(n) for n in names):
         return sorted(names, key=int)
     if len(names) == 2:
-        negative = [re.sub(r"[^a-z0-9]", "", n.lower()) in NEGATIVE_NAMES for n in names]
+        negative = [plain_name(n) in NEGATIVE_NAMES for n in names]
         if negative == [False, True]:
             return names[::-1]
     return names

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from radiology.classes import class_order
+from radiology.classes import class_order, plain_name
 from radiology.dicom import DicomError, read_dataset
 from radiology.files import find_inputs, is_image_file
 
@@ -38,9 +37,8 @@ logger = logging.getLogger(__name__)
 # Column names that hold a patient id in the public datasets' tables, normalized (lower case,
 # letters and digits only): "patient" (FracAtlas fixture), "patientid" (ieee8023), "Patient ID"
 # (NIH), "PatientID" (DICOM exports), "subject_id" (MIMIC), in order of preference.
-PATIENT_COLUMNS = ("patientid", "patient", "patientnumber", "patientno", "subjectid", "subject", "participantid")
+PATIENT_COLUMNS = ("patientid", "patient", "patientnumber", "patientno", "subjectid", "participantid")
 
-_INTEGER = re.compile(r"^[+-]?\d+$")
 
 
 @dataclass
@@ -482,7 +480,7 @@ def from_csv(
     paths = _resolve(table, views, root, name, progress)
     ids = ["|".join(str(table.at[row, c]) for c in views) for row in table.index]
     targets, classes = _targets(table, labels, multi_label, label_sep, classes, name)
-    groups = table[group_col].astype(str).to_numpy() if group_col else None
+    groups = _patient_ids(table, group_col, name) if group_col else None
     # One view is "image" whatever its column is called, so single-view datasets look alike.
     names = tuple(views) if len(views) > 1 else ("image",)
     return LabeledImages(paths, ids, targets, classes, multi_label, groups, names)
@@ -492,8 +490,8 @@ def patient_column(columns: Iterable[str], exclude: Iterable[str] = ()) -> str |
     """The column of a label table that names patients, found by its name; None if none does.
 
     A name matches when, lower-cased and stripped of everything but letters and digits, it is
-    one of ``patientid``, ``patient``, ``patientnumber``, ``patientno``, ``subjectid``,
-    ``subject`` or ``participantid`` (``Patient ID``, ``patient_id``, ``PatientID``,
+    one of ``patientid``, ``patient``, ``patientnumber``, ``patientno``, ``subjectid`` or
+    ``participantid`` (``Patient ID``, ``patient_id``, ``PatientID``,
     ``subject_id`` ...). With several matches the earlier name of that list wins, then the
     earlier column.
 
@@ -519,13 +517,25 @@ def patient_column(columns: Iterable[str], exclude: Iterable[str] = ()) -> str |
     excluded = set(exclude)
     found = {}
     for column in columns:
-        key = re.sub(r"[^a-z0-9]", "", str(column).lower())
+        key = plain_name(column)
         if column not in excluded and key in PATIENT_COLUMNS:
             found.setdefault(key, column)
     for key in PATIENT_COLUMNS:
         if key in found:
             return found[key]
     return None
+
+
+def _patient_ids(table, group_col: str, name) -> np.ndarray:
+    """The group column's ids; an empty cell is a patient of its own (one shared empty id would put every
+    such image on one side of the split as if they were one patient), counted in a warning."""
+    ids = table[group_col].astype(str).str.strip().to_numpy(dtype=object)
+    empty = np.flatnonzero(ids == "")
+    if empty.size:
+        logger.warning("%s: %d row(s) with an empty %r are each taken as a patient of their own", name, empty.size,
+                       group_col)
+        ids[empty] = [f"\0row{row}" for row in empty]  # cannot collide with a cell: CSV text holds no NUL
+    return ids
 
 
 def resolve_images(values: Sequence[str], root: str | os.PathLike, *, progress: bool = True) -> list[Path | None]:

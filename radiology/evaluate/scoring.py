@@ -297,8 +297,10 @@ def evaluate_predictions(
     (:func:`radiology.evaluate.decision_metrics`: accuracy, balanced accuracy, F1 per class,
     macro and micro F1, subset accuracy), with ``probabilities: False`` in the result: no AUC,
     calibration or ROC, and ``metrics.json``, ``report.txt`` and (single-label)
-    ``confusion_matrix.png`` only. An empty ``Target`` (a failed input) is no prediction; an
-    empty label is unlabeled (skipped and counted).
+    ``confusion_matrix.png`` only. Single-label: an empty ``Target`` (a failed input) is no
+    prediction and an empty label is unlabeled (skipped and counted). Multi-label, as Kaggle
+    scores it: an empty ``Target`` predicts no label (a failed input's too) and an empty label
+    cell is an image with no finding.
 
     Otherwise classes are taken from the ``prob_<class>``
     columns, and so is the label kind unless ``bundle`` is given: single-label when every
@@ -516,27 +518,31 @@ def _evaluate_decisions(pred: _Table, truth: _Table, key: str, image_cols: tuple
                          f"class indices, not {list(label_cols)}")
     column = label_cols[0]
     predicted = [cell.split() for cell in pred.frame["Target"]]
-    # A row without a target (a failed input of radiology predict) is no prediction: its label counts as missing.
-    ok = np.flatnonzero(np.array([bool(tokens) for tokens in predicted], bool))
-    if not ok.size:
-        raise ValueError(f"{pred.name}: no row has a Target; nothing to score")
-    ok = _keyed_rows(pred, key, ok)
-    usable = pred.frame.iloc[ok]
     truths = [cell.split() for cell in truth.frame[column]]
-    labeled = np.array([bool(tokens) for tokens in truths], bool)
-    keys, position, found = _matches(pred, truth, key, image_cols, usable, labeled)
-    rows = np.flatnonzero(found)
-    truth_tokens = [truths[r] for r in rows]
-    pred_tokens = [predicted[ok[position[keys[r]]]] for r in rows]
-
     record, record_name = _bundle_labels(bundle) if bundle is not None else (None, "")
-    several = next((i for i, (t, d) in enumerate(zip(truth_tokens, pred_tokens)) if len(t) > 1 or len(d) > 1), None)
     if record is not None:
         kind = bool(record["multi_label"])
         if multi_label is not None and bool(multi_label) != kind:
             raise ValueError(f"multi_label={bool(multi_label)} but {record_name} says {_kind(kind)}")
     else:
-        kind = bool(multi_label) if multi_label is not None else several is not None
+        kind = bool(multi_label) if multi_label is not None else any(len(t) > 1 for t in (*predicted, *truths))
+    if kind:
+        # As Kaggle scores it: an empty Target predicts no label (a failed input too), an empty label cell is an
+        # image with no finding; dropping them would hide every image the model called clear.
+        ok, labeled = np.arange(len(predicted)), np.ones(len(truths), bool)
+    else:
+        # A row without a target (a failed input of radiology predict) is no prediction: its label counts as missing.
+        ok = np.flatnonzero(np.array([bool(tokens) for tokens in predicted], bool))
+        if not ok.size:
+            raise ValueError(f"{pred.name}: no row has a Target; nothing to score")
+        labeled = np.array([bool(tokens) for tokens in truths], bool)
+    ok = _keyed_rows(pred, key, ok)
+    usable = pred.frame.iloc[ok]
+    keys, position, found = _matches(pred, truth, key, image_cols, usable, labeled)
+    rows = np.flatnonzero(found)
+    truth_tokens = [truths[r] for r in rows]
+    pred_tokens = [predicted[ok[position[keys[r]]]] for r in rows]
+    several = next((i for i, (t, d) in enumerate(zip(truth_tokens, pred_tokens)) if len(t) > 1 or len(d) > 1), None)
     if not kind and several is not None:
         cause = f"{record_name} says single-label" if record is not None else "multi_label=False"
         raise ValueError(f"{truth.row(rows[several])}: several classes in {column!r} or in its prediction's Target, "

@@ -3,7 +3,7 @@
 Where did the model look? A class activation map (CAM) weighs the feature maps of a layer
 deep in the backbone by how much they move the explained output, then upsamples the
 result to the image. Methods (:data:`METHODS`, from the ``grad-cam`` package): ``gradcam``,
-``gradcampp`` (Grad-CAM++), ``hirescam``, ``scorecam`` and ``eigencam``.
+``gradcampp`` (Grad-CAM++), ``hirescam``, ``layercam``, ``scorecam`` and ``eigencam``.
 
 - :func:`find_target_layer`: the backbone's last spatial layer for any timm CNN (overridable).
 - :func:`compute_cam`: maps for a batch at the input resolution, single-view ``(B, H, W)`` or

@@ -264,7 +264,7 @@ def compute_cam(model: nn.Module, x, *, method: str = "gradcam", targets: int | 
         afterwards if it was; no weights change).
     x : numpy.ndarray or torch.Tensor
         float in ``[0, 1]``, ``(B, C, H, W)``, or ``(B, V, C, H, W)`` for a model of ``V`` views.
-    method : {"gradcam", "gradcampp", "hirescam", "scorecam", "eigencam"}, optional
+    method : {"gradcam", "gradcampp", "hirescam", "layercam", "scorecam", "eigencam"}, optional
         See :data:`METHODS`.
     targets : int or sequence of int, optional
         The output (class or label index) explained, one per sample or one for all. Default:

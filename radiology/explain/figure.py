@@ -44,8 +44,8 @@ MIN_FIGURE_SIZE, MAX_FIGURE_SIZE = 160, 8192
 #: The colour bar's label: maps are scaled to [0, 1] one by one, so colours compare within an image only.
 BAR_LABEL = "relative evidence (per image)"
 #: Method names as a caption shows them.
-METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "hirescam": "HiResCAM", "scorecam": "Score-CAM",
-                "eigencam": "EigenCAM (class-agnostic)"}
+METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "hirescam": "HiResCAM", "layercam": "LayerCAM",
+                "scorecam": "Score-CAM", "eigencam": "EigenCAM (class-agnostic)"}
 _NATIVE_UNIT = 384  # decorations of native-size figures are sized as for this side at least
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _WHITE = (255, 255, 255)

@@ -281,7 +281,7 @@ def explain_inputs(bundle, inputs, out: str | os.PathLike, *, method: str = "gra
     _check_out(out, inputs, root)
     previous = _previous_explanations(out / "explanations.csv")
     if boxes is not None:
-        _check_pointing_file(out / "pointing.csv")
+        _check_pointing_files(out)
     if isinstance(bundle, Bundle):
         if device is not None and str(device) != str(bundle.device):
             raise ValueError(f"device {device!r} differs from the loaded bundle's {bundle.device!r}: load it there")
@@ -571,18 +571,32 @@ def _check_boxes_argument(boxes, boxes_by: str, grow) -> dict[str, np.ndarray]:
     return checked
 
 
-def _check_pointing_file(path: Path) -> None:
-    """Refuse a ``pointing.csv`` this function did not write (before any work)."""
-    if not (path.exists() or path.is_symlink()):
-        return
+def _check_pointing_files(out: Path) -> None:
+    """Refuse a ``pointing.csv`` or ``pointing.json`` this function did not write (before any work)."""
+    for path, kind, looks_ours in ((out / "pointing.csv", "table", _is_pointing_table),
+                                   (out / "pointing.json", "summary", _is_pointing_summary)):
+        if not (path.exists() or path.is_symlink()):
+            continue
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                text = handle.read(1 << 16)  # a summary is a few hundred bytes; a table's header is its first line
+        except OSError as error:
+            raise ValueError(f"{path}: exists and cannot be read ({error.strerror}); choose another output folder") \
+                from None
+        if not looks_ours(text):
+            raise ValueError(f"{path}: not a pointing {kind} of radiology explain; choose another output folder")
+
+
+def _is_pointing_table(text: str) -> bool:
+    return text.split("\n", 1)[0].strip() == ",".join(POINTING_COLUMNS)
+
+
+def _is_pointing_summary(text: str) -> bool:
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            header = handle.readline().strip()
-    except OSError as error:
-        raise ValueError(f"{path}: exists and cannot be read ({error.strerror}); choose another output folder") \
-            from None
-    if header != ",".join(POINTING_COLUMNS):
-        raise ValueError(f"{path}: not a pointing table of radiology explain; choose another output folder")
+        summary = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(summary, dict) and {"n", "hit_rate", "centre_rate", "random_rate"} <= set(summary)
 
 
 def _write_pointing(out: Path, rows: list[dict], located: list, boxes: dict[str, np.ndarray], boxes_by: str,

@@ -348,12 +348,12 @@ def kaggle_submission(table: pd.DataFrame, inputs: PredictionInputs | None = Non
         raise ValueError(f"{len(inputs.ids)} inputs for a table of {len(table)} rows")
     names = [str(v) for v in table["image"]] if "image" in table.columns else [""] * len(table)
     uids = [Path(v).stem if v.lower().endswith(".dcm") else Path(v).name for v in names]
+    read = [""] * len(table)
     if "SOPInstanceUID" in table.columns:  # predict_table read them from the DICOMs it decoded
         read = [v if isinstance(v, str) else "" for v in table["SOPInstanceUID"]]
-    elif inputs is not None:  # a table without the column: the headers, read now
-        read = [_joined_uids([header_uid(p) for p in paths]) if paths else "" for paths in inputs.sources]
-    else:
-        read = [""] * len(table)
+    if inputs is not None:  # the cells still empty (or a table without the column): the headers, read now
+        read = [found or (_joined_uids([header_uid(p) for p in paths]) if paths else "")
+                for found, paths in zip(read, inputs.sources)]
     uids = [found or uid for found, uid in zip(read, uids)]
     targets = ["" if not isinstance(p, str) else p.replace("|", " ") for p in table["prediction"]]
     return pd.DataFrame({"SOPInstanceUID": uids, "Target": targets})

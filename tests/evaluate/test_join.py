@@ -129,6 +129,17 @@ def test_a_multi_label_submission_scores_subset_accuracy_and_f1():
         evaluate_predictions(submission, labels, thresholds=[0.5, 0.5, 0.5], n_boot=0)
 
 
+def test_a_multi_label_submission_that_predicts_nothing_is_scored_not_dropped():
+    # An empty Target predicts no label and an empty label cell is an image with no finding, as Kaggle scores them:
+    # dropping the rows would hide every image the model called clear (here the miss of row 2).
+    submission = _submission(["1", "2", "3", "4"], ["3 13", "", "3", ""])
+    labels = _submission(["1", "2", "3", "4"], ["3 13", "13", "3", ""])
+    metrics = evaluate_predictions(submission, labels, n_boot=0)
+    assert (metrics["n"], metrics["missing"], metrics["unlabeled"]) == (4, 0, 0)
+    assert metrics["subset_accuracy"] == 0.75  # rows 1, 3 and 4 exact; row 2 missed its 13
+    assert metrics["micro_f1"] == pytest.approx(6 / 7)  # tp 3, fp 0, fn 1
+
+
 def test_a_submission_gets_intervals_of_decision_metrics_only():
     rng = np.random.default_rng(0)
     truth = rng.choice(["3", "11"], 60)

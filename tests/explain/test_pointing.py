@@ -312,6 +312,11 @@ def test_explain_inputs_validates_boxes_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="not a pointing table"):
         explain_inputs(tmp_path / "no-bundle", tmp_path / "in", tmp_path / "out", boxes={}, progress=False)
     assert (tmp_path / "out" / "pointing.csv").read_text() == "mine\n"
+    (tmp_path / "out" / "pointing.csv").unlink()
+    (tmp_path / "out" / "pointing.json").write_text('{"my": "notes"}')
+    with pytest.raises(ValueError, match="not a pointing summary"):
+        explain_inputs(tmp_path / "no-bundle", tmp_path / "in", tmp_path / "out", boxes={}, progress=False)
+    assert (tmp_path / "out" / "pointing.json").read_text() == '{"my": "notes"}'
 
 
 # --------------------------------------------------------------------------- radiology explain --boxes

@@ -175,3 +175,13 @@ def test_cli_predict_then_evaluate_on_uids_and_the_kaggle_file(bundle_folder, tm
     second = json.loads((tmp_path / "e2" / "metrics.json").read_text())
     assert (second["n"], second["accuracy"], second["probabilities"]) == (4, 0.5, False)
     assert second["macro_f1"] == first["macro_f1"] and "macro_auc" not in second
+
+
+def test_kaggle_submission_reads_the_header_of_a_row_without_a_uid_cell(tmp_path):
+    from radiology.predict import kaggle_submission, prediction_inputs
+    from radiology.synthetic import phantom_radiograph, write_phantom_dicom
+
+    write_phantom_dicom(tmp_path / "x.dcm", phantom_radiograph((32, 32)), sop_instance_uid="1.2.3.4")
+    table = pd.DataFrame({"image": ["x.dcm"], "SOPInstanceUID": [""], "prediction": ["3"]})
+    assert kaggle_submission(table, prediction_inputs(tmp_path / "x.dcm")).values.tolist() == [["1.2.3.4", "3"]]
+    assert kaggle_submission(table).values.tolist() == [["x", "3"]]  # without inputs: the file name

@@ -24,6 +24,7 @@ TINY = dict(image_cols="file", label_cols="label", arch="resnet18", pretrained=N
     (["file", "SOPInstanceUID", "label", "patient"], "patient"),  # FracAtlas fixture
     (["subject_id", "PatientID", "path"], "PatientID"),  # a patient beats a subject
     (["ID", "Patient Age", "Left-Fundus"], None),  # ODIR: "ID" is too vague to guess
+    (["file", "subject", "label"], None),  # a subject may be a body part or a course: not guessed
     (["file", "label"], None),
 ])
 def test_patient_columns_of_the_public_tables_are_found(columns, found):
@@ -51,6 +52,19 @@ def _dataset(folder, patients_named):
     csv = folder / "labels.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     return csv
+
+
+def test_empty_patient_cells_are_patients_of_their_own(tmp_path, caplog):
+    from radiology.data import from_csv
+
+    csv = _dataset(tmp_path / "data", "patient")
+    table = pd.read_csv(csv, dtype=str)
+    table.loc[[0, 1, 5], "patient"] = ""
+    table.to_csv(csv, index=False)
+    with caplog.at_level(logging.WARNING, logger="radiology.data"):
+        items = from_csv(csv, csv.parent, "file", "label", group_col="patient", progress=False)
+    assert len(set(items.groups)) == 7 + 3  # p1..p7 (p0 lost both rows, p2 keeps row 4) and three singletons
+    assert len(set(items.groups[[0, 1, 5]])) == 3 and "3 row(s) with an empty 'patient'" in caplog.text
 
 
 def test_a_named_group_col_wins_and_class_folders_have_none(tmp_path):
