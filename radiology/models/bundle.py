@@ -371,19 +371,26 @@ class Bundle:
         logits = self._logits(x).astype(np.float32, copy=False)
         return _sigmoid(logits) if self.multi_label else _softmax(logits)
 
-    def load_sample(self, source) -> np.ndarray:
+    def load_sample(self, source, *, decoded=None) -> np.ndarray:
         """One sample as the model takes it: ``(C, H, W)`` or ``(V, C, H, W)`` float32.
 
         Parameters
         ----------
         source : path or tuple of paths
             One file per view, each read with ``pipeline.read``.
+        decoded : sequence, optional
+            The views already decoded, one per path (``pipeline.decode.read``'s
+            :class:`~radiology.dicom.DicomImage`, or an image file's path): the pipeline runs on
+            them instead of reading the files again; errors still name the paths.
         """
         paths = (source,) if isinstance(source, (str, os.PathLike)) else tuple(source)
         if len(paths) != len(self.views):
             raise ValueError(f"{source!r}: {len(paths)} images, the model takes {len(self.views)} views "
                              f"{list(self.views)}")
-        images = [self.model_input(self.pipeline.read(path), str(path)) for path in paths]
+        views = paths if decoded is None else tuple(decoded)
+        if len(views) != len(paths):
+            raise ValueError(f"{len(views)} decoded views for {len(paths)} paths")
+        images = [self.model_input(self.pipeline.read(view), str(path)) for view, path in zip(views, paths)]
         return images[0] if len(images) == 1 else np.stack(images)
 
     def model_input(self, image: np.ndarray, name: str = "image") -> np.ndarray:

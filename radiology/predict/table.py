@@ -141,14 +141,18 @@ def _read_batch(reader, items) -> tuple[np.ndarray | None, list[int], list[tuple
     """One batch read: ``(stacked float32 samples, their rows, [(row, error cell)] of the inputs that failed,
     [(row, SOP Instance UID cell)] of every input)``."""
     from radiology.data import input_error
+    from radiology.files import is_image_file
 
     arrays, rows, failed, uids = [], [], [], []
     for row, paths, name in items:
         uid = None
         try:
-            decoded = _decode_views(reader, paths)
-            uid = _joined_uids([_dataset_uid(d.dataset) if not isinstance(d, Path) else "" for d in decoded])
-            arrays.append(_sample(reader, decoded, paths))
+            decoded = None
+            if len(paths) == len(reader.views):  # else load_sample raises the bundle's one-line error
+                # Each DICOM decoded once: its dataset names the image, its pixels feed the pipeline.
+                decoded = [Path(p) if is_image_file(p) else reader.pipeline.decode.read(p) for p in paths]
+                uid = _joined_uids([_dataset_uid(d.dataset) if not isinstance(d, Path) else "" for d in decoded])
+            arrays.append(reader.load_sample(paths, decoded=decoded))
             rows.append(row)
         except Exception as error:  # noqa: BLE001 - one bad input gets its row, the run goes on
             failed.append((row, input_error(error, paths, name)))
@@ -156,23 +160,6 @@ def _read_batch(reader, items) -> tuple[np.ndarray | None, list[int], list[tuple
                 uid = _joined_uids([header_uid(p) for p in paths])
         uids.append((row, uid))
     return (np.stack(arrays).astype(np.float32, copy=False) if arrays else None), rows, failed, uids
-
-
-def _decode_views(reader, paths) -> list:
-    """Each view decoded once: a DICOM as its :class:`~radiology.dicom.DicomImage` (with the dataset), an image
-    file left as its path (the pipeline reads it). A view count the model does not take raises its own error."""
-    from radiology.files import is_image_file
-
-    if len(paths) != len(reader.views):
-        reader.load_sample(paths)  # raises the bundle's one-line error for the wrong number of views
-    return [Path(p) if is_image_file(p) else reader.pipeline.decode.read(p) for p in paths]
-
-
-def _sample(reader, decoded, paths) -> np.ndarray:
-    """What :meth:`Bundle.load_sample <radiology.models.Bundle.load_sample>` returns, from views decoded once:
-    ``pipeline.read`` takes the decoded image as it takes the file (same steps, same names in errors)."""
-    images = [reader.model_input(reader.pipeline.read(view), str(path)) for view, path in zip(decoded, paths)]
-    return images[0] if len(images) == 1 else np.stack(images)
 
 
 _UID = re.compile(r"[0-9.]{1,64}")
