@@ -21,6 +21,12 @@ only and is scored once on TEST:
 ``--tune`` never touches TEST: it trains ``ours`` variants on the training patients and
 prints each one's metric on the inner validation split (``train``'s own), for choosing defaults.
 
+``--epoch-rules`` also scores, for ``ours``, every model a training run passes through (the
+head-only model, then each fine-tuning epoch) on TEST, and prints what each rule for keeping one
+would have kept: the lowest validation loss (what ``train`` does), the last epoch, the best
+validation AUC / balanced accuracy / ODIR score, with or without the head-only model among the
+candidates. Every rule chooses on the inner validation split (``history.csv``); TEST only scores.
+
 The table shows ours vs anchors, the issue's reference numbers (probe / fastai) beside them.
 
 Usage::
@@ -29,6 +35,7 @@ Usage::
     python bench/quality.py --tasks pneumonia,knee --methods ours,probe
     python bench/quality.py --tune --tasks views  # inner-validation sweep, no TEST
     python bench/quality.py --quick               # smoke run: few images, tiny settings
+    python bench/quality.py --epoch-rules --methods ours,probe   # which epoch to keep, on TEST
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from fastai.callback.core import Callback
 
 from radiology.data import ImageCache, ImageDataset, from_csv, train_valid_split
 from radiology.evaluate import accuracy, balanced_accuracy, macro_auc, odir_score, quadratic_kappa
@@ -206,8 +214,66 @@ def colour_pipeline(size: int):
     return Pipeline(default_pipeline(size).steps, Decode(color="keep"))
 
 
+class EachEpochOnTest(Callback):
+    """A fine-tuning callback that predicts TEST with the model as it is before fine-tuning (the
+    head-only model) and after every epoch: ``probs["head"]``, ``probs[0]``, ``probs[1]``...
+    Nothing is chosen with it; the rules read the validation history (see :func:`epoch_rules`)."""
+
+    order = 90  # after fastai's Recorder, before SaveBest reloads the best weights
+
+    def __init__(self, test_items, multi_label: bool):
+        self.test_items, self.multi_label, self.probs = test_items, multi_label, {}
+
+    @torch.no_grad()
+    def predict(self, key) -> None:
+        valid = self.learn.dls.valid
+        data = ImageDataset(self.test_items, valid.dataset.pipeline, cache=valid.dataset.cache,
+                            channels=valid.dataset.channels)
+        model, was_training = self.learn.model, self.learn.model.training
+        model.eval()
+        out = []
+        for xb, _ in valid.new(dataset=data, shuffle=False, drop_last=False):
+            logits = model(xb).float()
+            out.append((logits.sigmoid() if self.multi_label else logits.softmax(1)).cpu())
+        model.train(was_training)
+        self.probs[key] = torch.cat(out).numpy()
+
+    def before_fit(self):
+        self.predict("head")
+
+    def after_epoch(self):
+        self.predict(self.epoch)
+
+
+def epoch_rules(history: pd.DataFrame, multi_label: bool) -> dict[str, object]:
+    """Which model each rule keeps, chosen on the validation history only.
+
+    Keys of the result are rule names, values the kept model (``"head"`` or a fine-tuning epoch).
+    Ties keep the earliest (as ``train``'s SaveBest does)."""
+    tune = history[history["phase"] == "fine_tune"].reset_index(drop=True)
+    head = history[history["phase"] == "head"]
+    rules: dict[str, object] = {"valid_loss (now)": int(tune["valid_loss"].idxmin()), "last": len(tune) - 1}
+    metrics = ["macro_auc", "odir_score"] if multi_label else ["macro_auc", "balanced_accuracy"]
+    for metric in metrics:
+        if metric not in tune or tune[metric].isna().all():
+            continue
+        best = int(tune[metric].idxmax())
+        rules[f"{metric}"] = best
+        if len(head):
+            rules[f"{metric} +head"] = "head" if head[metric].iloc[-1] > tune[metric].iloc[best] else best
+    if len(head):
+        rules["valid_loss +head"] = ("head" if head["valid_loss"].iloc[-1] < tune["valid_loss"].min()
+                                     else rules["valid_loss (now)"])
+    return rules
+
+
 def run_ours(task: Task, root: Path, train_table: pd.DataFrame, test_items, work: Path, overrides: dict,
-             cache: Path, device: str):
+             cache: Path, device: str, each_epoch: bool = False):
+    """Train the defaults (with ``overrides``) and predict TEST through the saved bundle.
+
+    With ``each_epoch`` the info also holds ``"epochs"``: TEST probabilities of every model the
+    run passed through and the validation history (for :func:`epoch_rules`)."""
+    import radiology.train.recipe as recipe
     from radiology.models import load_bundle
     from radiology.train import TrainConfig, train
 
@@ -219,12 +285,26 @@ def run_ours(task: Task, root: Path, train_table: pd.DataFrame, test_items, work
     config = TrainConfig(out=work / "bundle", csv=csv, root=root, image_cols=task.image_cols,
                          label_cols=task.label_cols, multi_label=task.multi_label, group_col=task.group_col,
                          channels=task.channels, cache=cache, overwrite=True, **overrides)
-    result = train(config, progress=False)
+    recorder = EachEpochOnTest(test_items, task.multi_label) if each_epoch and test_items is not None else None
+    plain_fine_tune = recipe.fine_tune
+    if recorder is not None:
+        recipe.fine_tune = lambda *a, cbs=(), **k: plain_fine_tune(*a, cbs=[*cbs, recorder], **k)
+    try:
+        result = train(config, progress=False)
+    finally:
+        recipe.fine_tune = plain_fine_tune
     if test_items is None:
         return None, result.metrics
     bundle = load_bundle(result.bundle, device=device)
     probs = bundle.predict(sources(test_items), batch_size=64)
-    return align(probs, bundle.classes, list(test_items.classes)), result.metrics
+    metrics = dict(result.metrics)
+    if recorder is not None:
+        # Same class order as the bundle's (the recorder reads the training model).
+        metrics["epochs"] = {"probs": {k: align(v, bundle.classes, list(test_items.classes))
+                                       for k, v in recorder.probs.items()},
+                             "history": pd.read_csv(Path(result.bundle) / "history.csv"),
+                             "save_to": work / "epochs_on_test.npz"}
+    return align(probs, bundle.classes, list(test_items.classes)), metrics
 
 
 # ----------------------------------------------------------------------------- linear probe
@@ -401,6 +481,9 @@ def main() -> None:
                              "inner-validation gain over the tasks is largest (chosen without TEST)")
     parser.add_argument("--probe-refit", action="store_true",
                         help="refit the probe on all training patients (default: the inner-train part, as ours)")
+    parser.add_argument("--epoch-rules", action="store_true",
+                        help="ours: score every epoch's model on TEST and print what each rule for keeping "
+                             "one (chosen on inner validation) would have scored")
     parser.add_argument("--quick", action="store_true", help="smoke run: few patients, tiny settings")
     parser.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
     parser.add_argument("--cache", type=Path, default=None, help="image cache (default: <work>/cache)")
@@ -459,6 +542,7 @@ def main() -> None:
         else:
             names = []
     tests = {}  # task -> its TEST items, for the paired bootstrap of the table
+    rule_rows: list[dict] = []  # --epoch-rules
     for name in names:
         task, root, table, items, split = _split(name, args, limit)
         train_items, test_items = split["train_items"], split["test_items"]
@@ -472,7 +556,9 @@ def main() -> None:
                     extra = {"pipeline": "rgb"} if method == "ours_rgb" else {}
                     probs, info = run_ours(task, root, split["train_table"], test_items,
                                            work / name / f"{method}-{seed}", {**overrides, **extra, "seed": seed},
-                                           cache.root, device)
+                                           cache.root, device, each_epoch=args.epoch_rules and method == "ours")
+                    if "epochs" in info:
+                        rule_rows.extend(_epoch_rule_rows(task, name, seed, test_items, probs, info.pop("epochs")))
                     info = {"inner_valid": {k: info.get(k) for k in ("accuracy", "balanced_accuracy",
                                                                       "quadratic_kappa", "macro_auc")},
                             "overrides": {k: str(v) for k, v in overrides.items()}}
@@ -493,6 +579,9 @@ def main() -> None:
                 print(f"  {method:7s} seed {seed}: {shown}   ({seconds:.0f}s)", flush=True)
     if names:
         _table([r for r in results if "method" in r], tests)
+    if rule_rows:
+        _rules_table(rule_rows)
+        results.extend(rule_rows)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         kept = [{k: v for k, v in r.items() if k != "probs"} for r in results]
@@ -509,6 +598,42 @@ def _split(name: str, args, limit):
     split = {"train_items": items.subset(train_idx), "test_items": items.subset(test_idx),
              "train_table": table.iloc[train_idx].reset_index(drop=True)}
     return task, root, table, items, split
+
+
+def _epoch_rule_rows(task: Task, name: str, seed: int, test_items, bundle_probs, epochs) -> list[dict]:
+    """One row per rule: the model it keeps and that model's TEST metrics, with the paired standard
+    error of its difference to what ``train`` keeps today (the lowest validation loss)."""
+    rules = epoch_rules(epochs["history"], task.multi_label)
+    probs, targets = epochs["probs"], np.asarray(test_items.targets)
+    if epochs.get("save_to") is not None:  # everything, for rules not thought of yet
+        np.savez_compressed(epochs["save_to"], targets=targets, groups=np.asarray(test_items.groups, dtype=str),
+                            history=epochs["history"].to_json(), **{f"probs_{k}": v for k, v in probs.items()})
+    now = probs[rules["valid_loss (now)"]]
+    if not np.allclose(now, bundle_probs, atol=2e-3):  # the recorder must see the model train() keeps
+        print(f"  note: the bundle's TEST probabilities differ from epoch {rules['valid_loss (now)']}'s by "
+              f"{np.abs(now - bundle_probs).max():.4f}", flush=True)
+    rows = []
+    for rule, kept in rules.items():
+        errors = paired_standard_errors(task, targets, test_items.groups, {"ours": [probs[kept]], "now": [now]})
+        rows.append({"task": name, "rule": rule, "seed": seed, "kept": kept,
+                     "test": score(task, targets, probs[kept]),
+                     "d_vs_now": {m: float(score(task, targets, probs[kept])[m] - score(task, targets, now)[m])
+                                  for m in task.metrics},
+                     "se_vs_now": {m: errors[("ours-now", m)] for m in task.metrics}})
+    every = {str(k): score(task, targets, p) for k, p in probs.items()}
+    print(f"  every model on TEST ({name}, seed {seed}): " + "; ".join(
+        f"{k}: " + " ".join(f"{_fmt(v.get(m))}" for m in task.metrics) for k, v in every.items()), flush=True)
+    return rows
+
+
+def _rules_table(rows) -> None:
+    print("\nWHICH MODEL TO KEEP (chosen on inner validation; TEST scores; d = minus the lowest-validation-loss "
+          "epoch, ± paired patient-bootstrap standard error)")
+    for row in rows:
+        task = TASKS[row["task"]]
+        cells = "  ".join(f"{m} {_fmt(row['test'].get(m))} (d {row['d_vs_now'][m]:+.3f} ±{row['se_vs_now'][m]:.3f})"
+                          for m in task.metrics)
+        print(f"  {row['task']:10s} seed {row['seed']} {row['rule']:24s} keeps {str(row['kept']):>4s}  {cells}")
 
 
 def _tune_table(results) -> dict[str, float]:

@@ -39,6 +39,9 @@ def add_train_parsers(commands) -> None:
     fit.add_argument("--seed", type=int, help="random seed (default 0)")
     fit.add_argument("--loss", choices=("auto", "ce", "focal", "nce_rce", "bce"))
     fit.add_argument("--sampler", choices=("shuffle", "weighted", "min_per_class"))
+    fit.add_argument("--freeze-bn-stats", action=argparse.BooleanOptionalAction, default=None,
+                     help="fine-tune with the pretrained batch-norm statistics fixed (default: on; "
+                          "measured in the modeling guide)")
     fit.add_argument("--valid-fraction", type=float, help="validation share, grouped by patient (default 0.2)")
     fit.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
     fit.add_argument("--cache", help="preprocessed-image cache folder, or 'none'")
@@ -102,7 +105,8 @@ def add_train_parsers(commands) -> None:
 
 _TRAIN_FLAGS = (
     "csv", "root", "folder", "image_cols", "label_cols", "multi_label", "group_col", "arch", "pretrained", "size",
-    "channels", "epochs", "head_epochs", "lr", "batch_size", "seed", "loss", "sampler", "valid_fraction", "workers",
+    "channels", "epochs", "head_epochs", "lr", "batch_size", "seed", "loss", "sampler", "freeze_bn_stats",
+    "valid_fraction", "workers",
     "cache", "lr_find", "resume", "overwrite", "pipeline", "out", "unlabeled", "semi", "skip_unreadable",
     "allow_outside_root", "log_dir",
 )

@@ -9,6 +9,7 @@ the epochs before its ``start_epoch``.
 - :class:`StopEarly`: fastai's early stopping, counting from the resumed epoch.
 - :class:`History`: fastai's CSV log of both phases (a ``phase`` column); a resumed run appends its epochs.
 - :class:`EpochLog`: one plain log line per epoch, for output that is not a terminal.
+- :class:`FrozenBatchNormStats`: batch-norm layers keep the running statistics they came with while fine-tuning.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import os
 from pathlib import Path
 
+import torch
 from fastai.callback.core import Callback
 from fastai.callback.progress import CSVLogger
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback, TrackerCallback
@@ -28,7 +30,7 @@ from fastai.learner import Recorder
 
 from radiology.train.checkpoints import CHECKPOINT, checkpoint_settings, load_weights, read_checkpoint, write_checkpoint
 
-__all__ = ["SaveBest", "SaveLast", "StopEarly", "History", "EpochLog", "epoch_values"]
+__all__ = ["SaveBest", "SaveLast", "StopEarly", "History", "EpochLog", "FrozenBatchNormStats", "epoch_values"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,19 +38,24 @@ logger = logging.getLogger(__name__)
 class SaveBest(SaveModelCallback):
     """Save the best epoch (atomic, stamped); on resume, start from the best value of the interrupted run.
 
+    ``best_epoch`` is the epoch saved (1-based), also after a resume; once fitting is over the
+    best weights are back in the model and ``learn.kept_epoch`` names their epoch.
+
     Parameters
     ----------
     start_epoch : int
         Epochs already done (they are not compared again).
     best : float or None
         The interrupted run's best value of ``monitor`` (from its ``last.pth`` record).
+    best_epoch : int or None
+        The interrupted run's best epoch, from the same record.
     **kwargs
         fastai's :class:`~fastai.callback.tracker.SaveModelCallback` (``monitor``, ``fname``).
     """
 
-    def __init__(self, start_epoch: int, best: float | None, **kwargs):
+    def __init__(self, start_epoch: int, best: float | None, best_epoch: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.start_epoch, self.resumed_best = start_epoch, best
+        self.start_epoch, self.resumed_best, self.best_epoch = start_epoch, best, best_epoch
 
     def before_fit(self):
         super().before_fit()
@@ -61,6 +68,7 @@ class SaveBest(SaveModelCallback):
             return
         TrackerCallback.after_epoch(self)  # fastai's own would print its news instead of logging it
         if self.new_best:
+            self.best_epoch = self.epoch + 1
             logger.info("best %s so far: %.4f at epoch %d, saved as %s.pth", self.monitor, float(self.best),
                         self.epoch + 1, self.fname)
             self._save(self.fname)
@@ -86,8 +94,10 @@ class SaveBest(SaveModelCallback):
         path = Path(self.learn.path) / self.learn.model_dir / f"{self.fname}.pth"
         if not path.is_file():  # no epoch improved on the start value (e.g. a NaN loss): keep the last weights
             logger.warning("%s: no best epoch was saved; keeping the last epoch's weights", path)
+            self.learn.kept_epoch = self.epoch + 1
             return
         load_weights(self.learn, path, read_checkpoint(path, self.settings))
+        self.learn.kept_epoch = self.best_epoch  # recorded in train.json
 
 
 class StopEarly(EarlyStoppingCallback):
@@ -138,7 +148,8 @@ class SaveLast(Callback):
             return
         tracker = next((cb for cb in self.learn.cbs if isinstance(cb, SaveBest)), None)
         best = None if tracker is None else float(tracker.best)
-        record = {"epoch": self.epoch + 1, "best": best, "settings": self.settings}
+        best_epoch = None if tracker is None else tracker.best_epoch
+        record = {"epoch": self.epoch + 1, "best": best, "best_epoch": best_epoch, "settings": self.settings}
         folder = Path(self.learn.path) / self.learn.model_dir
         write_checkpoint(self.learn, folder / f"{CHECKPOINT}.pth", record, with_opt=True)
         atomic_write(folder / "last_epoch.json", json.dumps(record).encode())
@@ -293,3 +304,36 @@ class EpochLog(Callback):
         took = self.recorder.log[-1] if self.recorder.metric_names[-1] == "time" else None
         logger.info("%s epoch %d/%d: %s%s", self.phase, self.epoch + 1, self.n_epoch, shown,
                     f" ({took})" if took else "")
+
+
+class FrozenBatchNormStats(Callback):
+    """Fine-tune with the batch-norm layers' running statistics fixed (the layers in eval mode).
+
+    The head is fitted on features computed with the pretrained statistics
+    (:func:`~radiology.train.learner.fit_head`). In training mode, batch norm normalizes each
+    batch by its own statistics and moves the running ones towards gray radiographs within
+    an epoch: the features shift under the fitted head (the training loss jumps when
+    fine-tuning starts), and on a few hundred images the network does not recover within a
+    few epochs. With the statistics fixed, fine-tuning starts from the head's model; the
+    layers' scale and shift still learn.
+
+    Needs pretrained statistics: on a network with random weights they are the
+    initial 0 and 1 (see :class:`~radiology.train.TrainConfig` ``freeze_bn_stats``).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)).train()
+    >>> callback = FrozenBatchNormStats()
+    >>> callback.learn = SimpleNamespace(model=model)
+    >>> callback.before_train()
+    >>> model[0].training, model[1].training
+    (True, False)
+    """
+
+    order = 0  # after fastai's TrainEvalCallback (order -10) has put the model in training mode
+
+    def before_train(self):
+        for module in self.learn.model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()

@@ -195,7 +195,9 @@ def fine_tune(learn, epochs: int, lr: float = 1e-3, *, lr_mult: float = 10.0, pa
     """Fine-tune the whole network with one-cycle and discriminative learning rates.
 
     The backbone's group peaks at ``lr / lr_mult``, the head's at ``lr``. The best epoch
-    (by ``monitor``) is saved as ``checkpoints/best.pth`` and loaded at the end; every epoch
+    (by ``monitor``) is saved as ``checkpoints/best.pth`` and loaded at the end
+    (``learn.kept_epoch`` names it, 1-based; measured against other rules in
+    ``bench/quality.py --epoch-rules``); every epoch
     is also saved with its optimizer state as ``checkpoints/last.pth`` so an interrupted
     run can continue (``start_epoch``). Both files are written atomically, hold tensors and
     numbers only (they load without unpickling code) and are stamped with the settings they
@@ -242,12 +244,14 @@ def fine_tune(learn, epochs: int, lr: float = 1e-3, *, lr_mult: float = 10.0, pa
         learn.fit_one_cycle(epochs, slice(lr / lr_mult, lr), start_epoch=start_epoch, cbs=list(cbs))
         return
     last = Path(learn.path) / learn.model_dir / f"{CHECKPOINT}.pth"
-    best = None
+    best = best_epoch = None
     if start_epoch and last.is_file():
-        best = read_checkpoint(last, checkpoint_settings(learn))["radiology"].get("best")
+        record = read_checkpoint(last, checkpoint_settings(learn))["radiology"]
+        best, best_epoch = record.get("best"), record.get("best_epoch")
+        best_epoch = best_epoch if isinstance(best_epoch, int) and 0 < best_epoch <= start_epoch else None
     cbs = [
         *cbs,
-        SaveBest(start_epoch, best, monitor=monitor, fname=BEST),
+        SaveBest(start_epoch, best, best_epoch, monitor=monitor, fname=BEST),
         SaveLast(start_epoch),
         History(HISTORY, start_epoch, phase="fine_tune", keep=getattr(learn, "logged_phases", ())),
     ]

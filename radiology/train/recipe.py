@@ -24,6 +24,7 @@ import torch
 from fastai.distributed import rank_distrib
 
 from radiology.pipeline import Pipeline, default_pipeline
+from radiology.train.callbacks import FrozenBatchNormStats
 from radiology.train.checkpoints import BEST, CHECKPOINT, CHECKPOINT_DIR, resume_epoch
 from radiology.train.config import TrainConfig
 from radiology.train.distributed import distrib_ctx, process_group, single_process
@@ -437,10 +438,13 @@ def _fit_and_save(config: TrainConfig, learn, semi, semi_info, start_epoch: int,
             fit_head(learn, head, config.head_lr, cbs=tracking.callbacks("head") if tracking is not None else ())
         if config.epochs:
             resumed = f", resumed after epoch {start_epoch}" if start_epoch else ""
-            logger.info("phase %d/%d: %s (%d epochs, lr %g, backbone %g%s)", phases.index("fine_tune") + 1,
+            frozen = config.freeze_bn_stats and config.pretrained is not None  # random weights: nothing to keep
+            logger.info("phase %d/%d: %s (%d epochs, lr %g, backbone %g%s%s)", phases.index("fine_tune") + 1,
                         len(phases), PHASES["fine_tune"], config.epochs, config.peak_lr,
-                        config.peak_lr / config.lr_mult, resumed)
+                        config.peak_lr / config.lr_mult, ", batch-norm statistics fixed" if frozen else "", resumed)
             extra = [semi] if semi is not None else []
+            if frozen:
+                extra.append(FrozenBatchNormStats())
             if tracking is not None:
                 extra += tracking.callbacks("fine_tune")
             fine_tune(learn, config.epochs, config.peak_lr, lr_mult=config.lr_mult, patience=config.patience,
@@ -480,6 +484,8 @@ def _fit_and_save(config: TrainConfig, learn, semi, semi_info, start_epoch: int,
         # processes that trained together (torchrun --nproc_per_node)
         "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
         "seconds": round(time.time() - started, 1),
+        # The fine-tuning epoch the bundle holds (1-based; None: no fine-tuning).
+        "kept_epoch": getattr(learn, "kept_epoch", None),
     }
     model.eval()
     logger.info("exporting the bundle to %s (weights, torch.export, ONNX, preprocessing)", out)

@@ -138,6 +138,29 @@ def test_training_is_reproducible_on_cpu(phantoms, tmp_path, trained):
         torch.testing.assert_close(first[key], second[key], msg=key)
 
 
+def test_the_bundle_holds_the_epoch_with_the_lowest_validation_loss(phantoms, tmp_path):
+    # kept_epoch is 1-based; the earliest wins a tie.
+    result = train(_config(phantoms[0], tmp_path / "bundle", epochs=3, head_epochs=1), progress=False)
+    tune = pd.read_csv(result.bundle / "history.csv").query("phase == 'fine_tune'")["valid_loss"].to_numpy()
+    assert json.loads((result.bundle / "train.json").read_text())["kept_epoch"] == int(np.argmin(tune)) + 1
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_fine_tuning_keeps_the_pretrained_batch_norm_statistics_when_asked(phantoms, tmp_path, freeze):
+    from radiology.models import create_model
+
+    train_csv, _ = phantoms
+    # No head phase: the one fine-tuning epoch is the model kept.
+    result = train(_config(train_csv, tmp_path / "bundle", freeze_bn_stats=freeze, head_epochs=0), progress=False)
+    assert json.loads((result.bundle / "train.json").read_text())["settings"]["freeze_bn_stats"] is freeze
+    pretrained = create_model("tf_efficientnet_lite0", 2, in_chans=1, pretrained="imagenet").state_dict()
+    weights = load_file(result.bundle / "weights.safetensors")
+    stats = [key for key in weights if key.endswith("running_var")]
+    assert len(stats) > 10
+    moved = [key for key in stats if not torch.allclose(weights[key], pretrained[key])]
+    assert (moved == []) is freeze  # frozen: every layer as pretrained; else fine-tuning moved them
+
+
 def test_resume_continues_an_interrupted_run(phantoms, tmp_path, monkeypatch):
     from radiology.train.callbacks import SaveLast
 
@@ -159,6 +182,9 @@ def test_resume_continues_an_interrupted_run(phantoms, tmp_path, monkeypatch):
     history = pd.read_csv(result.bundle / "history.csv")
     assert history["phase"].tolist() == ["head", "fine_tune", "fine_tune"]
     assert history["epoch"].tolist() == [0, 0, 1]  # fine-tune epoch 0 from the first run, epoch 1 from the resumed one
+    # The epoch kept is the best of both runs' epochs: the first run's is remembered in last.pth.
+    tune = history[history["phase"] == "fine_tune"]["valid_loss"].to_numpy()
+    assert json.loads((result.bundle / "train.json").read_text())["kept_epoch"] == int(np.argmin(tune)) + 1
     assert json.loads(marker.read_text())["epoch"] == 2
 
 
