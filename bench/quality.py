@@ -612,15 +612,14 @@ def _epoch_rule_rows(task: Task, name: str, seed: int, test_items, bundle_probs,
     if not np.allclose(now, bundle_probs, atol=2e-3):  # the recorder must see the model train() keeps
         print(f"  note: the bundle's TEST probabilities differ from epoch {rules['valid_loss (now)']}'s by "
               f"{np.abs(now - bundle_probs).max():.4f}", flush=True)
+    every = {k: score(task, targets, p) for k, p in probs.items()}  # each model scored once
     rows = []
     for rule, kept in rules.items():
         errors = paired_standard_errors(task, targets, test_items.groups, {"ours": [probs[kept]], "now": [now]})
-        rows.append({"task": name, "rule": rule, "seed": seed, "kept": kept,
-                     "test": score(task, targets, probs[kept]),
-                     "d_vs_now": {m: float(score(task, targets, probs[kept])[m] - score(task, targets, now)[m])
+        rows.append({"task": name, "rule": rule, "seed": seed, "kept": kept, "test": every[kept],
+                     "d_vs_now": {m: float(every[kept][m] - every[rules["valid_loss (now)"]][m])
                                   for m in task.metrics},
                      "se_vs_now": {m: errors[("ours-now", m)] for m in task.metrics}})
-    every = {str(k): score(task, targets, p) for k, p in probs.items()}
     print(f"  every model on TEST ({name}, seed {seed}): " + "; ".join(
         f"{k}: " + " ".join(f"{_fmt(v.get(m))}" for m in task.metrics) for k, v in every.items()), flush=True)
     return rows

@@ -106,9 +106,8 @@ def add_train_parsers(commands) -> None:
 _TRAIN_FLAGS = (
     "csv", "root", "folder", "image_cols", "label_cols", "multi_label", "group_col", "arch", "pretrained", "size",
     "channels", "epochs", "head_epochs", "lr", "batch_size", "seed", "loss", "sampler", "freeze_bn_stats",
-    "valid_fraction", "workers",
-    "cache", "lr_find", "resume", "overwrite", "pipeline", "out", "unlabeled", "semi", "skip_unreadable",
-    "allow_outside_root", "log_dir",
+    "valid_fraction", "workers", "cache", "lr_find", "resume", "overwrite", "pipeline", "out", "unlabeled", "semi",
+    "skip_unreadable", "allow_outside_root", "log_dir",
 )
 
 

@@ -108,9 +108,8 @@ class TrainConfig:
         (:class:`~radiology.train.callbacks.FrozenBatchNormStats`); their scale and shift still
         learn. On by default: on the shared tasks it lowered the validation loss on 3 of 4 and
         raised held-out knee KL kappa by 0.13 (within the noise elsewhere, mixed on fractures;
-        modeling guide). Only
-        with pretrained weights (``pretrained`` not ``None``): random weights have no
-        statistics worth keeping, and the setting is then ignored.
+        modeling guide). Only with pretrained weights (``pretrained`` not ``None``): random
+        weights have no statistics worth keeping, and the setting is then ignored.
     pipeline : path, optional
         Preprocessing pipeline file (JSON/YAML); default percentile → resize → pad.
     workers : int
