@@ -216,6 +216,11 @@ class TrainConfig:
         unknown = [name for name in self.log if name not in _TRACKERS]
         if unknown:
             raise ValueError(f"log names unknown tracker(s) {', '.join(map(repr, unknown))}; known: {_TRACKERS}")
+        # A config file's "false" (a JSON string) is a true value: a switch takes booleans only.
+        switches = [f.name for f in fields(self) if f.type in ("bool", bool)]
+        wrong = [name for name in switches if not isinstance(getattr(self, name), bool)]
+        if wrong:
+            raise ValueError(", ".join(f"{name} must be true or false, got {getattr(self, name)!r}" for name in wrong))
         if self.pretrained is not None and str(self.pretrained).lower() == "none":
             object.__setattr__(self, "pretrained", None)
         if (self.csv is None) == (self.folder is None):

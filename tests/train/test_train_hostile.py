@@ -144,6 +144,14 @@ def test_one_image_per_class_is_refused_naming_the_counts(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("value", ["false", "no", 0, None])
+def test_a_switch_that_is_not_true_or_false_is_refused(tmp_path, value):
+    # "false" from a JSON config would otherwise be a true value and silently turn the switch on.
+    for name in ("freeze_bn_stats", "augment", "overwrite"):
+        with pytest.raises(ValueError, match=f"{name} must be true or false, got {value!r}"):
+            TrainConfig.from_dict({"csv": str(tmp_path / "labels.csv"), name: value})
+
+
 def test_a_size_above_the_maximum_is_refused(tmp_path):
     with pytest.raises(ValueError, match=f"size 100000 is above the maximum of {MAX_SIZE}"):
         TrainConfig(csv=tmp_path / "labels.csv", size=100000)
