@@ -1,47 +1,44 @@
-"""Few labels: supervised-only vs FixMatch vs MixMatch vs SimCLR-pretrained fine-tuning.
+"""Few labels at the default recipe: do the unlabeled images pay off on patients never seen?
 
-What is measured: on the pneumonia set (NORMAL vs PNEUMONIA), with only a small share of the
-labels kept, does adding the other images *without* their labels beat training on the labeled
-images alone?
+For each task (``--tasks``: pneumonia, body part from DICOM, fracture from DICOM) the TEST split
+is ``bench/quality.py``'s: the same fixed, patient-grouped, stratified outer split (seed 0), so
+the few-labels numbers sit beside the modeling guide's full-label ones. TEST is used for nothing
+but the final scores: not for pretraining, not as unlabeled data, not for choosing anything.
 
-1. A TEST set of whole patients (``--test-fraction``, stratified, grouped, seed 0) is split off
-   first. It is used for nothing but the final scores: not for pretraining, not as unlabeled
-   data, not for model selection or any setting here.
-2. The remaining patients form the pool. Per seed, ``--labeled-fraction`` of the pool (whole
-   patients, stratified) keeps its labels (``labeled.csv``); the rest of the pool is the
-   unlabeled folder (symlinks to the images). ``train`` splits its own validation patients off
-   the labeled images (``valid_fraction`` 0.2, used for best-epoch selection) and removes
-   them from the unlabeled folder.
-3. Four methods, same backbone (``tf_efficientnet_lite0``, offline ImageNet weights), same
-   input size, batch size, head epochs and fine-tuning epochs (the same number of optimizer
-   steps on the labeled images; the semi-supervised ones do more work per step), library
-   defaults otherwise:
+The other patients are the pool. Per labeled fraction (``--fractions``) and seed, that share of
+the pool (whole patients, class proportions kept) keeps its labels; the rest of the pool is the
+unlabeled folder (links to the files). ``train`` then splits its own validation patients off the
+labeled images and removes their copies from the unlabeled set, as it does for any user.
 
-   - ``supervised``: ``train(TrainConfig(csv=labeled.csv, ...))`` — the anchor;
-   - ``fixmatch`` / ``mixmatch``: the same + ``unlabeled=<folder>``, ``semi=...`` (the papers'
-     defaults: FixMatch mu = 7, threshold 0.95, distribution alignment; MixMatch K = 2,
-     T = 0.5, alpha = 0.75, lambda_u ramped to 75);
-   - ``simclr``: ``pretrain(<pool images>, method="simclr")`` from the ImageNet weights, then
-     the supervised recipe with ``pretrained=<checkpoint>``. The pool's images (labeled and
-     unlabeled, no labels read) are the same for every seed, so the backbone is pretrained
-     once (seed 0) and fine-tuned per seed; its pretraining epochs are extra and its time is
-     shown on its own.
+Methods (``--methods``), all with the library's defaults and only the data arguments set
+(``--set KEY=VALUE`` overrides every run alike, e.g. ``size=64`` for a small budget):
 
-4. The model ``train`` returns predicts the TEST images (the bundle's pipeline, no test-time
-   augmentation: what ``radiology predict`` computes; the bundle export is skipped, it does not
-   change the weights). Balanced accuracy and ROC AUC, mean ± sd over the seeds, and each
-   divided by the supervised anchor's mean. Seconds are the mean per run (train + test
-   prediction), wall clock and this process's CPU time (one thread: the CPU time is the work,
-   the wall clock also counts waiting for a contended core). With ``--reference`` one
-   supervised run on *all* the pool's labels (seed 0) shows how much there is to gain.
+- ``supervised``: :func:`radiology.train.train` on the labeled images: the anchor;
+- ``fixmatch`` / ``mixmatch``: the same with ``unlabeled=<folder>``, ``semi=<method>``;
+- ``simclr`` / ``byol`` / ``metadata``: :func:`radiology.ssl.pretrain` on all the pool's images
+  (labels unread; ``metadata`` reads the DICOM headers, so it needs a DICOM task) from the
+  ImageNet weights, then the supervised recipe from that backbone. One pretraining per task
+  serves every fraction and seed; its time is printed on its own;
+- ``<pretraining>+fixmatch`` (e.g. ``simclr+fixmatch``): both;
+- a semi-supervised method with settings in brackets, ``;``-separated, e.g.
+  ``fixmatch[teacher=ema;ema_decay=0.9]`` (``--semi-param`` of ``radiology train``).
 
-Nothing is tuned on TEST: every setting is a library default or fixed here before any score
-is seen. Usage::
+Each run's model predicts TEST with the training pipeline (no test-time augmentation). The table
+gives each method's TEST metrics (``bench/quality.py``'s per task: AUC, balanced accuracy and
+sensitivity at 90 % specificity for two classes; accuracy and balanced accuracy for body part)
+as the mean over seeds ± its patient-bootstrap standard error, and the difference to
+``supervised`` ± its *paired* standard error (the same resampled patients score both; seed-to-seed
+variation is in it too). "beats" means by more than one standard error.
 
-    python bench/fewlabels.py [--seeds 3] [--size 64] [--epochs 6] [--batch-size 16]
-        [--labeled-fraction 0.1] [--simclr-epochs 5] [--reference] [--quick] [--work DIR]
+Usage::
 
-CPU numbers on a shared machine are contended: the seconds compare methods within one run.
+    python bench/fewlabels.py                                    # everything: hours on a GPU
+    python bench/fewlabels.py --tasks pneumonia --fractions 0.1 --methods supervised,fixmatch
+    python bench/fewlabels.py --set size=64 --set batch_size=16  # a small budget, same design
+    python bench/fewlabels.py --quick                            # smoke run: tiny images, 1 seed
+
+Cost (2-core CPU, 224 px): a supervised run on a tenth of pneumonia's labels takes minutes; a
+FixMatch run about 14 times that (μ = 7 unlabeled images per labeled one, two views each).
 """
 
 from __future__ import annotations
@@ -49,7 +46,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -57,218 +56,232 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from quality import SHARED, _fmt, _split, _value, align, paired_standard_errors, score
 
-from radiology.data import ImageCache, ImageDataset, from_csv, kfold_splits, train_valid_split
-from radiology.evaluate import balanced_accuracy, macro_auc
-from radiology.pipeline import default_pipeline
-from radiology.train import TrainConfig
+from radiology.data import ImageCache, ImageDataset, kfold_splits
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-ARCH = "tf_efficientnet_lite0"
-METHODS = ("supervised", "fixmatch", "mixmatch", "simclr")
-COLUMNS = ["file", "label", "patient"]
+PRETRAININGS = ("simclr", "byol", "metadata")
+METHODS = ("supervised", "fixmatch", "mixmatch", *PRETRAININGS, "simclr+fixmatch")
+FEW_LABEL_TASKS = ("pneumonia", "bodypart", "fracture")
 
 
-def _grouped_fold(targets: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+def parse_method(method: str) -> tuple[str | None, str | None, dict]:
+    """``(pretraining, semi, semi_params)`` of a method name: ``"byol+fixmatch[mu=3]"`` →
+    ``("byol", "fixmatch", {"mu": 3})``."""
+    from radiology.semisup import validate_semisup_params
+
+    found = re.fullmatch(r"([a-z+]+)(?:\[([^\]]*)\])?", method)
+    if found is None:
+        raise SystemExit(f"--methods: cannot read {method!r}")
+    params = {key: _value(value) for key, value in (item.split("=", 1) for item in (found[2] or "").split(";") if item)}
+    pretraining = semi = None
+    for part in found[1].split("+"):
+        if part in PRETRAININGS and pretraining is None:
+            pretraining = part
+        elif part in ("fixmatch", "mixmatch") and semi is None:
+            semi = part
+        elif part != "supervised" or "+" in method:
+            raise SystemExit(f"--methods: cannot read {method!r} (a pretraining {PRETRAININGS}, "
+                             f"'fixmatch'/'mixmatch', or one of each joined by '+')")
+    if params and semi is None:
+        raise SystemExit(f"--methods: settings in brackets are for fixmatch/mixmatch: {method!r}")
+    try:
+        return pretraining, semi, validate_semisup_params(semi, params) if semi else {}
+    except ValueError as error:
+        raise SystemExit(f"--methods: {error}") from None
+
+
+def labeled_share(targets: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Indices of about ``fraction`` of the samples: whole patients, class proportions kept."""
     k = max(2, round(1 / fraction))
     return kfold_splits(targets, groups, n_splits=k, seed=seed)[0][1]
 
 
-def _link_folder(folder: Path, root: Path, files) -> Path:
-    """A folder of symlinks to ``root / file`` for each file (the unlabeled sets ``train`` reads)."""
+def link_folder(folder: Path, root: Path, files) -> Path:
+    """A folder of links to ``root / file`` for each file, named by the file's relative path (one
+    level, so that files of the same name in different folders do not collide)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in files:
-        source = (root / name).resolve()
-        link = folder / source.name
+        link = folder / re.sub(r"[^A-Za-z0-9._-]+", "_", str(name))
         if not link.exists():
-            link.symlink_to(source)
+            link.symlink_to((root / name).resolve())
     return folder
 
 
 @torch.no_grad()
-def _score(model, test_ds, truth: np.ndarray) -> tuple[float, float]:
+def predict_test(model, test_items, pipeline, cache: Path, channels: int) -> np.ndarray:
+    """Softmax probabilities of ``model`` on TEST, preprocessed as in training."""
     model = model.cpu().eval()
-    probs = [torch.softmax(model(xb).float(), 1) for xb, _ in torch.utils.data.DataLoader(test_ds, batch_size=64)]
-    probs = torch.cat(probs).numpy()
-    return balanced_accuracy(truth, probs), macro_auc(truth, probs)
-
-
-def _last(history: Path, column: str) -> float | None:
-    """A column of the last epoch of a run's ``history.csv`` (FixMatch's mask rate), if logged."""
-    if not history.is_file():
-        return None
-    table = pd.read_csv(history)
-    return float(table[column].iloc[-1]) if column in table.columns and len(table) else None
-
-
-def _mean_sd(values) -> str:
-    values = np.asarray(values, dtype=float)
-    sd = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.3f} ± {sd:.3f}"
+    loader = torch.utils.data.DataLoader(ImageDataset(test_items, pipeline, cache=ImageCache(cache),
+                                                      channels=channels), batch_size=64)
+    return torch.cat([torch.softmax(model(x).float(), 1) for x, _ in loader]).numpy()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=SHARED / "pneumonia", help="folder with labels.csv")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (labeled subset and training)")
-    parser.add_argument("--size", type=int, default=64, help="input side in pixels")
-    parser.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs, every method")
-    parser.add_argument("--head-epochs", type=int, default=20, help="head-only epochs, every method")
-    parser.add_argument("--batch-size", type=int, default=16, help="labeled batch size, every method")
-    parser.add_argument("--labeled-fraction", type=float, default=0.1, help="share of the pool that keeps labels")
+    parser.add_argument("--data", type=Path, default=SHARED, help="the shared data folder")
+    parser.add_argument("--tasks", default=",".join(FEW_LABEL_TASKS))
+    parser.add_argument("--fractions", default="0.1,0.25", help="shares of the pool that keep their labels")
+    parser.add_argument("--seeds", default="0,1,2", help="comma list: labeled subset and training seed")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma list; 'supervised' is required")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="TrainConfig override for every run (repeatable)")
+    parser.add_argument("--pretrain-epochs", type=int, default=10, help="self-supervised epochs (once per task)")
+    parser.add_argument("--pretrain-batch-size", type=int, default=64, help="self-supervised batch size")
     parser.add_argument("--test-fraction", type=float, default=0.25, help="share of patients held out as TEST")
-    parser.add_argument("--simclr-epochs", type=int, default=5, help="SimCLR pretraining epochs (extra)")
-    parser.add_argument("--simclr-batch-size", type=int, default=64)
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma list of " + ",".join(METHODS))
-    parser.add_argument("--reference", action="store_true",
-                        help="also one supervised run with all the pool's labels (seed 0)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--quick", action="store_true", help="smoke run: ~240 images, 1 seed, 32 px, 1 epoch")
+    parser.add_argument("--quick", action="store_true", help="smoke run: few patients, 32 px, 1 seed, 1 epoch")
     parser.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
+    parser.add_argument("--cache", type=Path, default=None, help="image cache (default: <work>/cache)")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here (and TEST probabilities, .npz)")
     args = parser.parse_args()
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown or "supervised" not in methods:
-        raise SystemExit(f"--methods: need 'supervised' (the anchor) and only {METHODS}; got {args.methods!r}")
-    if not 0 < args.labeled_fraction <= 0.5:
-        raise SystemExit(f"--labeled-fraction must be in (0, 0.5], got {args.labeled_fraction}")
-    labels_csv = args.data / "labels.csv"
-    if not labels_csv.is_file():
-        print(f"skipped: {labels_csv} not found")
-        return
-    images = None
+    methods = [m for m in re.split(r",(?![^\[]*\])", args.methods) if m]  # no split inside brackets
+    plans = {m: parse_method(m) for m in methods}
+    if "supervised" not in methods:
+        raise SystemExit("--methods: 'supervised' (the anchor) is required")
+    fractions = [float(f) for f in args.fractions.split(",") if f]
+    if not all(0 < f <= 0.5 for f in fractions):
+        raise SystemExit(f"--fractions must lie in (0, 0.5], got {args.fractions!r}")
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    overrides = {key: _value(value) for key, value in (item.split("=", 1) for item in args.set)}
+    limit = None
     if args.quick:
-        images, args.seeds, args.size, args.epochs, args.head_epochs = 240, 1, 32, 1, 2
-        args.simclr_epochs, args.batch_size = 1, 8
-    torch.set_num_threads(args.threads)
+        limit, seeds, args.pretrain_epochs, args.pretrain_batch_size = 40, seeds[:1], 1, 16
+        overrides = {"size": 32, "epochs": 1, "head_epochs": 1, "batch_size": 8, **overrides}
+    size = int(overrides.get("size", 224))
+    if torch.cuda.is_available():
+        overrides.setdefault("workers", min(8, os.cpu_count() or 1))
+    else:
+        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    work = args.work or Path(tempfile.mkdtemp(prefix="radiology-fewlabels-"))
+    cache = args.cache or work / "cache"
 
     import radiology.models
+    from radiology.pipeline import default_pipeline
     from radiology.ssl import pretrain
-    from radiology.train import train
+    from radiology.train import TrainConfig, train
 
-    started = time.perf_counter()
-    work = args.work or Path(tempfile.mkdtemp(prefix="radiology-bench-fewlabels-"))
-    work.mkdir(parents=True, exist_ok=True)
-    cache_dir = work / "cache"  # one cache: every run preprocesses the same files the same way
-    table = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)[COLUMNS]
-    items = from_csv(table, args.data, "file", "label", group_col="patient", progress=False)
-    if images and images < len(table):
-        keep = _grouped_fold(items.targets, items.groups, images / len(table), seed=0)
-        table, items = table.iloc[keep].reset_index(drop=True), items.subset(keep)
-
-    # TEST first: these patients are never seen again until scoring.
-    pool, test = train_valid_split(items.targets, items.groups, valid_fraction=args.test_fraction, seed=0)
-    test_items = items.subset(test)
-    truth = np.asarray(test_items.targets)
-    pool_table = table.iloc[pool].reset_index(drop=True)
-    pool_targets, pool_groups = np.asarray(items.targets)[pool], np.asarray(items.groups)[pool]
-    assert not set(pool_groups) & set(np.asarray(items.groups)[test]), "TEST patients leaked into the pool"
-    test_ds = ImageDataset(test_items, default_pipeline(args.size), cache=ImageCache(cache_dir))
-
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch thread(s)")
-    print(f"data: {labels_csv} — {len(table)} images, classes {items.classes}")
-    print(f"TEST: {len(test)} images of {len(set(np.asarray(items.groups)[test]))} patients "
-          f"(patient-grouped, stratified, seed 0); pool: {len(pool)} images of {len(set(pool_groups))} patients")
-    print(f"settings: {ARCH} (ImageNet), {args.size} px, batch {args.batch_size}, head epochs {args.head_epochs}, "
-          f"fine-tune epochs {args.epochs}, labeled fraction {args.labeled_fraction}, seeds {args.seeds}, "
-          f"SimCLR {args.simclr_epochs} epochs batch {args.simclr_batch_size}", flush=True)
-
-    common = dict(root=args.data, image_cols="file", label_cols="label", group_col="patient", arch=ARCH,
-                  size=args.size, epochs=args.epochs, head_epochs=args.head_epochs, batch_size=args.batch_size,
-                  cache=cache_dir, workers=0)
-
-    # The bundle export (torch.export + ONNX) does not change the weights: skip it, as bench/train.py does.
+    # The bundle export does not change the weights; skip it (and keep the class order it gets).
+    exported: dict = {}
     saved = radiology.models.save_bundle
-    radiology.models.save_bundle = lambda folder, *a, **k: Path(folder)
-    rows: list[dict] = []
-    simclr_seconds = simclr_cpu = None
+
+    def no_export(folder, model, pipeline, labels, info, **kwargs):
+        exported.update(labels)
+        return Path(folder)
+
+    radiology.models.save_bundle = no_export
+    results: list[dict] = []
+    arrays: dict[str, np.ndarray] = {}
+    print(f"torch {torch.__version__}, {'cuda' if torch.cuda.is_available() else 'cpu'}; work {work}; "
+          f"overrides {overrides or 'none'}", flush=True)
     try:
-        checkpoint = None
-        if "simclr" in methods:
-            # The pool's images, labels unread: the same set for every seed, so one pretraining serves all.
-            folder = _link_folder(work / "pool_images", args.data, pool_table["file"])
-            t0, c0 = time.perf_counter(), time.process_time()
-            result = pretrain(folder, work / "simclr" / "backbone.pt", method="simclr", arch=ARCH,
-                              pretrained="imagenet", size=args.size, epochs=args.simclr_epochs,
-                              batch_size=args.simclr_batch_size, cache=cache_dir, seed=0, overwrite=True,
-                              progress=False)
-            simclr_seconds, simclr_cpu = time.perf_counter() - t0, time.process_time() - c0
-            checkpoint = result.checkpoint
-            losses = ", ".join(f"{h['train_loss']:.3f}/{h['valid_loss']:.3f}" for h in result.history)
-            print(f"\nSimCLR pretraining on {result.images} pool images: {simclr_seconds:.0f}s "
-                  f"(CPU {simclr_cpu:.0f}s); train/valid NT-Xent per epoch: {losses}", flush=True)
-
-        def run(method: str, seed: int, config: TrainConfig) -> None:
-            t0, c0 = time.perf_counter(), time.process_time()
-            with contextlib.redirect_stdout(io.StringIO()):  # fastai's "Better model found ..." lines
-                result = train(config, progress=False)
-            bal, auc = _score(result.learner.model, test_ds, truth)
-            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-            mask = _last(Path(config.out) / "history.csv", "mask_rate")
-            note = f"  last-epoch mask rate {mask:.2f}" if mask is not None else ""
-            valid = result.metrics.get("balanced_accuracy")
-            valid_note = f"  (valid bal. acc {valid:.3f})" if isinstance(valid, float) else ""
-            print(f"  {method:22s} seed {seed}: TEST balanced acc {bal:.3f}  AUC {auc:.3f}  {seconds:5.0f}s "
-                  f"(CPU {cpu:.0f}s){valid_note}{note}", flush=True)
-            rows.append({"method": method, "seed": seed, "bal_acc": bal, "auc": auc, "seconds": seconds, "cpu": cpu})
-
-        for seed in range(args.seeds):
-            labeled = _grouped_fold(pool_targets, pool_groups, args.labeled_fraction, seed=seed)
-            unlabeled = np.setdiff1d(np.arange(len(pool)), labeled)
-            seed_dir = work / f"seed{seed}"
-            seed_dir.mkdir(parents=True, exist_ok=True)
-            csv = seed_dir / "labeled.csv"
-            pool_table.iloc[labeled].to_csv(csv, index=False)
-            counts = pool_table.iloc[labeled]["label"].value_counts().to_dict()
-            print(f"\nseed {seed}: {len(labeled)} labeled images ({counts}) of "
-                  f"{len(set(pool_groups[labeled]))} patients, {len(unlabeled)} unlabeled", flush=True)
-            base = TrainConfig(out=seed_dir / "supervised", csv=csv, seed=seed, overwrite=True, **common)
-            for method in methods:
-                if method == "supervised":
-                    config = base
-                elif method in ("fixmatch", "mixmatch"):
-                    folder = _link_folder(seed_dir / "unlabeled", args.data, pool_table["file"].iloc[unlabeled])
-                    config = base.replace(out=seed_dir / method, unlabeled=folder, semi=method)
-                else:
-                    config = base.replace(out=seed_dir / method, pretrained=str(checkpoint))
-                run(method, seed, config)
-
-        if args.reference:
-            csv = work / "all_pool.csv"
-            pool_table.to_csv(csv, index=False)
-            print(f"\nreference: supervised on all {len(pool)} pool labels", flush=True)
-            reference = TrainConfig(out=work / "reference", csv=csv, seed=0, overwrite=True, **common)
-            run("supervised, all labels", 0, reference)
+        for name in [t for t in args.tasks.split(",") if t]:
+            task, root, _, _, split = _split(name, argparse.Namespace(data=args.data, test_fraction=args.test_fraction),
+                                             limit)
+            pool, test_items = split["train_table"], split["test_items"]
+            targets, groups = np.asarray(split["train_items"].targets), np.asarray(split["train_items"].groups)
+            file_col = task.image_cols[0]
+            arrays[f"{name}__targets"] = np.asarray(test_items.targets)
+            arrays[f"{name}__groups"] = np.asarray(test_items.groups, dtype=str)
+            common = dict(root=root, image_cols=task.image_cols, label_cols=task.label_cols, group_col=task.group_col,
+                          channels=task.channels, cache=cache, overwrite=True, **overrides)
+            backbones: dict[str, str | None] = {}
+            for pretraining in sorted({plan[0] for plan in plans.values() if plan[0]}):
+                started = time.perf_counter()
+                folder = link_folder(work / name / "pool", root, pool[file_col])
+                try:
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        result = pretrain(folder, work / name / pretraining / "backbone.pt", method=pretraining,
+                                          size=size, channels=task.channels, epochs=args.pretrain_epochs,
+                                          batch_size=args.pretrain_batch_size,
+                                          cache=cache, seed=0, overwrite=True, progress=False)
+                except (ValueError, RuntimeError) as error:  # e.g. metadata on PNG files: no header to learn
+                    print(f"  {pretraining} pretraining not possible on {name}: {error}", flush=True)
+                    backbones[pretraining] = None
+                    continue
+                backbones[pretraining] = str(result.checkpoint)
+                losses = ", ".join(f"{h['train_loss']:.3f}" for h in result.history)
+                print(f"  {pretraining} pretraining on {result.images} pool images: "
+                      f"{time.perf_counter() - started:.0f}s; training loss per epoch {losses}", flush=True)
+            for fraction in fractions:
+                for seed in seeds:
+                    labeled = labeled_share(targets, groups, fraction, seed)
+                    unlabeled = np.setdiff1d(np.arange(len(pool)), labeled)
+                    run_dir = work / name / f"f{fraction:g}-s{seed}"
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                    csv = run_dir / "labeled.csv"
+                    pool.iloc[labeled].to_csv(csv, index=False)
+                    print(f"\n{name}, {fraction:.0%} labels, seed {seed}: {len(labeled)} labeled images of "
+                          f"{len(set(groups[labeled]))} patients, {len(unlabeled)} unlabeled", flush=True)
+                    for method, (pretraining, semi, semi_params) in plans.items():
+                        if pretraining and backbones.get(pretraining) is None:
+                            continue
+                        out = run_dir / re.sub(r"[^A-Za-z0-9.+=-]+", "_", method)
+                        config = TrainConfig(out=out, csv=csv, seed=seed, **common)
+                        if pretraining:
+                            config = config.replace(pretrained=backbones[pretraining])
+                        if semi:
+                            folder = link_folder(run_dir / "unlabeled", root, pool[file_col].iloc[unlabeled])
+                            config = config.replace(unlabeled=folder, semi=semi, semi_params=semi_params)
+                        started = time.perf_counter()
+                        exported.clear()
+                        try:
+                            with contextlib.redirect_stdout(io.StringIO()):
+                                result = train(config, progress=False)
+                        except ValueError as error:  # e.g. a labeled share with one class only
+                            print(f"  {method:18s} not trained: {error}", flush=True)
+                            continue
+                        probs = align(predict_test(result.learner.model, test_items, default_pipeline(size), cache,
+                                                   task.channels), exported["classes"], list(test_items.classes))
+                        metrics = score(task, np.asarray(test_items.targets), probs)
+                        seconds = time.perf_counter() - started
+                        history = pd.read_csv(config.out / "history.csv") if (config.out / "history.csv").is_file() \
+                            else pd.DataFrame()
+                        mask = history["mask_rate"].iloc[-1] if "mask_rate" in history and len(history) else None
+                        results.append({"task": name, "fraction": fraction, "seed": seed, "method": method,
+                                        "test": metrics, "seconds": round(seconds, 1),
+                                        "mask_rate": None if mask is None else float(mask)})
+                        arrays[f"{name}__{fraction:g}__{method}__{seed}"] = probs
+                        shown = "  ".join(f"{k} {_fmt(metrics.get(k))}" for k in task.metrics)
+                        extra = f"  (last mask rate {mask:.2f})" if mask is not None else ""
+                        print(f"  {method:18s} {shown}   {seconds:5.0f}s{extra}", flush=True)
+            table(name, task, arrays, results, fractions, methods)
     finally:
         radiology.models.save_bundle = saved
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=1, default=float))
+            np.savez_compressed(args.json.with_suffix(".npz"), **arrays)
 
-    results = pd.DataFrame(rows)
-    anchor = results[results.method == "supervised"][["bal_acc", "auc"]].mean()
-    lines = [f"\nTEST ({len(test)} images, patients never seen), mean ± sd over {args.seeds} seed(s); "
-             f"ratio = mean / supervised mean",
-             f"{'method':24s} {'balanced acc':>15s} {'ratio':>6s} {'AUC':>15s} {'ratio':>6s} {'s/run':>7s} "
-             f"{'CPU s':>6s}"]
-    for method in [*methods, *(["supervised, all labels"] if args.reference else [])]:
-        part = results[results.method == method]
-        lines.append(f"{method:24s} {_mean_sd(part.bal_acc):>15s} {part.bal_acc.mean() / anchor.bal_acc:6.3f} "
-                     f"{_mean_sd(part.auc):>15s} {part.auc.mean() / anchor.auc:6.3f} {part.seconds.mean():7.0f} "
-                     f"{part.cpu.mean():6.0f}")
-    if simclr_seconds is not None:
-        lines.append(f"simclr pretraining (once, extra): {simclr_seconds:.0f}s (CPU {simclr_cpu:.0f}s), "
-                     f"{args.simclr_epochs} epochs")
-    print("\n".join(lines))
-    for method in methods[1:]:
-        part = results[results.method == method]
-        ref = results[results.method == "supervised"]
-        wins = sum(int(a > b) for a, b in zip(part.sort_values("seed").auc, ref.sort_values("seed").auc))
-        delta = part.auc.mean() - anchor.auc
-        verdict = "beats" if delta > 0 else "does NOT beat"
-        print(f"{method}: {verdict} supervised on mean TEST AUC (Δ {delta:+.3f}; higher AUC in {wins} of "
-              f"{len(part)} seeds; Δ balanced acc {part.bal_acc.mean() - anchor.bal_acc:+.3f})")
-    print(f"total {time.perf_counter() - started:.0f}s wall, {time.process_time():.0f}s CPU (this process); "
-          f"work folder {work}")
+
+def table(name: str, task, arrays: dict, results: list[dict], fractions, methods) -> None:
+    """Per fraction: each method's TEST metrics (mean over seeds ± bootstrap SE) and its difference
+    to ``supervised`` ± the paired SE."""
+    targets, groups = arrays[f"{name}__targets"], arrays[f"{name}__groups"]
+    for fraction in fractions:
+        runs = {m: [arrays[k] for k in sorted(arrays) if k.startswith(f"{name}__{fraction:g}__{m}__")]
+                for m in methods}
+        if not runs["supervised"]:
+            continue
+        print(f"\n{name}, {fraction:.0%} labels: TEST ({len(targets)} samples, {len(set(groups))} patients); mean "
+              f"over seeds ± patient-bootstrap SE; d = method − supervised ± paired SE")
+        for method in methods:
+            if not runs[method]:
+                continue
+            errors = paired_standard_errors(task, targets, groups,
+                                            {"ours": runs[method], "supervised": runs["supervised"]})
+            seconds = np.mean([r["seconds"] for r in results if r["task"] == name and r["fraction"] == fraction
+                               and r["method"] == method])
+            cells = []
+            for metric in task.metrics:
+                mean = np.mean([score(task, targets, p)[metric] for p in runs[method]])
+                cell = f"{metric} {mean:.3f}±{errors[('ours', metric)]:.3f}"
+                if method != "supervised":
+                    d = mean - np.mean([score(task, targets, p)[metric] for p in runs["supervised"]])
+                    se = errors[("ours-supervised", metric)]
+                    cell += f" (d {d:+.3f}±{se:.3f} {'beats' if d > se else 'loses' if d < -se else 'ties'})"
+                cells.append(cell)
+            print(f"  {method:18s} {len(runs[method])} seed(s)  " + "  ".join(cells) + f"  {seconds:.0f}s/run")
 
 
 if __name__ == "__main__":

@@ -487,7 +487,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: few patients, tiny settings")
     parser.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
     parser.add_argument("--cache", type=Path, default=None, help="image cache (default: <work>/cache)")
-    parser.add_argument("--json", type=Path, default=None, help="write all results here")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="write all results here, and every run's TEST probabilities beside it (.npz)")
     args = parser.parse_args()
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -586,6 +587,12 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         kept = [{k: v for k, v in r.items() if k != "probs"} for r in results]
         args.json.write_text(json.dumps(kept, indent=1, default=float))
+        # The probabilities, so that seeds of separate runs can be pooled and other rules scored later.
+        arrays = {f"{r['task']}__{r['method']}__{r['seed']}": r["probs"] for r in results if "probs" in r}
+        for name, items in tests.items():
+            arrays[f"{name}__targets"] = np.asarray(items.targets)
+            arrays[f"{name}__groups"] = np.asarray(items.groups, dtype=str)
+        np.savez_compressed(args.json.with_suffix(".npz"), **arrays)
 
 
 def _split(name: str, args, limit):

@@ -69,6 +69,12 @@ def kfold_splits(
     list of (train_indices, valid_indices)
         Sorted ``int64`` arrays; every sample is in exactly one validation fold.
 
+    Notes
+    -----
+    A class with fewer samples than folds goes where the groups allow. When no class has as
+    many samples as there are folds (a few images of many classes), stratifying is impossible
+    and the folds are made by group alone.
+
     Examples
     --------
     >>> folds = kfold_splits(np.array([0, 0, 0, 1, 1, 1]), n_splits=3)
@@ -87,6 +93,10 @@ def kfold_splits(
     n_groups = len(np.unique(groups))
     if n_groups < n_splits:
         raise ValueError(f"{n_groups} group(s) cannot fill {n_splits} folds")
+    if np.unique(strata, return_counts=True)[1].max() < n_splits:
+        # No class fills every fold (a few images of many classes): scikit-learn refuses to
+        # stratify, so split by patient alone; train() then names the classes it cannot score.
+        strata = np.zeros(n, np.int64)
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         # Rare classes (fewer members than folds) are expected in real data: they go where they can.

@@ -53,6 +53,19 @@ def test_ungrouped_split_with_a_singleton_class():
     assert len(valid) == 10 and np.bincount(targets[valid], minlength=3)[:2].tolist() == [8, 2]
 
 
+def test_split_when_no_class_fills_every_fold():
+    # A few labeled images of many classes (every class rarer than the folds): scikit-learn cannot
+    # stratify; the split is by patient alone, still every sample once and no patient on both sides.
+    targets = np.repeat(np.arange(8), 3)
+    groups = np.array([f"p{i // 2}" for i in range(len(targets))])
+    folds = kfold_splits(targets, groups, n_splits=5, seed=0)
+    assert np.array_equal(np.sort(np.concatenate([v for _, v in folds])), np.arange(len(targets)))
+    for train, valid in folds:
+        assert len(valid) > 0 and not set(groups[train]) & set(groups[valid])
+    train, valid = train_valid_split(targets, groups, valid_fraction=0.2, seed=0)
+    assert len(train) + len(valid) == len(targets) and 2 <= len(valid) <= 8
+
+
 def test_multi_label_rare_label_reaches_every_fold():
     rng = np.random.default_rng(0)
     targets = (rng.random((200, 4)) < [0.5, 0.3, 0.2, 0.0]).astype(np.float32)

@@ -93,7 +93,7 @@ def test_fixmatch_batch_layout_and_threshold_mask(chest_images):
 
     learn = _learner(x, y)
     fixmatch = Spy(unlabeled_loader(TensorDataset(unlabeled), 16), mu=2, threshold=0.55,
-                   distribution_alignment=False)
+                   distribution_alignment=False, teacher="model")  # the paper's single pass
     _fit(learn, 1, cbs=[fixmatch, sizes])
     assert sizes.training_sizes == [8 + 2 * 16] * 2  # labeled, weak, strong in one pass
     assert sizes.valid_sizes == [16]
@@ -213,6 +213,41 @@ def test_the_unlabeled_term_alone_trains_the_model(chest_images):
     assert changed == {0.0: False, 1.0: True}
 
 
+def test_the_ema_teacher_labels_the_weak_views_and_averages_the_weights(chest_images):
+    x, y, unlabeled = _split(chest_images, 8)
+    torch.manual_seed(0)
+    sizes, calls = Sizes(), []
+
+    class Spy(FixMatch):
+        def before_fit(self):
+            super().before_fit()
+            self.ema_model.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+
+    class Weights(Callback):
+        order = 6  # after FixMatch's own after_step
+
+        def before_fit(self):
+            self.steps = [[p.detach().clone() for p in self.learn.model.parameters()]]
+
+        def after_step(self):
+            self.steps.append([p.detach().clone() for p in self.learn.model.parameters()])
+
+    learn, weights = _learner(x, y), Weights()
+    fixmatch = Spy(unlabeled_loader(TensorDataset(unlabeled), 16), mu=2, teacher="ema", ema_decay=0.75)
+    _fit(learn, 1, cbs=[fixmatch, sizes, weights])
+    assert fixmatch.plan.weak_pass == "no_grad"
+    assert calls == [16, 16]  # the teacher labels every weak view...
+    assert sizes.training_sizes == [8 + 16] * 2  # ...and the model sees labeled + strong only
+    # After each step: teacher = 0.75 teacher + 0.25 model, starting from the model the fit began with.
+    expected = weights.steps[0]
+    for step in weights.steps[1:]:
+        expected = [0.75 * mean + 0.25 * now for mean, now in zip(expected, step)]
+    for mean, want in zip(fixmatch.ema_model.parameters(), expected):
+        torch.testing.assert_close(mean, want)
+    assert not any(torch.equal(a, b) for a, b in zip(expected, weights.steps[-1]) if a.numel() > 1)
+    assert not fixmatch.ema_model.training and not any(p.requires_grad for p in fixmatch.ema_model.parameters())
+
+
 def test_distribution_alignment_tracks_the_labeled_prior(chest_images):
     x, y = chest_images
     imbalanced = torch.cat([torch.arange(14), 32 + torch.arange(2)])  # 14 normal, 2 pneumonia
@@ -319,10 +354,16 @@ def test_settings_from_files_or_flags_are_checked_by_the_callbacks_rules():
     assert validate_semisup_params("fixmatch", {}) == {}
     assert validate_semisup_params("fixmatch", {"weak_pass": "no_grad", "unlabeled_batch": 24}) == {
         "weak_pass": "no_grad", "unlabeled_batch": 24}
+    assert validate_semisup_params("fixmatch", {"teacher": "model", "weak_pass": "joint"}) == {
+        "teacher": "model", "weak_pass": "joint"}
     cases = [
         ("fixmatch", {"thresh": 0.9}, "unknown fixmatch setting 'thresh'; known: ['distribution_alignment', "
-                                      "'lambda_u', 'memory_fraction', 'mu', 'temperature', 'threshold', "
-                                      "'unlabeled_batch', 'weak_pass']"),
+                                      "'ema_decay', 'lambda_u', 'memory_fraction', 'mu', 'teacher', 'temperature', "
+                                      "'threshold', 'unlabeled_batch', 'weak_pass']"),
+        ("fixmatch", {"teacher": "mean"}, "teacher must be one of ['model', 'ema']"),
+        ("fixmatch", {"ema_decay": 1.0}, "ema_decay must be in (0, 1)"),
+        ("fixmatch", {"teacher": "ema", "weak_pass": "joint"}, "or teacher='model' for 'joint'"),
+        ("fixmatch", {"weak_pass": "joint"}, "weak_pass='joint': teacher='ema' (the default)"),  # the default teacher
         ("fixmatch", {"weak_pass": "none"}, "weak_pass must be one of ['auto', 'joint', 'no_grad']"),
         ("fixmatch", {"weak_pass": 1}, "weak_pass=1: expected a name"),
         ("fixmatch", {"unlabeled_batch": -1}, "unlabeled_batch must be >= 0"),

@@ -100,7 +100,8 @@ def test_the_weak_pass_without_gradient(chest_images):
     hook = learn.model.register_forward_hook(
         lambda module, inputs, output: calls.append((inputs[0].shape[0], torch.is_grad_enabled(),
                                                      output.requires_grad)) if module.training else None)
-    fixmatch = Spy(unlabeled_loader(TensorDataset(unlabeled), 16), mu=2, threshold=0.0, weak_pass="no_grad")
+    fixmatch = Spy(unlabeled_loader(TensorDataset(unlabeled), 16), mu=2, threshold=0.0, weak_pass="no_grad",
+                   teacher="model")
     _fit(learn, 1, cbs=[fixmatch])
     hook.remove()
     # Per step: the 16 weak views without gradient, then labeled + strong (8 + 16) with it.
@@ -121,7 +122,7 @@ def test_the_joint_pass_gives_no_gradient_through_the_weak_views(chest_images):
             output.register_hook(grads.append)
 
     hook = learn.model.register_forward_hook(keep_gradient)
-    _fit(learn, 1, cbs=[FixMatch(unlabeled_loader(TensorDataset(unlabeled), 16), mu=2, threshold=0.0,
+    _fit(learn, 1, cbs=[FixMatch(unlabeled_loader(TensorDataset(unlabeled), 16), mu=2, teacher="model", threshold=0.0,
                                  weak_pass="joint")])
     hook.remove()
     assert len(grads) == 2 and grads[0].shape == (8 + 2 * 16, 2)
@@ -136,7 +137,7 @@ def test_the_callback_reduces_the_unlabeled_batch_to_fit_and_says_so(chest_image
     monkeypatch.setattr(memory, "available_memory", lambda device=None: 40 * per_image)
     torch.manual_seed(0)
     sizes = Sizes()
-    fixmatch = FixMatch(unlabeled_loader(TensorDataset(unlabeled), 16), mu=2)
+    fixmatch = FixMatch(unlabeled_loader(TensorDataset(unlabeled), 16), mu=2, teacher="model")
     with caplog.at_level(logging.INFO, logger="radiology.semisup.callbacks"):
         _fit(_learner(x, y), 1, cbs=[fixmatch, sizes])
     assert sizes.training_sizes == [12, 8 + 12] * 2
@@ -151,13 +152,14 @@ def test_the_callback_reduces_the_unlabeled_batch_to_fit_and_says_so(chest_image
     caplog.clear()
     sizes = Sizes()
     with caplog.at_level(logging.INFO, logger="radiology.semisup.callbacks"):
-        _fit(_learner(x, y), 1, cbs=[FixMatch(unlabeled_loader(TensorDataset(unlabeled), 16), mu=2), sizes])
+        _fit(_learner(x, y), 1, cbs=[FixMatch(unlabeled_loader(TensorDataset(unlabeled), 16), mu=2, teacher="model"),
+                                     sizes])
     assert sizes.training_sizes == [8 + 2 * 16] * 2
     assert [r.levelno for r in caplog.records if r.name == "radiology.semisup.callbacks"] == [logging.INFO]
     assert "unlabeled batch 16 (mu 2 x batch 8) fits 1000.0 GB available" in caplog.text
 
     # An explicit unlabeled_batch is used as given.
     sizes = Sizes()
-    _fit(_learner(x, y), 1, cbs=[FixMatch(unlabeled_loader(TensorDataset(unlabeled), 16), mu=2, unlabeled_batch=4,
-                                          weak_pass="no_grad"), sizes])
+    _fit(_learner(x, y), 1, cbs=[FixMatch(unlabeled_loader(TensorDataset(unlabeled), 16), mu=2, teacher="model",
+                                          unlabeled_batch=4, weak_pass="no_grad"), sizes])
     assert sizes.training_sizes == [4, 8 + 4] * 2
