@@ -37,8 +37,9 @@ Usage::
     python bench/fewlabels.py --set size=64 --set batch_size=16  # a small budget, same design
     python bench/fewlabels.py --quick                            # smoke run: tiny images, 1 seed
 
-Cost (2-core CPU, 224 px): a supervised run on a tenth of pneumonia's labels takes minutes; a
-FixMatch run about 14 times that (μ = 7 unlabeled images per labeled one, two views each).
+Cost (2-core CPU): a supervised run on a tenth of pneumonia's labels takes a minute at 64 px;
+a FixMatch run three to five times that (μ = 7 unlabeled images per labeled one, two views
+each); the whole grid at 224 px is a matter of days on a CPU, hours on a GPU.
 """
 
 from __future__ import annotations
