@@ -56,11 +56,11 @@ def add_train_parsers(commands) -> None:
     semi = train.add_argument_group("semi-supervised (single-label)")
     semi.add_argument("--unlabeled", type=Path, help="folder of unlabeled DICOMs/images used while fine-tuning")
     semi.add_argument("--semi", choices=("fixmatch", "mixmatch"),
-                      help="semi-supervised method (needs --unlabeled); fixmatch labels its weak views with a "
-                           "moving average of the weights (teacher=ema, measured better than the paper's "
-                           "teacher=model) in a no-gradient pass, and takes fewer unlabeled images per step when mu x "
-                           "--batch-size do not fit the memory available (logged); override with --semi-param "
-                           "teacher=model, weak_pass=joint|no_grad, unlabeled_batch=N or memory_fraction=F")
+                      help="semi-supervised method (needs --unlabeled); fixmatch fits its step to the memory "
+                           "available (logged): mu x --batch-size unlabeled images in one pass when they fit, else "
+                           "a no-gradient pass for the weak views and fewer unlabeled images per step; override "
+                           "with --semi-param weak_pass=joint|no_grad, unlabeled_batch=N or memory_fraction=F; "
+                           "teacher=ema labels the weak views with a moving average of the weights (measured: ties)")
     semi.add_argument("--semi-param", action="append", metavar="KEY=VALUE",
                       help="a setting of the method instead of its default, e.g. lambda_u=10 or "
                            "mu=3; fixmatch's unlabeled_batch=N is used as given, unchecked, while mu is still capped "

@@ -181,30 +181,26 @@ class FixMatch(_SemiSupervised):
     model's bias towards the majority class — without it, the minority class seldom
     reaches the confidence threshold.
 
-    Memory: a step holds ``(1 + mu) B`` images with gradients, the labeled and strong views
-    (about 80 MB each for ``tf_efficientnet_lite0`` at 224 px: 20 GB at ``B = 32``); the
-    teacher's weak pass keeps no activations. With ``teacher="model"`` and
-    ``weak_pass="joint"`` (the paper) the weak views join that pass: ``(1 + 2 mu) B``, 38 GB.
-    At the first training batch of each fit the callback therefore plans the step from the
-    memory available on the batch's device (:func:`~radiology.semisup.memory.plan_fixmatch_step`):
-    with ``teacher="model"`` and ``weak_pass="auto"`` it keeps the joint pass when ``mu * B``
-    unlabeled images fit in ``memory_fraction`` of it, else it labels the weak views in a
-    separate no-gradient pass first (in ``bench/fewlabels.py``, with batch-norm statistics
-    updated by every batch, that scored AUC 0.892 ± 0.014 against 0.904 ± 0.018; with them
-    fixed the two passes compute the same function); and if the step is still too large it
-    takes fewer unlabeled images. What was chosen is logged (a warning when the unlabeled
-    batch is reduced) and kept in :attr:`plan`. ``unlabeled_batch`` fixes the number of
-    unlabeled images per step instead, unchecked.
+    Memory: the paper's joint pass holds ``(1 + 2 mu) B`` images with gradients (about 80 MB
+    each for ``tf_efficientnet_lite0`` at 224 px: 38 GB at ``B = 32``). At the first training
+    batch of each fit the callback therefore plans the step from the memory available on the
+    batch's device (:func:`~radiology.semisup.memory.plan_fixmatch_step`): with
+    ``weak_pass="auto"`` it keeps the joint pass when ``mu * B`` unlabeled images fit in
+    ``memory_fraction`` of it, else it labels the weak views in a separate no-gradient pass
+    first (``(1 + mu) B`` images with gradients, about 40 % less; in ``bench/fewlabels.py``,
+    with batch-norm statistics updated by every batch, that scored AUC 0.892 ± 0.014 against
+    0.904 ± 0.018; with them fixed the two passes compute the same function); and if the step
+    is still too large it takes fewer unlabeled images. What was chosen is logged (a warning
+    when the unlabeled batch is reduced) and kept in :attr:`plan`. ``unlabeled_batch`` fixes
+    the number of unlabeled images per step instead, unchecked.
 
-    Teacher: by default (``teacher="ema"``) an exponential moving average of the model's
-    weights labels the weak views (a mean teacher, updated after every optimizer step),
-    starting from the model the fit starts with — after :func:`radiology.train.train`'s head
-    phase, the head-first model — so that a few noisy steps on few labels do not feed their
-    mistakes back as pseudo-labels at once. Its pass has no gradient (``weak_pass`` "auto" or
-    "no_grad"). Measured with ``bench/fewlabels.py`` (pneumonia, 10 % of the labels, 64 px,
-    three seeds): balanced accuracy +0.013 ± 0.011 and AUC +0.010 ± 0.004 over the paper's
-    ``teacher="model"``, where the model being trained labels its own weak views, and with
-    ``weak_pass="joint"`` in the same forward pass as the labeled and strong views.
+    Teacher: by default the model being trained labels its own weak views (the paper). With
+    ``teacher="ema"`` an exponential moving average of its weights does (a mean teacher,
+    updated after every optimizer step), starting from the model the fit starts with — after
+    :func:`radiology.train.train`'s head phase, the head-first model; its pass has no
+    gradient (``weak_pass`` "auto" or "no_grad"), so it also needs less memory. Measured
+    with ``bench/fewlabels.py`` (pneumonia, 10 % of the labels, 64 px, five seeds) it ties the
+    paper's teacher: balanced accuracy −0.001 ± 0.009, AUC +0.003 ± 0.003.
 
     Parameters
     ----------
@@ -279,7 +275,7 @@ class FixMatch(_SemiSupervised):
     def __init__(self, unlabeled, *, threshold: float = 0.95, mu: int = 7, lambda_u: float = 1.0,
                  weak: nn.Module | None = None, strong: nn.Module | None = None, distribution_alignment: bool = True,
                  temperature: float = 1.0, weak_pass: str = "auto", unlabeled_batch: int = 0,
-                 memory_fraction: float = 0.5, teacher: str = "ema", ema_decay: float = 0.99,
+                 memory_fraction: float = 0.5, teacher: str = "model", ema_decay: float = 0.99,
                  log_metrics: bool = True):
         super().__init__(unlabeled, lambda_u, distribution_alignment, log_metrics)
         if weak_pass not in WEAK_PASSES:
@@ -287,8 +283,8 @@ class FixMatch(_SemiSupervised):
         if teacher not in TEACHERS:
             raise ValueError(f"teacher must be one of {list(TEACHERS)}, got {teacher!r}")
         if teacher == "ema" and weak_pass == "joint":
-            raise ValueError("teacher='ema' (the default) labels the weak views in a pass of its own: use "
-                             "weak_pass 'auto' or 'no_grad', or teacher='model' for 'joint'")
+            raise ValueError("teacher='ema' labels the weak views in a pass of its own: use weak_pass 'auto' or "
+                             "'no_grad', or teacher='model' for 'joint'")
         if not 0.0 < ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1), got {ema_decay}")
         if int(unlabeled_batch) < 0:
