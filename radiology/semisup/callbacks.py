@@ -602,17 +602,19 @@ def validate_semisup_params(method: str, params: Mapping[str, Any]) -> dict[str,
             if (isinstance(value, bool) != isinstance(default, bool)
                     or not isinstance(value, int if isinstance(default, int) else (int, float))):
                 raise ValueError(f"{name} setting {key}={value!r}: expected {expected}")
-        try:
-            cls([torch.zeros(1, 1, 2, 2)], **modules, **{key: value})
-        except ValueError as error:
-            try:  # refused alone but fine with the other settings (weak_pass=joint with teacher=model)
-                cls([torch.zeros(1, 1, 2, 2)], **modules, **params)
-            except ValueError:
+
+    def check(settings: dict) -> None:
+        cls([torch.zeros(1, 1, 2, 2)], **modules, **settings)
+
+    try:  # every name and type is known good: the constructor's own rules, on the settings together
+        check(params)
+    except ValueError as together:
+        for key, value in params.items():  # name the setting that is wrong on its own, if one is
+            try:
+                check({key: value})
+            except ValueError as error:
                 raise ValueError(f"{name} setting {key}={value!r}: {error}") from None
-    try:  # settings that are fine alone but not together
-        cls([torch.zeros(1, 1, 2, 2)], **modules, **params)
-    except ValueError as error:
-        raise ValueError(f"{name} settings {params}: {error}") from None
+        raise ValueError(f"{name} settings {params}: {together}") from None
     return params
 
 

@@ -363,6 +363,7 @@ def test_settings_from_files_or_flags_are_checked_by_the_callbacks_rules():
         ("fixmatch", {"teacher": "mean"}, "teacher must be one of ['model', 'ema']"),
         ("fixmatch", {"ema_decay": 1.0}, "ema_decay must be in (0, 1)"),
         ("fixmatch", {"teacher": "ema", "weak_pass": "joint"}, "or teacher='model' for 'joint'"),
+        ("fixmatch", {"threshold": 2, "thresh": 1}, "unknown fixmatch setting 'thresh'"),  # names first
         ("fixmatch", {"weak_pass": "none"}, "weak_pass must be one of ['auto', 'joint', 'no_grad']"),
         ("fixmatch", {"weak_pass": 1}, "weak_pass=1: expected a name"),
         ("fixmatch", {"unlabeled_batch": -1}, "unlabeled_batch must be >= 0"),
