@@ -6,7 +6,8 @@ only and is scored once on TEST:
 
 * ``ours``: :func:`radiology.train.train` with ``TrainConfig`` defaults (only the data
   arguments set; ``--set key=value`` overrides for experiments), TEST predicted through the
-  saved bundle (:func:`radiology.models.load_bundle`), as a user would.
+  saved bundle (:meth:`radiology.predict.Ensemble.load`: a ``folds`` run predicts with its
+  members' mean), as a user would.
 * ``probe``: scikit-learn logistic regression on the frozen, pooled ImageNet features of the
   same backbone and offline weights (same pipeline; colour kept for 3-channel tasks), fitted
   on the same inner-train images ours trains on; ``C`` chosen on the inner validation split
@@ -274,7 +275,7 @@ def run_ours(task: Task, root: Path, train_table: pd.DataFrame, test_items, work
     With ``each_epoch`` the info also holds ``"epochs"``: TEST probabilities of every model the
     run passed through and the validation history (for :func:`epoch_rules`)."""
     import radiology.train.recipe as recipe
-    from radiology.models import load_bundle
+    from radiology.predict import Ensemble
     from radiology.train import TrainConfig, train
 
     work.mkdir(parents=True, exist_ok=True)
@@ -295,8 +296,9 @@ def run_ours(task: Task, root: Path, train_table: pd.DataFrame, test_items, work
         recipe.fine_tune = plain_fine_tune
     if test_items is None:
         return None, result.metrics
-    bundle = load_bundle(result.bundle, device=device)
-    probs = bundle.predict(sources(test_items), batch_size=64)
+    # A --set folds=K run is an ensemble bundle: its members' mean, as `radiology predict` takes it.
+    bundle = Ensemble.load(result.bundle, backend="eager", device=device)
+    probs = np.mean([member.predict(sources(test_items), batch_size=64) for member in bundle.bundles], axis=0)
     metrics = dict(result.metrics)
     if recorder is not None:
         # Same class order as the bundle's (the recorder reads the training model).

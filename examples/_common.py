@@ -29,8 +29,7 @@ warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
 
 from radiology.data import from_csv, kfold_splits, train_valid_split  # noqa: E402 - after the filter
 from radiology.evaluate import evaluate_predictions  # noqa: E402
-from radiology.models import load_bundle  # noqa: E402
-from radiology.predict import predict_table, prediction_inputs  # noqa: E402
+from radiology.predict import Ensemble, predict_table, prediction_inputs  # noqa: E402
 from radiology.train import TrainConfig, train  # noqa: E402
 
 
@@ -422,10 +421,11 @@ def train_predict_evaluate(config: TrainConfig, test_csv: Path, root: Path, out:
     Returns
     -------
     tuple
-        ``(bundle, predictions, metrics)``.
+        ``(model, predictions, metrics)``; ``model`` is a :class:`radiology.predict.Ensemble` (of
+        one model, or of the ``K`` of a ``folds`` run).
     """
     result = train(config, progress=not quiet)
-    bundle = load_bundle(result.bundle)
+    bundle = Ensemble.load(result.bundle)  # one model, or the K of a folds run
     predictions = predict_table(bundle, prediction_inputs(test_csv, root=root, image_cols=image_cols,
                                                           progress=not quiet),
                                 progress=not quiet)

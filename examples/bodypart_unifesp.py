@@ -36,6 +36,7 @@ Usage::
 
     python examples/bodypart_unifesp.py --data ROOT [--out OUT] [--convert]   # CLI defaults (224 px, 5 epochs)
     python examples/bodypart_unifesp.py --quick --data ROOT   # the same on at most 240 images, 128 px, 1 epoch
+    python examples/bodypart_unifesp.py --data ROOT --folds 5 # 5 fold models per step, submitted as their mean
     python examples/bodypart_unifesp.py --quick               # no data needed: a miniature Kaggle layout
                                                               # (train/, train.csv, test/, sample_submission.csv)
                                                               # of SYNTHETIC phantoms, 3 classes (chest, knee,
@@ -78,8 +79,7 @@ from radiology.convert import ConvertOptions, convert_folder, render_pipeline
 from radiology.data import dicom_patient_ids, from_csv
 from radiology.dicom import metadata_table
 from radiology.evaluate import evaluate_predictions
-from radiology.models import load_bundle
-from radiology.predict import kaggle_submission, predict_table, prediction_inputs
+from radiology.predict import Ensemble, kaggle_submission, predict_table, prediction_inputs
 from radiology.train import TrainConfig, train
 
 UID, TARGET = "SOPInstanceUID", "Target"
@@ -114,6 +114,9 @@ def build_parser():
     add_training_arguments(parser, epochs_help="fine-tuning epochs (default: 5, quick: 1)",
                            size_help="input side in pixels (default: 224, quick: 128; synthetic: 64)",
                            test_fraction_help="share of patients held out in step 1")
+    parser.add_argument("--folds", type=int, metavar="K",
+                        help="train K models on patient-grouped folds in each step and predict with their mean "
+                             "(the Kaggle practice; K times the time; default: one model)")
     add_run_arguments(parser)
     return parser
 
@@ -189,7 +192,7 @@ def submission(root: Path, out: Path, settings: dict, args) -> dict | None:
     labels.assign(patient=groups).to_csv(labels_csv, index=False)
     config = TrainConfig(csv=labels_csv, root=root / "train", image_cols=UID, label_cols=TARGET, group_col="patient",
                          out=out / "bundle", overwrite=True, seed=args.seed, **settings)
-    bundle = load_bundle(train(config, progress=not args.quiet).bundle)
+    bundle = Ensemble.load(train(config, progress=not args.quiet).bundle)  # one model, or --folds K models
 
     sample = root / "sample_submission.csv"
     if sample.is_file():  # its UIDs, in its order, found by their headers below test/
@@ -230,7 +233,7 @@ def main(argv=None) -> int:
     check_layout(root)
     set_threads(args)
     synthetic = is_synthetic(args)
-    settings = train_settings(args, QUICK_SYNTHETIC if synthetic else QUICK)
+    settings = train_settings(args, QUICK_SYNTHETIC if synthetic else QUICK, keys=("epochs", "size", "folds"))
     if args.quick:
         print(f"quick mode: {settings['size']} px, {settings['epochs']} fine-tuning epoch")
     started = time.time()

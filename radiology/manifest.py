@@ -34,8 +34,9 @@ from pathlib import Path
 from radiology.errors import RadiologyError, one_line
 from radiology.io import file_digest, write_json
 
-__all__ = ["BUNDLE_FILES", "BUNDLE_FORMAT", "BUNDLE_VERSION", "MANIFEST", "MAX_FILE_BYTES", "MAX_SIZE", "MODEL_FORMAT",
-           "BundleError", "is_plain_name", "read_manifest", "verified_bytes", "write_manifest"]
+__all__ = ["BUNDLE_FILES", "BUNDLE_FORMAT", "BUNDLE_VERSION", "ENSEMBLE", "ENSEMBLE_FORMAT", "MANIFEST",
+           "MAX_FILE_BYTES", "MAX_MEMBERS", "MAX_SIZE", "MODEL_FORMAT", "BundleError", "bundle_members",
+           "is_plain_name", "read_manifest", "verified_bytes", "write_manifest"]
 
 #: The manifest file: format, version and the sha256 of every other file of the bundle.
 MANIFEST = "bundle.json"
@@ -52,6 +53,13 @@ MODEL_FORMAT = "radiology.model"
 BUNDLE_FORMAT = "radiology.bundle"
 #: The manifest version this radiology writes and reads.
 BUNDLE_VERSION = 1
+#: An ensemble bundle's list of member bundles (``radiology train --folds K`` writes one); it
+#: stands where ``model.json`` stands in a one-model bundle, beside ``labels.json`` and ``train.json``.
+ENSEMBLE = "ensemble.json"
+#: ``format`` of :data:`ENSEMBLE`.
+ENSEMBLE_FORMAT = "radiology.ensemble"
+#: Most members an ensemble bundle may list.
+MAX_MEMBERS = 100
 
 _MAX_MANIFEST_BYTES = 1 << 20
 # A manifest names files of the bundle folder itself: no folders, no hidden files, no '..'.
@@ -164,3 +172,93 @@ def write_manifest(folder: str | os.PathLike, names: Iterable[str]) -> dict[str,
     digests = {name: file_digest(folder / name) for name in names}
     write_json(folder / MANIFEST, {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "files": digests})
     return digests
+
+
+def bundle_members(folder: str | os.PathLike) -> list[Path]:
+    """The one-model bundles a bundle folder stands for: itself, or an ensemble's members.
+
+    An ensemble bundle (written by ``radiology train --folds K``) lists its members in
+    :data:`ENSEMBLE`: sub-folders of its own, each a complete one-model bundle, with the sha256
+    of each member's manifest. So the ensemble's manifest vouches for every file of every
+    member: a member replaced or changed after saving is refused, as a changed file is.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        A bundle folder.
+
+    Returns
+    -------
+    list of pathlib.Path
+        ``[folder]`` for a one-model bundle; the member folders, in their saved order, for
+        an ensemble bundle.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``folder`` is not a folder.
+    BundleError
+        A damaged manifest or :data:`ENSEMBLE`; a member that is not a plain sub-folder of the
+        ensemble (no ``..``, no link), is missing, is listed twice, is itself an ensemble, or
+        whose manifest or labels differ from what the ensemble saved.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = write_manifest(folder, [])
+    >>> bundle_members(folder) == [folder]
+    True
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such bundle folder")
+    files = read_manifest(folder)
+    if ENSEMBLE not in files:
+        return [folder]
+    path = folder / ENSEMBLE
+    record = _json_object(path, verified_bytes(folder, files, ENSEMBLE))
+    members = record.get("members")
+    if (record.get("format") != ENSEMBLE_FORMAT or not isinstance(members, list)
+            or not 1 <= len(members) <= MAX_MEMBERS):
+        raise BundleError(f"{path}: not a radiology ensemble (format {ENSEMBLE_FORMAT!r} and 1 to {MAX_MEMBERS} "
+                          "members)")
+    labels = _json_object(folder / _LABELS, verified_bytes(folder, files, _LABELS))
+    found = []
+    for member in members:
+        name = member.get("folder") if isinstance(member, dict) else None
+        digest = member.get("manifest") if isinstance(member, dict) else None
+        if not is_plain_name(name) or not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise BundleError(f"{path}: each member must name a folder of the ensemble itself and the sha256 of its "
+                              f"manifest, got {str(member)[:80]!r}")
+        if name in (f.name for f in found):
+            raise BundleError(f"{path}: member {name} is listed twice")
+        member_folder = folder / name
+        if member_folder.is_symlink() or not member_folder.is_dir():
+            raise BundleError(f"{member_folder}: missing or a link (a member of {path} must be a folder inside it)")
+        manifest = member_folder / MANIFEST
+        if not manifest.is_file() or file_digest(manifest) != digest:
+            raise BundleError(f"{manifest}: does not match {path} (the member was replaced or changed after saving)")
+        member_files = read_manifest(member_folder)
+        if ENSEMBLE in member_files:
+            raise BundleError(f"{member_folder}: an ensemble inside an ensemble is not read")
+        own = _json_object(member_folder / _LABELS, verified_bytes(member_folder, member_files, _LABELS))
+        if any(own.get(key) != labels.get(key) for key in ("classes", "multi_label", "views")):
+            raise BundleError(f"{member_folder / _LABELS}: classes, label kind or views differ from the "
+                              f"ensemble's {folder / _LABELS}")
+        found.append(member_folder)
+    return found
+
+
+_LABELS = "labels.json"
+
+
+def _json_object(path: Path, data: bytes) -> dict:
+    """A verified bundle file's JSON object; anything else is a :class:`BundleError` naming ``path``."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as error:
+        raise BundleError(f"{path}: not valid JSON ({one_line(error)})") from None
+    if not isinstance(value, dict):
+        raise BundleError(f"{path}: expected a JSON object")
+    return value

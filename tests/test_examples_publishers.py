@@ -299,3 +299,20 @@ def test_fracture_miniature_boxes_hold_the_line(fracture, miniature, tmp_path):
     image = cv2.imread(str(found / row["source"]), cv2.IMREAD_GRAYSCALE).astype(float)
     x, y, w, h = (int(round(v)) for v in row["boxes"][0])
     assert image[y:y + h, x:x + w].min() < 0.5 * image[:, x:x + w].max()
+
+
+def test_unifesp_folds_submit_the_mean_of_the_fold_models(bodypart, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert bodypart.main(["--quick", "--quiet", "--no-holdout", "--folds", "2", "--out", str(out)]) == 0
+    bundle = out / "submission" / "bundle"
+    from radiology.manifest import bundle_members
+    from radiology.predict import Ensemble, predict_table, prediction_inputs
+
+    assert [m.name for m in bundle_members(bundle)] == ["fold-1", "fold-2"]
+    submitted = pd.read_csv(out / "submission.csv", dtype=str)
+    # The submission is the two models' mean: recomputed from the members, it gives the same targets.
+    root = out / "miniature"
+    inputs = prediction_inputs(root / "sample_submission.csv", root=root / "test", image_cols="SOPInstanceUID",
+                               progress=False)
+    mean = predict_table(Ensemble.load(bundle_members(bundle)), inputs, progress=False)
+    assert list(submitted["Target"]) == list(mean["prediction"])

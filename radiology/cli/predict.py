@@ -31,7 +31,8 @@ def add_predict_parsers(commands) -> None:
         "predict", help="predict with a bundle (or several: an ensemble)",
         epilog="radiology predict merge SHARD.csv... --out OUT joins the tables of --shard runs (0/N ... N-1/N) "
                "into the one table of all inputs, in the input order (a bundle folder named merge: ./merge)")
-    predict.add_argument("bundles", nargs="+", metavar="BUNDLE", help="bundle folder(s)")
+    predict.add_argument("bundles", nargs="+", metavar="BUNDLE",
+                         help="bundle folder(s); several, or one of train --folds, predict with the models' mean")
     predict.add_argument("input", type=Path, metavar="INPUT", help="folder (recursive), file, or CSV")
     predict.add_argument("--out", type=Path, required=True,
                          help="predictions CSV to write (never an input; an existing one only with --overwrite)")
@@ -155,7 +156,6 @@ def run_predict(args: argparse.Namespace) -> int:
     if merging:
         return run_predict_merge(args)
     from radiology.io import atomic_write
-    from radiology.models import load_bundle
     from radiology.naming import display_name
     from radiology.predict import Ensemble, kaggle_submission, predict_table, prediction_inputs
 
@@ -190,7 +190,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
         # Decode workers get their cores: the model's threads take the rest (never fewer than one).
         threads = args.threads or max(1, usable_cores() - args.decode_workers)
-        model = Ensemble([load_bundle(b, backend=args.backend, threads=threads) for b in args.bundles], tta=args.tta)
+        model = Ensemble.load(args.bundles, backend=args.backend, threads=threads, tta=args.tta)
         table = predict_table(model, inputs, batch_size=args.batch_size, progress=not args.quiet, shard=args.shard,
                               workers=args.decode_workers)
     written = kaggle_submission(table, inputs) if args.fmt == "kaggle" else table

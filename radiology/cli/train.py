@@ -43,6 +43,10 @@ def add_train_parsers(commands) -> None:
                      help="fine-tune with the pretrained batch-norm statistics fixed (default: on; "
                           "measured in the modeling guide)")
     fit.add_argument("--valid-fraction", type=float, help="validation share, grouped by patient (default 0.2)")
+    fit.add_argument("--folds", type=positive, metavar="K",
+                     help="train K models on K patient-grouped folds (each validated on the fold it did not train "
+                          "on) and save them as one ensemble bundle that predicts with their mean; train.json holds "
+                          "the out-of-fold metrics; K times the time (default 1: one model, --valid-fraction)")
     fit.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
     fit.add_argument("--cache", help="preprocessed-image cache folder, or 'none'")
     fit.add_argument("--lr-find", action="store_true", default=None, help="save fastai's lr_find plot in the bundle")
@@ -107,8 +111,8 @@ def add_train_parsers(commands) -> None:
 _TRAIN_FLAGS = (
     "csv", "root", "folder", "image_cols", "label_cols", "multi_label", "group_col", "arch", "pretrained", "size",
     "channels", "epochs", "head_epochs", "lr", "batch_size", "seed", "loss", "sampler", "freeze_bn_stats",
-    "valid_fraction", "workers", "cache", "lr_find", "resume", "overwrite", "pipeline", "out", "unlabeled", "semi",
-    "skip_unreadable", "allow_outside_root", "log_dir",
+    "valid_fraction", "folds", "workers", "cache", "lr_find", "resume", "overwrite", "pipeline", "out", "unlabeled",
+    "semi", "skip_unreadable", "allow_outside_root", "log_dir",
 )
 
 
@@ -143,7 +147,7 @@ def run_train(args: argparse.Namespace) -> int:
         result = train(config, progress=not args.quiet)
     if not result.metrics:  # another process of a multi-GPU run; rank 0 reports
         return 0
-    print(f"validation: {headline(result.metrics)}")
+    print(f"{'out-of-fold validation' if config.folds > 1 else 'validation'}: {headline(result.metrics)}")
     print(f"bundle: {result.bundle}")
     return 0
 

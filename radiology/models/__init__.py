@@ -14,6 +14,8 @@
   :func:`load_bundle` (:mod:`radiology.models.bundle`) reads it back as a :class:`Bundle`, which
   predicts from files with any of the three backends. Loading runs no code from the bundle
   (:func:`verify_bundle`, :func:`check_program_archive`, :func:`check_onnx`).
+- :func:`save_ensemble` makes a folder of member bundles one ensemble bundle (``train --folds K``);
+  :func:`bundle_members` lists the one-model bundles a bundle folder stands for.
 - :func:`decide`: the one rule from probabilities to labels (argmax, or every label above
   its threshold), used by :meth:`Bundle.decide` and :mod:`radiology.predict`.
 
@@ -21,10 +23,10 @@ This subpackage imports torch and timm; ``import radiology`` does not.
 """
 
 from radiology.models.archive import BundleError, UnsafeModelError, check_onnx, check_program_archive
-from radiology.models.bundle import BACKENDS, Bundle, load_bundle, verify_bundle
+from radiology.models.bundle import BACKENDS, Bundle, bundle_members, load_bundle, verify_bundle
 from radiology.models.classifier import FUSIONS, IMAGENET_MEAN, IMAGENET_STD, RadiographClassifier, create_model
 from radiology.models.decisions import decide
-from radiology.models.export import export_onnx, export_program, save_bundle
+from radiology.models.export import export_onnx, export_program, save_bundle, save_ensemble
 from radiology.models.pretrained import (
     OFFLINE_IMAGENET,
     PretrainedWeightsError,
@@ -37,7 +39,7 @@ from radiology.models.pretrained import (
 __all__ = [
     "create_model", "RadiographClassifier", "load_pretrained", "read_state_dict", "imagenet_state_dict",
     "PretrainedWeightsError", "is_checkpoint_path", "decide", "save_bundle", "load_bundle", "Bundle",
-    "export_program", "export_onnx",
+    "export_program", "export_onnx", "save_ensemble", "bundle_members",
     "verify_bundle", "BundleError", "UnsafeModelError", "check_program_archive", "check_onnx",
     "BACKENDS", "FUSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "OFFLINE_IMAGENET",
 ]

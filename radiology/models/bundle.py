@@ -45,11 +45,13 @@ from radiology.manifest import (
     BUNDLE_FILES,
     BUNDLE_FORMAT,
     BUNDLE_VERSION,
+    ENSEMBLE,
     MANIFEST,
     MAX_FILE_BYTES,
     MAX_SIZE,
     MODEL_FORMAT,
     BundleError,
+    bundle_members,
     is_plain_name,
     read_manifest,
     verified_bytes,
@@ -58,7 +60,7 @@ from radiology.models.archive import UnsafeModelError, check_onnx, check_program
 from radiology.models.decisions import _chosen
 
 __all__ = ["BACKENDS", "BUNDLE_FILES", "MANIFEST", "MAX_SIZE", "MAX_FILE_BYTES", "MODEL_FORMAT", "BUNDLE_FORMAT",
-           "BUNDLE_VERSION", "Bundle", "BundleError", "load_bundle", "verify_bundle"]
+           "BUNDLE_VERSION", "Bundle", "BundleError", "bundle_members", "load_bundle", "verify_bundle"]
 
 #: Ways to run a bundle's model.
 BACKENDS = ("eager", "export", "onnx")
@@ -491,7 +493,8 @@ def load_bundle(folder: str | os.PathLike, backend: str = "eager", *, device: st
         ``folder`` is not a folder.
     BundleError
         A damaged, changed, inconsistent or unsafe bundle (see :func:`verify_bundle` and the
-        module docstring); nothing from the bundle has run.
+        module docstring), or an ensemble bundle (``train --folds``: load it with
+        :meth:`radiology.predict.Ensemble.load`); nothing from the bundle has run.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -507,6 +510,10 @@ def load_bundle(folder: str | os.PathLike, backend: str = "eager", *, device: st
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such bundle folder")
     files = read_manifest(folder)  # each file is checked against it as it is read, once
+    if ENSEMBLE in files:
+        raise BundleError(f"{folder}: an ensemble bundle ({ENSEMBLE}), not one model: predict with "
+                          "radiology.predict.Ensemble.load, or load one of its members "
+                          "(radiology.models.bundle_members)")
     config = _model_config(folder, _json_file(folder, files, "model.json"))
     labels = _labels(folder, _json_file(folder, files, "labels.json"), config)
     pipeline = _pipeline(folder, files)
@@ -529,7 +536,7 @@ def verify_bundle(folder: str | os.PathLike, backend: str | None = None) -> dict
     Parameters
     ----------
     folder : path
-        The bundle folder.
+        The bundle folder; an ensemble bundle's members (:func:`bundle_members`) are checked too.
     backend : {"eager", "export", "onnx"}, optional
         Only the files this backend needs (the JSON files and its model file) must be
         present; default: every file the manifest lists.
@@ -537,7 +544,7 @@ def verify_bundle(folder: str | os.PathLike, backend: str | None = None) -> dict
     Returns
     -------
     dict
-        The manifest's ``{file name: sha256}``.
+        The manifest's ``{file name: sha256}`` (an ensemble's own files, not its members').
 
     Raises
     ------
@@ -555,6 +562,12 @@ def verify_bundle(folder: str | os.PathLike, backend: str | None = None) -> dict
     """
     folder = Path(folder)
     files = read_manifest(folder)
+    if ENSEMBLE in files:
+        for name in files:
+            verified_bytes(folder, files, name)
+        for member in bundle_members(folder):
+            verify_bundle(member, backend)
+        return dict(files)
     if backend is None:
         needed = list(files)
     else:

@@ -21,10 +21,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from radiology.io import atomic_write, versions, write_json
-from radiology.manifest import BUNDLE_FILES, MANIFEST, MODEL_FORMAT, write_manifest
+from radiology.io import atomic_write, file_digest, versions, write_json
+from radiology.manifest import (
+    BUNDLE_FILES,
+    ENSEMBLE,
+    ENSEMBLE_FORMAT,
+    MANIFEST,
+    MAX_MEMBERS,
+    MODEL_FORMAT,
+    BundleError,
+    bundle_members,
+    is_plain_name,
+    read_manifest,
+    verified_bytes,
+    write_manifest,
+)
 
-__all__ = ["export_program", "export_onnx", "save_bundle"]
+__all__ = ["export_program", "export_onnx", "save_bundle", "save_ensemble"]
 
 # Export traces with this batch: a batch of 1 would let the tracer specialize the batch dimension to 1.
 _EXAMPLE_BATCH = 2
@@ -188,4 +201,66 @@ def save_bundle(folder: str | os.PathLike, model: torch.nn.Module, pipeline, lab
     names = [name for name in BUNDLE_FILES if name != MANIFEST]
     names += [path.name for path in Pipeline.load(folder / "pipeline.json").files()]
     write_manifest(folder, names)
+    return folder
+
+
+def save_ensemble(folder: str | os.PathLike, members: Sequence[str], train_info: Mapping | None = None) -> Path:
+    """Make ``folder`` an ensemble bundle of the one-model bundles saved in its sub-folders ``members``.
+
+    Writes ``labels.json`` (the members' classes, label kind and views; multi-label thresholds
+    their mean, the rule :class:`radiology.predict.Ensemble` decides by), ``train.json``,
+    ``ensemble.json`` (each member folder with the sha256 of its manifest) and the manifest,
+    last. :func:`radiology.models.bundle_members` reads it back; ``radiology predict`` and
+    :meth:`radiology.predict.Ensemble.load` predict with the members' mean probability.
+
+    Parameters
+    ----------
+    folder : path
+        The ensemble's folder, holding the members.
+    members : sequence of str
+        Names of member folders inside ``folder`` (plain names), each a complete bundle of
+        :func:`save_bundle`, all with the same classes, label kind and views.
+    train_info : mapping, optional
+        Anything JSON-serializable about training (out-of-fold metrics, folds); must hold no PHI.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder.
+
+    Raises
+    ------
+    ValueError
+        No member, too many, a name that is not a plain folder name or is repeated.
+    radiology.manifest.BundleError
+        A member that is not a complete bundle, is itself an ensemble, or whose labels differ
+        from the first member's.
+    """
+    import json
+
+    folder, members = Path(folder), list(members)
+    if not 1 <= len(members) <= MAX_MEMBERS:
+        raise ValueError(f"an ensemble takes 1 to {MAX_MEMBERS} members, got {len(members)}")
+    bad = [name for name in members if not is_plain_name(name)]
+    if bad or len(set(members)) != len(members):
+        raise ValueError(f"members must be distinct plain folder names inside {folder}, got {(bad or members)[:3]}")
+    records = []
+    for name in members:
+        files = read_manifest(folder / name)
+        if ENSEMBLE in files:
+            raise BundleError(f"{folder / name}: an ensemble cannot be a member of another")
+        records.append(json.loads(verified_bytes(folder / name, files, "labels.json")))
+    labels = dict(records[0])
+    if labels.get("thresholds") is not None:
+        labels["thresholds"] = [float(t) for t in np.mean([r["thresholds"] for r in records], axis=0)]
+    info = dict(train_info or {})
+    info.setdefault("versions", versions("torch", "timm", "numpy", "onnx", "onnxruntime"))
+    # Without its manifest the folder does not load: an interrupted save leaves no loadable mix.
+    (folder / MANIFEST).unlink(missing_ok=True)
+    write_json(folder / "labels.json", labels)
+    write_json(folder / "train.json", info)
+    digests = [{"folder": name, "manifest": file_digest(folder / name / MANIFEST)} for name in members]
+    write_json(folder / ENSEMBLE, {"format": ENSEMBLE_FORMAT, "version": 1, "members": digests})
+    write_manifest(folder, [ENSEMBLE, "labels.json", "train.json"])
+    bundle_members(folder)  # what was written reads back: every member's labels agree with the first
     return folder

@@ -6,7 +6,8 @@ fastai or :mod:`radiology.train`, so ``radiology predict --backend onnx`` needs 
 1. **Bundle(s)**: :func:`radiology.models.load_bundle` reads a folder that training wrote
    (verified against its manifest; ``eager``, ``export`` or ``onnx`` backend). Several
    bundles trained on the same labels make an :class:`Ensemble` (probabilities averaged,
-   optionally over horizontally flipped inputs too: ``tta=True``).
+   optionally over horizontally flipped inputs too: ``tta=True``); :meth:`Ensemble.load` loads
+   folders, an ensemble bundle of ``train --folds K`` as its K members.
 2. **Inputs**: :func:`prediction_inputs` resolves a folder (its input files,
    :func:`radiology.files.find_inputs`), a single file, or a CSV (paths or SOP Instance UIDs,
    one column per view) into :class:`PredictionInputs`: ids as the output shows them, the
@@ -22,10 +23,9 @@ fastai or :mod:`radiology.train`, so ``radiology predict --backend onnx`` needs 
 
 Usage::
 
-    from radiology.models import load_bundle
     from radiology.predict import Ensemble, kaggle_submission, predict_table, prediction_inputs
 
-    model = Ensemble([load_bundle(f, backend="onnx") for f in ("runs/a", "runs/b")], tta=True)
+    model = Ensemble.load(["runs/a", "runs/b"], backend="onnx", tta=True)  # or one `train --folds K` bundle
     inputs = prediction_inputs("test/")
     table = predict_table(model, inputs)
     kaggle_submission(table, inputs).to_csv("submission.csv", index=False)

@@ -35,11 +35,9 @@ def _worker_model(folders: tuple[str, ...], backend: str, tta: bool):
     key = (folders, backend, tta)
     with _LOCK:
         if key not in _MODELS:
-            from radiology.models import load_bundle
             from radiology.predict.ensemble import Ensemble
 
-            threads = _worker_threads()
-            _MODELS[key] = Ensemble([load_bundle(f, backend=backend, threads=threads) for f in folders], tta=tta)
+            _MODELS[key] = Ensemble.load(folders, backend=backend, threads=_worker_threads(), tta=tta)
         return _MODELS[key]
 
 
@@ -137,7 +135,6 @@ def predict_distributed(
     """
     from tqdm.auto import tqdm
 
-    from radiology.models import load_bundle
     from radiology.predict.ensemble import Ensemble
 
     folders = tuple(os.path.abspath(f) for f in bundle_folders)
@@ -151,7 +148,7 @@ def predict_distributed(
         inputs = shard_inputs(inputs, *shard)
     # Loaded here once: the manifest is verified, the members checked against each other and
     # the classes known for the error rows of a failed batch, before any task is sent.
-    model = Ensemble([load_bundle(f, backend=backend) for f in folders], tta=tta)
+    model = Ensemble.load(folders, backend=backend, tta=tta)
     classes = model.classes
     _check_views(model, inputs)
     if hasattr(executor, "get_executor"):  # a dask.distributed.Client

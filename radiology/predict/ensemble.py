@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,6 +42,36 @@ class Ensemble:
                 raise ValueError("ensemble members must take the same views")
         self.bundles = bundles
         self.tta = bool(tta)
+
+    @classmethod
+    def load(cls, folders, *, backend: str = "export", device: str = "cpu", threads: int | None = None,
+             tta: bool = False) -> Ensemble:
+        """Load bundle folders as one ensemble; an ensemble bundle (``train --folds K``) adds its members.
+
+        Every model counts once in the mean: ``[a 5-fold bundle, a one-model bundle]`` is an
+        ensemble of six.
+
+        Parameters
+        ----------
+        folders : path or sequence of paths
+            Bundle folders, one-model or ensemble (:func:`radiology.models.bundle_members`).
+        backend, device, threads
+            As :func:`radiology.models.load_bundle` takes them, for every member.
+        tta : bool
+            Flip test-time augmentation, as the constructor takes it.
+
+        Raises
+        ------
+        FileNotFoundError, ValueError, radiology.models.BundleError
+            As :func:`~radiology.models.load_bundle` and :func:`~radiology.models.bundle_members`
+            raise them, before any image is read; ``ValueError`` for members that disagree.
+        """
+        from radiology.models import bundle_members, load_bundle
+
+        folders = [folders] if isinstance(folders, (str, os.PathLike)) else list(folders)
+        members = [member for folder in folders for member in bundle_members(folder)]
+        return cls([load_bundle(member, backend=backend, device=device, threads=threads) for member in members],
+                   tta=tta)
 
     @property
     def classes(self) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from radiology.io import column_names
 
-__all__ = ["TrainConfig", "MAX_SIZE"]
+__all__ = ["TrainConfig", "MAX_SIZE", "MAX_FOLDS"]
 
 _LOSSES = ("auto", "ce", "focal", "nce_rce", "bce")
 _SAMPLERS = ("shuffle", "weighted", "min_per_class")
@@ -19,6 +19,8 @@ _SEMI = ("fixmatch", "mixmatch")
 _TRACKERS = ("tensorboard", "mlflow", "wandb")
 #: Largest model input side: 2048 px keeps full-resolution chest films; beyond it a batch no longer fits memory.
 MAX_SIZE = 2048
+#: Most fold models one ``folds`` run trains.
+MAX_FOLDS = 20
 # train.json keeps only the file name of these, and only whether these locations were given.
 _NAMED_FILES = ("csv", "pipeline")
 _LOCATIONS = ("out", "root", "folder", "unlabeled", "log_dir")
@@ -90,7 +92,15 @@ class TrainConfig:
         so that a run can be repeated.
     valid_fraction : float
         Share of the samples (of the patients, when grouped) held out for validation,
-        strictly between 0 and 1.
+        strictly between 0 and 1. Not used with ``folds`` of 2 or more.
+    folds : int
+        1 (the default): one model, validated on ``valid_fraction`` of the patients. ``K`` from
+        2 to :data:`MAX_FOLDS`: ``K`` models, each validated on one of ``K`` patient-grouped
+        folds and trained on the others, saved as one ensemble bundle (``out/fold-1`` ...
+        ``out/fold-K`` and an ``ensemble.json``) that predicts with their mean probability; its
+        ``train.json`` holds the out-of-fold metrics (every image scored by the model that did
+        not train on it). ``K`` times the training time; fold 1 is the split of the one-model
+        run with ``valid_fraction = 1 / K``.
     loss : {"auto", "ce", "focal", "nce_rce", "bce"}
         ``auto`` = class-weighted cross-entropy (single-label) or BCE with per-label positive
         weights (multi-label).
@@ -186,6 +196,7 @@ class TrainConfig:
     batch_size: int = 32
     seed: int = 0
     valid_fraction: float = 0.2
+    folds: int = 1
     loss: str = "auto"
     label_smoothing: float = 0.0
     sampler: str = "shuffle"
@@ -245,6 +256,8 @@ class TrainConfig:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if not 0 < self.valid_fraction < 1:
             raise ValueError(f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or not 1 <= self.folds <= MAX_FOLDS:
+            raise ValueError(f"folds must be an integer from 1 (one model) to {MAX_FOLDS}, got {self.folds!r}")
         if self.loss not in _LOSSES:
             raise ValueError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
         if self.sampler not in _SAMPLERS:

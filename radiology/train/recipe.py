@@ -5,12 +5,15 @@ labeled rows, readable images, enough patients for the split), splits by patient
 the model, fits the head then fine-tunes (:mod:`radiology.train.learner`), optionally with
 a semi-supervised callback over unlabeled images (:mod:`radiology.semisup`), resumes an
 interrupted run from its checkpoint (:mod:`radiology.train.checkpoints`), evaluates on the
-validation split and writes the bundle (:func:`radiology.models.save_bundle`).
+validation split and writes the bundle (:func:`radiology.models.save_bundle`) — or, with
+``folds``, does so once per patient-grouped fold and writes the K bundles as one ensemble
+with out-of-fold metrics (:func:`radiology.models.save_ensemble`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 from fastai.distributed import rank_distrib
 
+from radiology.manifest import ENSEMBLE, MANIFEST
 from radiology.pipeline import Pipeline, default_pipeline
 from radiology.train.callbacks import FrozenBatchNormStats
 from radiology.train.checkpoints import BEST, CHECKPOINT, CHECKPOINT_DIR, resume_epoch
@@ -187,18 +191,17 @@ def _check_readable(items, pipeline, cache, config: TrainConfig, progress: bool)
 
 
 
-def _groups(items, valid_fraction: float):
+def _groups(items, folds: int, setting: str):
     """Patient groups: the CSV's group column, else the DICOM PatientID (None for image files).
 
     Raises ``ValueError`` (one line with the class counts) when there are fewer patients
-    (images, without groups) than the split's ``round(1 / valid_fraction)`` folds.
+    (images, without groups) than the ``folds`` of the split that ``setting`` names.
     """
-    folds = max(2, round(1 / valid_fraction))
     groups = _patient_groups(items, folds)
     patients = len(items) if groups is None else len(np.unique(groups))
     if patients < folds:
         raise ValueError(f"{len(items)} labeled image(s) of {patients} patient(s) are too few for a validation split "
-                         f"with valid_fraction {valid_fraction} (at least {folds} patients): {_class_counts(items)}")
+                         f"with {setting} (at least {folds} patients): {_class_counts(items)}")
     return groups
 
 
@@ -239,6 +242,12 @@ def train(config: TrainConfig, *, progress: bool = True):
     (``phase 1/2: head on frozen features (20 epochs, ...)``), the scoring and the export.
     ``history.csv`` holds the epochs of both phases (a ``phase`` column). With ``config.log``
     the run is also logged to TensorBoard, MLflow and/or W&B (:mod:`radiology.train.tracking`).
+
+    With ``config.folds`` of ``K >= 2`` the split is ``K`` patient-grouped folds instead: one
+    model per fold, each validated on its fold and written to ``out/fold-k`` as above, then
+    ``out`` becomes one ensemble bundle (:func:`radiology.models.save_ensemble`) whose
+    ``train.json`` holds the out-of-fold metrics, which the result's ``metrics`` are too (its
+    ``learner`` is the last fold's). ``resume`` keeps the folds that finished.
 
     Every problem with the inputs stops the run before any training work, with one line
     naming the rows or files and nothing written to ``out``: an ``out`` holding a file it
@@ -284,21 +293,7 @@ def _train(config: TrainConfig, progress: bool):
     """:func:`train` inside the process group of a multi-process run."""
     from fastai.torch_core import set_seed
 
-    from radiology.augment import radiograph_augmentation
-    from radiology.data import (
-        ImageDataset,
-        build_dataloaders,
-        class_weights,
-        data_report,
-        group_overlap,
-        keep_classes_in_training,
-        open_cache,
-        train_valid_split,
-    )
-    from radiology.io import atomic_write
-    from radiology.models import create_model
-    from radiology.train.losses import make_loss, positive_weights
-    from radiology.train.metrics import fastai_metrics
+    from radiology.data import open_cache, train_valid_split
 
     started = time.time()
     logger.info("checking the settings%s", f" and the tracker packages ({', '.join(config.log)})" if config.log else "")
@@ -306,7 +301,7 @@ def _train(config: TrainConfig, progress: bool):
     check_trackers(config.log)  # a missing tracker package stops the run before any work
     out = Path(config.out)
     if not rank_distrib():  # the other processes of a multi-process run write nothing there
-        _check_out_folder(out, resume=config.resume, overwrite=config.overwrite)
+        _check_out_folder(out, resume=config.resume, overwrite=config.overwrite, folds=config.folds)
     set_seed(config.seed, reproducible=True)
     bars, bars_err = progress and _interactive(sys.stdout), progress and _interactive(sys.stderr)
     logger.info("reading the labels of %s", Path(config.csv).name if config.csv is not None else
@@ -318,9 +313,43 @@ def _train(config: TrainConfig, progress: bool):
     logger.info("%d labeled image(s): %s; reading each once to check it%s", len(items), _class_counts(items),
                 f" and fill the cache in {cache.root}" if cache is not None else " (no cache)")
     items, unreadable = _check_readable(items, pipeline, cache, config, bars_err)
-    groups = _groups(items, config.valid_fraction)
+    if config.folds > 1:
+        return _train_folds(config, items, unreadable, pipeline, cache, bars, bars_err, started)
+    folds = max(2, round(1 / config.valid_fraction))
+    groups = _groups(items, folds, f"valid_fraction {config.valid_fraction}")
     train_idx, valid_idx = train_valid_split(items.targets, groups, valid_fraction=config.valid_fraction,
                                              seed=config.seed)
+    return _train_split(config, items, groups, train_idx, valid_idx, unreadable, pipeline, cache, bars, bars_err,
+                        started).result
+
+
+@dataclass
+class _SplitRun:
+    """One trained split: what :func:`train` returns for it, and its validation images and probabilities."""
+
+    result: TrainResult
+    valid_idx: np.ndarray
+    probs: np.ndarray | None  # None on the other ranks of a multi-process run
+
+
+def _train_split(config: TrainConfig, items, groups, train_idx, valid_idx, unreadable, pipeline, cache, bars: bool,
+                 bars_err: bool, started: float) -> _SplitRun:
+    """Train one model on ``train_idx``, validate it on ``valid_idx`` and write its bundle to ``config.out``."""
+    from radiology.augment import radiograph_augmentation
+    from radiology.data import (
+        ImageDataset,
+        build_dataloaders,
+        class_weights,
+        data_report,
+        group_overlap,
+        keep_classes_in_training,
+    )
+    from radiology.io import atomic_write
+    from radiology.models import create_model
+    from radiology.train.losses import make_loss, positive_weights
+    from radiology.train.metrics import fastai_metrics
+
+    out = Path(config.out)
     # A rare class drawn for validation only would be scored but never learned.
     train_idx, valid_idx, moved = keep_classes_in_training(items.targets, groups, train_idx, valid_idx)
     if len(valid_idx) == 0:
@@ -384,9 +413,9 @@ def _train(config: TrainConfig, progress: bool):
         if config.lr_find and not rank_distrib():
             with single_process():
                 _save_lr_find(learn, out / "lr_find.png")
-        result = _fit_and_save(config, learn, semi, semi_info, start_epoch, tracking, data, items, pipeline, device,
-                               started)
-    return result
+        result, probs = _fit_and_save(config, learn, semi, semi_info, start_epoch, tracking, data, items, pipeline,
+                                      device, started)
+    return _SplitRun(result, np.asarray(valid_idx), probs)
 
 
 def _interactive(stream) -> bool:
@@ -413,16 +442,13 @@ def _tracked_settings(config: TrainConfig, data: dict[str, Any]) -> dict[str, An
 
 
 def _fit_and_save(config: TrainConfig, learn, semi, semi_info, start_epoch: int, tracking, data, items, pipeline,
-                  device, started: float) -> TrainResult:
-    """The two phases, the validation metrics and the bundle: the part of :func:`train` that the trackers log."""
-    from radiology.evaluate import (
-        best_thresholds,
-        classification_metrics,
-        classification_report,
-        plot_confusion_matrix,
-        plot_roc,
-    )
-    from radiology.io import atomic_write, versions
+                  device, started: float) -> tuple[TrainResult, np.ndarray | None]:
+    """The two phases, the validation metrics and the bundle: the part of :func:`train` that the trackers log.
+
+    Returns the result and the validation probabilities (None on the other ranks of a multi-process run).
+    """
+    from radiology.evaluate import best_thresholds
+    from radiology.io import versions
     from radiology.models import save_bundle
 
     out, model, dls = Path(config.out), learn.model, learn.dls
@@ -450,7 +476,7 @@ def _fit_and_save(config: TrainConfig, learn, semi, semi_info, start_epoch: int,
             fine_tune(learn, config.epochs, config.peak_lr, lr_mult=config.lr_mult, patience=config.patience,
                       start_epoch=start_epoch, cbs=extra)
     if rank_distrib():
-        return TrainResult(bundle=out, metrics={}, learner=learn)
+        return TrainResult(bundle=out, metrics={}, learner=learn), None
     if semi_info is not None and getattr(semi, "plan", None) is not None:
         semi_info["memory_plan"] = semi.plan.message  # what FixMatch chose for the memory at hand
 
@@ -459,16 +485,9 @@ def _fit_and_save(config: TrainConfig, learn, semi, semi_info, start_epoch: int,
         probs, targets = learn.get_preds(dl=dls.valid)
     probs, targets = probs.float().numpy(), targets.numpy()
     thresholds = best_thresholds(targets, probs) if items.multi_label else None
-    metrics = classification_metrics(targets, probs, items.classes, multi_label=items.multi_label,
-                                     thresholds=thresholds)
+    metrics = _score(out, targets, probs, items, thresholds)
     if tracking is not None:
         tracking.log_final(metrics)
-    report = classification_report(targets, probs, items.classes, multi_label=items.multi_label,
-                                   thresholds=thresholds)
-    atomic_write(out / "report.txt", report.encode())
-    if not items.multi_label:
-        plot_confusion_matrix(targets, probs.argmax(1), items.classes, out / "confusion_matrix.png")
-    plot_roc(targets, probs, items.classes, out / "roc.png", multi_label=items.multi_label)
 
     labels = {"classes": list(items.classes), "multi_label": bool(items.multi_label),
               "thresholds": None if thresholds is None else [float(t) for t in thresholds],
@@ -491,7 +510,123 @@ def _fit_and_save(config: TrainConfig, learn, semi, semi_info, start_epoch: int,
     logger.info("exporting the bundle to %s (weights, torch.export, ONNX, preprocessing)", out)
     bundle = save_bundle(out, model.cpu(), pipeline, labels, info, size=config.size)
     logger.info("done in %.0f s", time.time() - started)
-    return TrainResult(bundle=Path(bundle), metrics=metrics, learner=learn)
+    return TrainResult(bundle=Path(bundle), metrics=metrics, learner=learn), probs
+
+
+def _score(out: Path, targets: np.ndarray, probs: np.ndarray, items, thresholds) -> dict[str, Any]:
+    """Validation metrics of ``probs``, with ``report.txt``, ``roc.png`` and (single-label) ``confusion_matrix.png``
+    written to ``out``."""
+    from radiology.evaluate import classification_metrics, classification_report, plot_confusion_matrix, plot_roc
+    from radiology.io import atomic_write
+
+    metrics = classification_metrics(targets, probs, items.classes, multi_label=items.multi_label,
+                                     thresholds=thresholds)
+    report = classification_report(targets, probs, items.classes, multi_label=items.multi_label,
+                                   thresholds=thresholds)
+    atomic_write(out / "report.txt", report.encode())
+    if not items.multi_label:
+        plot_confusion_matrix(targets, probs.argmax(1), items.classes, out / "confusion_matrix.png")
+    plot_roc(targets, probs, items.classes, out / "roc.png", multi_label=items.multi_label)
+    return metrics
+
+
+def _train_folds(config: TrainConfig, items, unreadable, pipeline, cache, bars: bool, bars_err: bool,
+                 started: float) -> TrainResult:
+    """``config.folds`` models on patient-grouped folds, saved as one ensemble bundle with out-of-fold metrics."""
+    from fastai.torch_core import set_seed
+
+    from radiology.data import data_report, keep_classes_in_training, kfold_splits
+    from radiology.io import atomic_write, versions
+    from radiology.models import save_ensemble
+
+    out, k = Path(config.out), config.folds
+    groups = _groups(items, k, f"folds {k}")
+    splits = []
+    for train_idx, valid_idx in kfold_splits(items.targets, groups, n_splits=k, seed=config.seed):
+        # Every fold is checked before any trains: a class drawn for one fold's validation only moves to training.
+        train_idx, valid_idx, _ = keep_classes_in_training(items.targets, groups, train_idx, valid_idx)
+        if len(valid_idx) == 0:
+            raise ValueError(f"folds {k}: every class needs its images in training, which leaves a fold without "
+                             f"validation images: too few images per class ({_class_counts(items)})")
+        splits.append((train_idx, valid_idx))
+    if not rank_distrib():
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / DATA_REPORT, data_report(unreadable))
+    oof = np.full((len(items), len(items.classes)), np.nan)
+    members, runs = [], []
+    for fold, (train_idx, valid_idx) in enumerate(splits, 1):
+        name = f"{FOLD_PREFIX}{fold}"
+        fold_out = out / name
+        members.append(name)
+        if config.resume and _finished(fold_out, config):
+            logger.info("fold %d/%d: kept from the interrupted run (%s)", fold, k, name)
+            oof[valid_idx] = _predict_items(fold_out, items.subset(valid_idx))
+            continue
+        logger.info("fold %d/%d (bundle %s)", fold, k, name)
+        set_seed(config.seed, reproducible=True)  # each fold as it would run alone, resumed or not
+        resume = config.resume and (fold_out / CHECKPOINT_DIR / f"{CHECKPOINT}.pth").is_file()
+        run = _train_split(replace(config, out=fold_out, resume=resume), items, groups, train_idx, valid_idx,
+                           unreadable, pipeline, cache, bars, bars_err, time.time())
+        runs.append(run)
+        if run.probs is not None:
+            oof[run.valid_idx] = run.probs
+    last = runs[-1].result.learner if runs else None
+    if rank_distrib():
+        return TrainResult(bundle=out, metrics={}, learner=last)
+    scored = np.flatnonzero(~np.isnan(oof[:, 0]))
+    targets = np.asarray(items.targets)[scored]
+    thresholds = None
+    if items.multi_label:  # what the ensemble decides by: the members' mean
+        thresholds = np.mean([json.loads((out / name / "labels.json").read_text())["thresholds"] for name in members],
+                             axis=0)
+    logger.info("scoring the out-of-fold predictions (%d images, each by the model that did not train on it)",
+                len(scored))
+    metrics = _score(out, targets, oof[scored], items, thresholds)
+    info = {
+        "data": {"all": items.summary(), "scored_out_of_fold": int(len(scored)),
+                 "grouped_by": config.group_col or ("DICOM PatientID" if groups is not None else None),
+                 "unreadable_left_out": len(unreadable)},
+        "validation": f"out of fold: {k} patient-grouped folds, each image scored by the model not trained on it",
+        "validation_metrics": metrics,
+        "folds": [{"member": name, "validation_images": int(len(valid_idx)),
+                   "validation_metrics": json.loads((out / name / "train.json").read_text())["validation_metrics"]}
+                  for name, (_, valid_idx) in zip(members, splits)],
+        "settings": config.to_record(),
+        "seed": config.seed,
+        "versions": versions("torch", "fastai", "timm", "numpy"),
+        "seconds": round(time.time() - started, 1),
+    }
+    save_ensemble(out, members, info)
+    logger.info("ensemble of %d fold models written to %s; done in %.0f s", k, out, time.time() - started)
+    return TrainResult(bundle=out, metrics=metrics, learner=last)
+
+
+#: Member folders of a ``folds`` run: ``fold-1`` ... ``fold-K``.
+FOLD_PREFIX = "fold-"
+
+
+def _finished(fold_out: Path, config: TrainConfig) -> bool:
+    """Whether a fold of an interrupted ``folds`` run saved its bundle, with the settings of this run."""
+    from radiology.models import verify_bundle
+
+    if not (fold_out / MANIFEST).is_file():
+        return False
+    verify_bundle(fold_out)
+    saved = json.loads((fold_out / "train.json").read_text()).get("settings", {})
+    now = config.to_record()
+    differ = sorted(key for key in now if key not in ("resume", "overwrite") and saved.get(key) != now[key])
+    if differ:
+        raise ValueError(f"{fold_out.name} was trained with other settings ({', '.join(differ[:5])}): resume with "
+                         "the settings of the interrupted run, or start over with overwrite")
+    return True
+
+
+def _predict_items(folder: Path, items) -> np.ndarray:
+    """A saved fold model's probabilities for ``items``, in their order and its class order."""
+    from radiology.models import load_bundle
+
+    bundle = load_bundle(folder)
+    return bundle.predict([paths[0] if len(paths) == 1 else tuple(paths) for paths in items.paths])
 
 
 def _semisup_callback(config: TrainConfig, valid_items, pipeline, cache, progress: bool):
@@ -521,23 +656,30 @@ def _semisup_callback(config: TrainConfig, valid_items, pipeline, cache, progres
                       "unreadable": len(skipped), "validation_files_left_out": excluded}
 
 
-def _check_out_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
+def _check_out_folder(out: Path, *, resume: bool, overwrite: bool, folds: int = 1) -> None:
     """Refuse an ``out`` that is a file, or that holds a file this run would replace unasked.
 
-    A run writes only its own names (:func:`_run_files`); anything else in ``out`` is never
-    touched. Without ``overwrite``, a file of one of those names stops the run before any
-    work (a model is named first: ``model.json`` or ``checkpoints/last.pth``), except that
-    ``resume`` continues an interrupted run: a folder with its checkpoint.
+    A run writes only its own names (:func:`_run_files`; a ``folds`` run: the ensemble's and,
+    in ``fold-1`` ... ``fold-K``, each member's); anything else in ``out`` is never touched.
+    Without ``overwrite``, a file of one of those names, or a model of either kind, stops the
+    run before any work (a model is named first: ``model.json``, ``ensemble.json`` or a
+    checkpoint), except that ``resume`` continues an interrupted run: a folder with its
+    checkpoint (or, for ``folds``, a fold's checkpoint or finished bundle).
     """
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: is a file, not a folder; out names the folder of the bundle to write")
     if overwrite or not out.is_dir():
         return
     last = f"{CHECKPOINT_DIR}/{CHECKPOINT}.pth"
-    if resume and (out / last).is_file():
-        return  # the interrupted run's own files
-    found = [name for name in _run_files() if (out / name).exists()]
-    models = [name for name in ("model.json", last) if name in found]
+    members = [f"{FOLD_PREFIX}{fold}" for fold in range(1, folds + 1)] if folds > 1 else []
+    if resume:
+        marks = [f"{member}/{name}" for member in members for name in (last, MANIFEST)] if members else [last]
+        if any((out / mark).is_file() for mark in marks):
+            return  # the interrupted run's own files
+    # Either kind of run refuses the other's model: a folds run over a one-model bundle and the reverse.
+    names = _run_files() + (ENSEMBLE,) + tuple(f"{member}/{name}" for member in members for name in _run_files())
+    found = [name for name in names if (out / name).exists()]
+    models = [name for name in found if name.rsplit("/", 1)[-1] in ("model.json", ENSEMBLE) or name.endswith(last)]
     if models:
         raise FileExistsError(f"{out} already holds a trained model ({models[0]}): pass overwrite=True to replace "
                               "it, resume=True to continue it, or another out")
