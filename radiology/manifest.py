@@ -34,7 +34,8 @@ from pathlib import Path
 from radiology.errors import RadiologyError, one_line
 from radiology.io import file_digest, write_json
 
-__all__ = ["BUNDLE_FILES", "BUNDLE_FORMAT", "BUNDLE_VERSION", "ENSEMBLE", "ENSEMBLE_FORMAT", "MANIFEST",
+__all__ = ["BUNDLE_FILES", "BUNDLE_FORMAT", "BUNDLE_VERSION", "ENSEMBLE", "ENSEMBLE_FORMAT", "ENSEMBLE_VERSION",
+           "MANIFEST",
            "MAX_FILE_BYTES", "MAX_MEMBERS", "MAX_SIZE", "MODEL_FORMAT", "BundleError", "bundle_members",
            "is_plain_name", "read_manifest", "verified_bytes", "write_manifest"]
 
@@ -58,6 +59,8 @@ BUNDLE_VERSION = 1
 ENSEMBLE = "ensemble.json"
 #: ``format`` of :data:`ENSEMBLE`.
 ENSEMBLE_FORMAT = "radiology.ensemble"
+#: The :data:`ENSEMBLE` version this radiology writes and reads.
+ENSEMBLE_VERSION = 1
 #: Most members an ensemble bundle may list.
 MAX_MEMBERS = 100
 
@@ -223,6 +226,9 @@ def bundle_members(folder: str | os.PathLike) -> list[Path]:
             or not 1 <= len(members) <= MAX_MEMBERS):
         raise BundleError(f"{path}: not a radiology ensemble (format {ENSEMBLE_FORMAT!r} and 1 to {MAX_MEMBERS} "
                           "members)")
+    if record.get("version") != ENSEMBLE_VERSION:
+        raise BundleError(f"{path}: ensemble format version {str(record.get('version'))[:20]} is not one this "
+                          f"radiology reads ({ENSEMBLE_VERSION})")
     labels = _json_object(folder / _LABELS, verified_bytes(folder, files, _LABELS))
     found = []
     for member in members:
@@ -237,7 +243,8 @@ def bundle_members(folder: str | os.PathLike) -> list[Path]:
         if member_folder.is_symlink() or not member_folder.is_dir():
             raise BundleError(f"{member_folder}: missing or a link (a member of {path} must be a folder inside it)")
         manifest = member_folder / MANIFEST
-        if not manifest.is_file() or file_digest(manifest) != digest:
+        if (not manifest.is_file() or manifest.stat().st_size > _MAX_MANIFEST_BYTES
+                or file_digest(manifest) != digest):
             raise BundleError(f"{manifest}: does not match {path} (the member was replaced or changed after saving)")
         member_files = read_manifest(member_folder)
         if ENSEMBLE in member_files:

@@ -511,9 +511,9 @@ def load_bundle(folder: str | os.PathLike, backend: str = "eager", *, device: st
         raise FileNotFoundError(f"{folder}: no such bundle folder")
     files = read_manifest(folder)  # each file is checked against it as it is read, once
     if ENSEMBLE in files:
-        raise BundleError(f"{folder}: an ensemble bundle ({ENSEMBLE}), not one model: predict with "
-                          "radiology.predict.Ensemble.load, or load one of its members "
-                          "(radiology.models.bundle_members)")
+        raise BundleError(f"{folder}: an ensemble of models ({ENSEMBLE}), not one: give one of its members "
+                          f"(e.g. {bundle_members(folder)[0]}), or predict with all of them (radiology predict, "
+                          "radiology.predict.Ensemble.load)")
     config = _model_config(folder, _json_file(folder, files, "model.json"))
     labels = _labels(folder, _json_file(folder, files, "labels.json"), config)
     pipeline = _pipeline(folder, files)

@@ -26,6 +26,7 @@ from radiology.manifest import (
     BUNDLE_FILES,
     ENSEMBLE,
     ENSEMBLE_FORMAT,
+    ENSEMBLE_VERSION,
     MANIFEST,
     MAX_MEMBERS,
     MODEL_FORMAT,
@@ -260,7 +261,7 @@ def save_ensemble(folder: str | os.PathLike, members: Sequence[str], train_info:
     write_json(folder / "labels.json", labels)
     write_json(folder / "train.json", info)
     digests = [{"folder": name, "manifest": file_digest(folder / name / MANIFEST)} for name in members]
-    write_json(folder / ENSEMBLE, {"format": ENSEMBLE_FORMAT, "version": 1, "members": digests})
+    write_json(folder / ENSEMBLE, {"format": ENSEMBLE_FORMAT, "version": ENSEMBLE_VERSION, "members": digests})
     write_manifest(folder, [ENSEMBLE, "labels.json", "train.json"])
     bundle_members(folder)  # what was written reads back: every member's labels agree with the first
     return folder

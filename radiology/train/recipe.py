@@ -612,7 +612,10 @@ def _finished(fold_out: Path, config: TrainConfig) -> bool:
     if not (fold_out / MANIFEST).is_file():
         return False
     verify_bundle(fold_out)
-    saved = json.loads((fold_out / "train.json").read_text()).get("settings", {})
+    record = json.loads((fold_out / "train.json").read_text())
+    saved = record.get("settings") if isinstance(record, dict) else None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{fold_out.name}/train.json: holds no settings; start over with overwrite")
     now = config.to_record()
     differ = sorted(key for key in now if key not in ("resume", "overwrite") and saved.get(key) != now[key])
     if differ:
@@ -626,6 +629,9 @@ def _predict_items(folder: Path, items) -> np.ndarray:
     from radiology.models import load_bundle
 
     bundle = load_bundle(folder)
+    if list(bundle.classes) != list(items.classes):
+        raise ValueError(f"{folder.name} was trained on other classes ({', '.join(bundle.classes[:5])}) than the "
+                         "labels now have: start over with overwrite")
     return bundle.predict([paths[0] if len(paths) == 1 else tuple(paths) for paths in items.paths])
 
 

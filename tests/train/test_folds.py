@@ -128,7 +128,7 @@ def test_evaluate_reads_the_ensemble_labels(trained, tmp_path):
 
 def test_a_model_loader_refuses_an_ensemble_naming_the_way_to_load_it(trained):
     _, out, _ = trained
-    with pytest.raises(BundleError, match="Ensemble.load"):
+    with pytest.raises(BundleError, match="give one of its members .e.g. .*fold-1.*Ensemble.load"):
         load_bundle(out)
 
 
@@ -147,10 +147,16 @@ def test_verify_checks_every_member_file(run):
     ([{"folder": "fold-1"}], "must name a folder of the ensemble"),
     (["fold-1"], "must name a folder of the ensemble"),
     ([], "1 to 100 members"),
+    (None, "version 2 is not one this radiology reads"),
 ])
 def test_a_forged_member_list_is_refused(run, members, message):
     _, out = run
-    _rewrite_ensemble(out, members)
+    if members is None:  # a later format
+        record = json.loads((out / ENSEMBLE).read_text())
+        (out / ENSEMBLE).write_text(json.dumps({**record, "version": 2}))
+        write_manifest(out, [ENSEMBLE, "labels.json", "train.json"])
+    else:
+        _rewrite_ensemble(out, members)
     with pytest.raises(BundleError, match=message):
         Ensemble.load(out)
 
@@ -257,3 +263,12 @@ def test_the_command_line_trains_folds_and_refuses_zero(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("out-of-fold validation: ")
     assert [m.name for m in bundle_members(tmp_path / "run")] == ["fold-1", "fold-2"]
+
+
+def test_resume_refuses_a_finished_fold_without_settings(run):
+    csv, out = run
+    (out / "fold-1" / "train.json").write_text("[]")
+    files = json.loads((out / "fold-1" / MANIFEST).read_text())["files"]
+    write_manifest(out / "fold-1", files)
+    with pytest.raises(ValueError, match="fold-1/train.json: holds no settings"):
+        train(_config(csv, out, resume=True), progress=False)
