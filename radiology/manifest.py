@@ -5,7 +5,9 @@ version and the sha256 of every other file. Every reader goes through
 :func:`verified_bytes`, which returns the bytes it checked (what is checked is what is
 used), so that loading a model (:func:`radiology.models.load_bundle`) and scoring
 against a bundle's labels (:func:`radiology.evaluate.evaluate_predictions`, which never
-imports torch) follow one rule and say the same thing about a damaged file.
+imports torch) follow one rule and say the same thing about a damaged file. An ensemble
+bundle (``train --folds K``) holds one-model bundles in sub-folders and lists them, with
+their manifests' sha256, in ``ensemble.json``: :func:`bundle_members` reads and checks them.
 
 Examples
 --------
@@ -35,8 +37,7 @@ from radiology.errors import RadiologyError, one_line
 from radiology.io import file_digest, write_json
 
 __all__ = ["BUNDLE_FILES", "BUNDLE_FORMAT", "BUNDLE_VERSION", "ENSEMBLE", "ENSEMBLE_FORMAT", "ENSEMBLE_VERSION",
-           "MANIFEST",
-           "MAX_FILE_BYTES", "MAX_MEMBERS", "MAX_SIZE", "MODEL_FORMAT", "BundleError", "bundle_members",
+           "MANIFEST", "MAX_FILE_BYTES", "MAX_MEMBERS", "MAX_SIZE", "MODEL_FORMAT", "BundleError", "bundle_members",
            "is_plain_name", "read_manifest", "verified_bytes", "write_manifest"]
 
 #: The manifest file: format, version and the sha256 of every other file of the bundle.
