@@ -272,3 +272,16 @@ def test_resume_refuses_a_finished_fold_without_settings(run):
     write_manifest(out / "fold-1", files)
     with pytest.raises(ValueError, match="fold-1/train.json: holds no settings"):
         train(_config(csv, out, resume=True), progress=False)
+
+
+def test_resume_refuses_a_finished_fold_trained_on_other_classes(run):
+    csv, out = run
+    for name in (ENSEMBLE, MANIFEST, "train.json"):
+        (out / name).unlink()
+    labels = json.loads((out / "fold-1" / "labels.json").read_text())
+    labels["classes"] = [f"other {name}" for name in labels["classes"]]
+    (out / "fold-1" / "labels.json").write_text(json.dumps(labels))
+    write_manifest(out / "fold-1", json.loads((out / "fold-1" / MANIFEST).read_text())["files"])
+    with pytest.raises(ValueError, match="fold-1 was trained on other classes"):
+        train(_config(csv, out, resume=True), progress=False)
+    assert not (out / ENSEMBLE).exists()
