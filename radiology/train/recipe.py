@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from fastai.distributed import rank_distrib
 
-from radiology.manifest import ENSEMBLE, MANIFEST
+from radiology.manifest import ENSEMBLE, MANIFEST, verified_bytes
 from radiology.pipeline import Pipeline, default_pipeline
 from radiology.train.callbacks import FrozenBatchNormStats
 from radiology.train.checkpoints import BEST, CHECKPOINT, CHECKPOINT_DIR, resume_epoch
@@ -611,8 +611,9 @@ def _finished(fold_out: Path, config: TrainConfig) -> bool:
 
     if not (fold_out / MANIFEST).is_file():
         return False
-    verify_bundle(fold_out)
-    record = json.loads((fold_out / "train.json").read_text())
+    files = verify_bundle(fold_out)
+    # The bytes checked against the manifest, not a second read of the file.
+    record = json.loads(verified_bytes(fold_out, files, "train.json"))
     saved = record.get("settings") if isinstance(record, dict) else None
     if not isinstance(saved, dict):
         raise ValueError(f"{fold_out.name}/train.json: holds no settings; start over with overwrite")
