@@ -47,6 +47,10 @@ def add_train_parsers(commands) -> None:
                      help="train K models on K patient-grouped folds (each validated on the fold it did not train "
                           "on) and save them as one ensemble bundle that predicts with their mean; train.json holds "
                           "the out-of-fold metrics; K times the time (default 1: one model, --valid-fraction)")
+    fit.add_argument("--refit", action="store_true", default=None,
+                     help="once the epoch is chosen on the validation split, train again on every training image "
+                          "(validation included) for those epochs and save that model; train.json keeps the "
+                          "validation metrics of the first model; about twice the time (modeling guide)")
     fit.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
     fit.add_argument("--cache", help="preprocessed-image cache folder, or 'none'")
     fit.add_argument("--lr-find", action="store_true", default=None, help="save fastai's lr_find plot in the bundle")
@@ -111,8 +115,8 @@ def add_train_parsers(commands) -> None:
 _TRAIN_FLAGS = (
     "csv", "root", "folder", "image_cols", "label_cols", "multi_label", "group_col", "arch", "pretrained", "size",
     "channels", "epochs", "head_epochs", "lr", "batch_size", "seed", "loss", "sampler", "freeze_bn_stats",
-    "valid_fraction", "folds", "workers", "cache", "lr_find", "resume", "overwrite", "pipeline", "out", "unlabeled",
-    "semi", "skip_unreadable", "allow_outside_root", "log_dir",
+    "valid_fraction", "folds", "refit", "workers", "cache", "lr_find", "resume", "overwrite", "pipeline", "out",
+    "unlabeled", "semi", "skip_unreadable", "allow_outside_root", "log_dir",
 )
 
 

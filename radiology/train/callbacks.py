@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 import torch
-from fastai.callback.core import Callback
+from fastai.callback.core import Callback, CancelFitException, CancelValidException
 from fastai.callback.progress import CSVLogger
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback, TrackerCallback
 from fastai.distributed import rank_distrib
@@ -30,7 +30,8 @@ from fastai.learner import Recorder
 
 from radiology.train.checkpoints import CHECKPOINT, checkpoint_settings, load_weights, read_checkpoint, write_checkpoint
 
-__all__ = ["SaveBest", "SaveLast", "StopEarly", "History", "EpochLog", "FrozenBatchNormStats", "epoch_values"]
+__all__ = ["SaveBest", "SaveLast", "StopEarly", "TrainOnly", "History", "EpochLog", "FrozenBatchNormStats",
+           "epoch_values"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,44 @@ class StopEarly(EarlyStoppingCallback):
     def after_epoch(self):
         if self.epoch >= self.start_epoch:
             super().after_epoch()
+
+
+class TrainOnly(Callback):
+    """Train without validating, optionally stopping after the first ``stop_after`` epochs of the schedule.
+
+    For a refit on all training images (:func:`radiology.train.train`, ``refit``): the
+    validation images are training images then, so nothing is measured or chosen on them, and
+    no validation pass is spent. The schedule (one-cycle over the Learner's ``n_epoch``) is left
+    as it is; the fit ends before epoch ``stop_after + 1`` begins. The epoch log keeps its
+    training loss (and time) only.
+
+    Parameters
+    ----------
+    stop_after : int
+        Epochs to run; 0 runs them all.
+    """
+
+    order = Recorder.order - 1  # before the Recorder names the logged values
+
+    def __init__(self, stop_after: int = 0):
+        if isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 0:
+            raise ValueError(f"stop_after must be an integer >= 0, got {stop_after!r}")
+        self.stop_after = stop_after
+
+    def before_fit(self):
+        # Without validation nothing fills the metrics: fastai would still name them in its log.
+        self.kept = self.recorder.valid_metrics, self.learn.metrics
+        self.recorder.valid_metrics, self.learn.metrics = False, []
+
+    def before_epoch(self):
+        if self.stop_after and self.epoch >= self.stop_after:
+            raise CancelFitException()
+
+    def before_validate(self):
+        raise CancelValidException()
+
+    def after_fit(self):
+        self.recorder.valid_metrics, self.learn.metrics = self.kept
 
 
 class SaveLast(Callback):

@@ -101,6 +101,14 @@ class TrainConfig:
         ``train.json`` holds the out-of-fold metrics (every image scored by the model that did
         not train on it). ``K`` times the training time; fold 1 is the split of the one-model
         run with ``valid_fraction = 1 / K``.
+    refit : bool
+        After the run above has chosen its epoch on the validation split, train a new model on
+        every training image (validation images included) for the same head epochs and the
+        fine-tuning epochs kept, on the same schedule, and save that one (``train.json``:
+        ``refit``; its validation metrics stay those of the model that chose the epoch, the refit
+        having no held-out image left). About twice the training time. One model only (not with
+        ``folds`` of 2 or more, nor ``semi``), in one process; ``resume`` continues the validated
+        run, and the refit then starts afresh.
     loss : {"auto", "ce", "focal", "nce_rce", "bce"}
         ``auto`` = class-weighted cross-entropy (single-label) or BCE with per-label positive
         weights (multi-label).
@@ -197,6 +205,7 @@ class TrainConfig:
     seed: int = 0
     valid_fraction: float = 0.2
     folds: int = 1
+    refit: bool = False
     loss: str = "auto"
     label_smoothing: float = 0.0
     sampler: str = "shuffle"
@@ -258,6 +267,11 @@ class TrainConfig:
             raise ValueError(f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
         if isinstance(self.folds, bool) or not isinstance(self.folds, int) or not 1 <= self.folds <= MAX_FOLDS:
             raise ValueError(f"folds must be an integer from 1 (one model) to {MAX_FOLDS}, got {self.folds!r}")
+        if self.refit and self.folds > 1:
+            raise ValueError(f"refit trains one model on every training image: it cannot be combined with folds "
+                             f"({self.folds}), whose models each leave their fold out")
+        if self.refit and self.semi is not None:
+            raise ValueError(f"refit cannot be combined with semi ({self.semi!r}): not measured")
         if self.loss not in _LOSSES:
             raise ValueError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
         if self.sampler not in _SAMPLERS:

@@ -35,7 +35,7 @@ from fastai.learner import Learner
 from torch import nn
 
 from radiology.pipeline import default_pipeline  # noqa: F401 - still importable from here, as before
-from radiology.train.callbacks import EpochLog, History, SaveBest, SaveLast, StopEarly
+from radiology.train.callbacks import EpochLog, History, SaveBest, SaveLast, StopEarly, TrainOnly
 from radiology.train.checkpoints import BEST, CHECKPOINT, CHECKPOINT_DIR, checkpoint_settings, read_checkpoint
 from radiology.train.distributed import single_process
 
@@ -44,7 +44,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["make_learner", "fit_head", "fine_tune", "run_settings", "check_model_settings", "PHASES"]
 
 #: The two phases of the recipe, by the name they have in ``history.csv``, the log and the trackers.
-PHASES = {"head": "head on frozen features", "fine_tune": "fine-tuning of the whole network"}
+PHASES = {"head": "head on frozen features", "fine_tune": "fine-tuning of the whole network",
+          "refit_head": "head on frozen features of all training images",
+          "refit": "refit of the whole network on all training images"}
 HISTORY = "history.csv"
 
 
@@ -98,14 +100,16 @@ def _features(model: nn.Module, dl) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(feats), torch.cat(targets)
 
 
-def fit_head(learn, epochs: int, lr: float = 3e-3, *, wd: float = 1e-2, batch_size: int = 64, cbs=()) -> None:
+def fit_head(learn, epochs: int, lr: float = 3e-3, *, wd: float = 1e-2, batch_size: int = 64, cbs=(),
+             phase: str = "head") -> None:
     """Fit ``learn.model.head`` alone on frozen, pre-computed backbone features.
 
     The features of the training and validation images are computed once (backbone in eval
     mode, no augmentation); a second fastai Learner then fits the head on them with
     one-cycle for ``epochs`` epochs, which costs almost nothing next to one epoch through
-    the backbone. The fitted head is left in ``learn.model``. Its epochs are the ``head`` rows
-    of ``history.csv`` in ``learn.path`` (a new log), shown as fastai's table when ``learn``
+    the backbone. The fitted head is left in ``learn.model``. Its epochs are the ``phase`` rows
+    of ``history.csv`` in ``learn.path`` (a new log, unless ``learn.logged_phases`` names phases
+    of this run to keep before them), shown as fastai's table when ``learn``
     has a progress bar, else logged one line each (:class:`~radiology.train.callbacks.EpochLog`).
     In a run of several processes (:mod:`radiology.train.distributed`) rank 0 alone fits the
     head, gathering nothing from the others; the other ranks return at once and receive its
@@ -125,14 +129,17 @@ def fit_head(learn, epochs: int, lr: float = 3e-3, *, wd: float = 1e-2, batch_si
         Batch size of the pre-computed features.
     cbs : sequence of fastai callbacks
         Added to the head's Learner (e.g. the trackers of :class:`radiology.train.tracking.Tracking`).
+    phase : str
+        Its name in ``history.csv`` and the log: ``head``, or ``refit_head`` when a refit on all
+        training images fits its head again (:func:`radiology.train.train`, ``refit``).
     """
     if epochs < 1 or rank_distrib():
         return  # a multi-process run: rank 0 alone (its weights reach the others when fine-tuning starts)
     with single_process():
-        _fit_head(learn, epochs, lr, wd, batch_size, cbs)
+        _fit_head(learn, epochs, lr, wd, batch_size, cbs, phase)
 
 
-def _fit_head(learn, epochs: int, lr: float, wd: float, batch_size: int, cbs) -> None:
+def _fit_head(learn, epochs: int, lr: float, wd: float, batch_size: int, cbs, phase: str) -> None:
     model = learn.model
     train_plain = learn.dls.valid.new(dataset=learn.dls.train.dataset, shuffle=False, drop_last=False)
     logger.info("computing the backbone's features of %d training and %d validation images",
@@ -147,16 +154,17 @@ def _fit_head(learn, epochs: int, lr: float, wd: float, batch_size: int, cbs) ->
     )
     head_learner = Learner(dls, model.head, loss_func=learn.loss_func, metrics=learn.metrics, wd=wd,
                            path=learn.path, model_dir=learn.model_dir)
-    head_learner.phase = "head"
+    head_learner.phase = phase
     bars = any(type(cb).__name__ == "ProgressCallback" for cb in learn.cbs)
-    cbs = [*cbs, History(HISTORY, phase="head")]
+    keep = tuple(getattr(learn, "logged_phases", ()))
+    cbs = [*cbs, History(HISTORY, phase=phase, keep=keep)]
     if bars:
         head_learner.fit_one_cycle(epochs, lr, cbs=cbs)
     else:  # quiet: no bar, and no raw epoch rows (fastai prints them when the bar is gone); a plain line each
         head_learner.logger = _silent
         with head_learner.no_bar():
-            head_learner.fit_one_cycle(epochs, lr, cbs=[*cbs, EpochLog("head")])
-    learn.logged_phases = ("head",)  # fine_tune continues this history.csv
+            head_learner.fit_one_cycle(epochs, lr, cbs=[*cbs, EpochLog(phase)])
+    learn.logged_phases = (*keep, phase)  # fine_tune continues this history.csv
 
 
 def run_settings(learn, progress: bool, device: torch.device) -> None:
@@ -191,7 +199,8 @@ def _silent(*args, **kwargs) -> None:
 
 
 def fine_tune(learn, epochs: int, lr: float = 1e-3, *, lr_mult: float = 10.0, patience: int = 0,
-              monitor: str = "valid_loss", start_epoch: int = 0, cbs=()) -> None:
+              monitor: str = "valid_loss", start_epoch: int = 0, cbs=(), stop_after: int = 0,
+              phase: str = "fine_tune") -> None:
     """Fine-tune the whole network with one-cycle and discriminative learning rates.
 
     The backbone's group peaks at ``lr / lr_mult``, the head's at ``lr``. The best epoch
@@ -226,22 +235,41 @@ def fine_tune(learn, epochs: int, lr: float = 1e-3, *, lr_mult: float = 10.0, pa
         loaded ``checkpoints/last.pth``).
     cbs : sequence of fastai callbacks
         Added for this stage only (e.g. :class:`radiology.semisup.FixMatch`).
+    stop_after : int
+        0 (the default): the best epoch by ``monitor`` is kept, as above. ``n`` from 1 to
+        ``epochs``: a refit — the one-cycle schedule of ``epochs`` runs to the end of epoch ``n``
+        and that model is kept (``learn.kept_epoch`` is ``n``); nothing is chosen on the
+        validation images (they may be training images then) and no checkpoint is written.
+    phase : str
+        Its name in ``history.csv`` and the log: ``fine_tune``, or ``refit``.
 
     Raises
     ------
     ValueError
-        ``start_epoch`` > 0 and ``checkpoints/last.pth`` is damaged or belongs to other settings.
+        ``start_epoch`` > 0 and ``checkpoints/last.pth`` is damaged or belongs to other settings,
+        or ``stop_after`` is not within ``0 .. epochs`` or is given with ``start_epoch``.
     """
+    if not 0 <= stop_after <= epochs:
+        raise ValueError(f"stop_after must be from 0 to epochs ({epochs}), got {stop_after}")
+    if stop_after and start_epoch:
+        raise ValueError("a refit (stop_after) starts afresh: it cannot resume (start_epoch)")
     if epochs < 1:
         return
     # fastai's unfreeze clears the optimizer state: keep the one a resumed run has just loaded.
     resumed = learn.opt.state_dict() if start_epoch and learn.opt is not None else None
-    learn.phase = "fine_tune"
+    learn.phase = phase
     learn.unfreeze()
     if resumed is not None:
         learn.opt.load_state_dict(resumed)
     if rank_distrib():  # another process of a multi-GPU run: rank 0 saves and logs
         learn.fit_one_cycle(epochs, slice(lr / lr_mult, lr), start_epoch=start_epoch, cbs=list(cbs))
+        return
+    logged = [History(HISTORY, start_epoch, phase=phase, keep=getattr(learn, "logged_phases", ()))]
+    if not any(type(cb).__name__ == "ProgressCallback" for cb in learn.cbs):
+        logged.append(EpochLog(phase, start_epoch))
+    if stop_after:
+        learn.fit_one_cycle(epochs, slice(lr / lr_mult, lr), cbs=[*cbs, *logged, TrainOnly(stop_after)])
+        learn.kept_epoch = stop_after
         return
     last = Path(learn.path) / learn.model_dir / f"{CHECKPOINT}.pth"
     best = best_epoch = None
@@ -253,10 +281,8 @@ def fine_tune(learn, epochs: int, lr: float = 1e-3, *, lr_mult: float = 10.0, pa
         *cbs,
         SaveBest(start_epoch, best, best_epoch, monitor=monitor, fname=BEST),
         SaveLast(start_epoch),
-        History(HISTORY, start_epoch, phase="fine_tune", keep=getattr(learn, "logged_phases", ())),
+        *logged,
     ]
-    if not any(type(cb).__name__ == "ProgressCallback" for cb in learn.cbs):
-        cbs.append(EpochLog("fine_tune", start_epoch))
     if patience and num_distrib() <= 1:  # one rank stopping early would leave the others waiting
         cbs.append(StopEarly(start_epoch, monitor=monitor, patience=patience))
     learn.fit_one_cycle(epochs, slice(lr / lr_mult, lr), cbs=cbs, start_epoch=start_epoch)

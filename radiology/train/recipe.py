@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from fastai.distributed import rank_distrib
+from fastai.distributed import num_distrib, rank_distrib
 
 from radiology.manifest import ENSEMBLE, MANIFEST, verified_bytes
 from radiology.pipeline import Pipeline, default_pipeline
-from radiology.train.callbacks import FrozenBatchNormStats
+from radiology.train.callbacks import FrozenBatchNormStats, TrainOnly
 from radiology.train.checkpoints import BEST, CHECKPOINT, CHECKPOINT_DIR, resume_epoch
 from radiology.train.config import TrainConfig
 from radiology.train.distributed import distrib_ctx, process_group, single_process
@@ -249,6 +249,12 @@ def train(config: TrainConfig, *, progress: bool = True):
     ``train.json`` holds the out-of-fold metrics, which the result's ``metrics`` are too (its
     ``learner`` is the last fold's). ``resume`` keeps the folds that finished.
 
+    With ``config.refit``, once the run above has chosen its epoch on the validation split, a
+    new model (same seed) trains on every training image, validation images included, for the
+    same head epochs and the kept fine-tuning epochs of the same schedule, validating on
+    nothing (``refit_head`` and ``refit`` rows in ``history.csv``, training loss only); the
+    bundle holds it, ``train.json`` its ``refit`` record and the validated model's metrics.
+
     Every problem with the inputs stops the run before any training work, with one line
     naming the rows or files and nothing written to ``out``: an ``out`` holding a file it
     would write (unless ``overwrite``; only the run's own names are ever replaced), image
@@ -298,6 +304,8 @@ def _train(config: TrainConfig, progress: bool):
     started = time.time()
     logger.info("checking the settings%s", f" and the tracker packages ({', '.join(config.log)})" if config.log else "")
     check_model_settings(config.arch, config.pretrained)
+    if config.refit and num_distrib() > 1:
+        raise ValueError("refit runs in one process: launch it without torchrun or accelerate")
     check_trackers(config.log)  # a missing tracker package stops the run before any work
     out = Path(config.out)
     if not rank_distrib():  # the other processes of a multi-process run write nothing there
@@ -335,19 +343,8 @@ class _SplitRun:
 def _train_split(config: TrainConfig, items, groups, train_idx, valid_idx, unreadable, pipeline, cache, bars: bool,
                  bars_err: bool, started: float) -> _SplitRun:
     """Train one model on ``train_idx``, validate it on ``valid_idx`` and write its bundle to ``config.out``."""
-    from radiology.augment import radiograph_augmentation
-    from radiology.data import (
-        ImageDataset,
-        build_dataloaders,
-        class_weights,
-        data_report,
-        group_overlap,
-        keep_classes_in_training,
-    )
+    from radiology.data import data_report, group_overlap, keep_classes_in_training
     from radiology.io import atomic_write
-    from radiology.models import create_model
-    from radiology.train.losses import make_loss, positive_weights
-    from radiology.train.metrics import fastai_metrics
 
     out = Path(config.out)
     # A rare class drawn for validation only would be scored but never learned.
@@ -372,32 +369,20 @@ def _train_split(config: TrainConfig, items, groups, train_idx, valid_idx, unrea
                 len(train_idx), len(valid_idx))
     # Under `accelerate launch` each process drives the GPU of its LOCAL_RANK.
     device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
-    train_ds = ImageDataset(train_items, pipeline, cache=cache, channels=config.channels)
-    valid_ds = ImageDataset(valid_items, pipeline, cache=cache, channels=config.channels)
-    augment = radiograph_augmentation(degrees=5.0, translate=0.03, scale=(0.95, 1.05)) if config.augment else None
-    dls = build_dataloaders(train_ds, valid_ds, batch_size=config.batch_size, num_workers=config.workers,
-                            sampler=config.sampler, augment=augment, device=device, seed=config.seed)
-
     semi, semi_info = (None, None)
     if config.semi is not None:
         semi, semi_info = _semisup_callback(config, valid_items, pipeline, cache, bars_err)
-
-    n_outputs = len(items.classes)
     logger.info("model: %s (%s weights), %d channel(s), %d px, on %s", config.arch, config.pretrained or "random",
                 config.channels, config.size, device)
-    model = create_model(config.arch, n_outputs, in_chans=config.channels, pretrained=config.pretrained,
-                         views=len(items.views), fusion=config.fusion).to(device)
-    weights = None
-    if config.class_weights and not items.multi_label:
-        weights = torch.as_tensor(class_weights(train_items.targets, n_outputs), dtype=torch.float32)
-    pos_weight = None
-    if items.multi_label:
-        pos_weight = torch.as_tensor(positive_weights(np.asarray(train_items.targets)), dtype=torch.float32)
-    loss = make_loss(config.loss_name, n_classes=n_outputs, multi_label=items.multi_label,
-                     class_weights=weights, pos_weight=pos_weight, label_smoothing=config.label_smoothing)
-    learn = make_learner(dls, model, loss.to(device), metrics=fastai_metrics(n_outputs, items.multi_label),
-                         path=out)
-    run_settings(learn, bars, device)
+    learn = _learner(config, items, train_items, valid_items, pipeline, cache, device, bars)
+
+    def refit_learner():
+        """A new model and Learner that trains on every training image (``valid_items`` included)."""
+        from fastai.torch_core import set_seed
+
+        set_seed(config.seed, reproducible=True)
+        return _learner(config, items, items.subset(np.concatenate([train_idx, valid_idx])), valid_items,
+                        pipeline, cache, device, bars)
 
     start_epoch = resume_epoch(learn) if config.resume else 0
     data = {"all": items.summary(), "train": train_items.summary(), "valid": valid_items.summary(),
@@ -414,8 +399,38 @@ def _train_split(config: TrainConfig, items, groups, train_idx, valid_idx, unrea
             with single_process():
                 _save_lr_find(learn, out / "lr_find.png")
         result, probs = _fit_and_save(config, learn, semi, semi_info, start_epoch, tracking, data, items, pipeline,
-                                      device, started)
+                                      device, started, refit_learner)
     return _SplitRun(result, np.asarray(valid_idx), probs)
+
+
+def _learner(config: TrainConfig, items, fit_items, valid_items, pipeline, cache, device, bars: bool):
+    """The model and fastai Learner of one run: trains on ``fit_items``, validates on ``valid_items``."""
+    from radiology.augment import radiograph_augmentation
+    from radiology.data import ImageDataset, build_dataloaders, class_weights
+    from radiology.models import create_model
+    from radiology.train.losses import make_loss, positive_weights
+    from radiology.train.metrics import fastai_metrics
+
+    fit_ds = ImageDataset(fit_items, pipeline, cache=cache, channels=config.channels)
+    valid_ds = ImageDataset(valid_items, pipeline, cache=cache, channels=config.channels)
+    augment = radiograph_augmentation(degrees=5.0, translate=0.03, scale=(0.95, 1.05)) if config.augment else None
+    dls = build_dataloaders(fit_ds, valid_ds, batch_size=config.batch_size, num_workers=config.workers,
+                            sampler=config.sampler, augment=augment, device=device, seed=config.seed)
+    n_outputs = len(items.classes)
+    model = create_model(config.arch, n_outputs, in_chans=config.channels, pretrained=config.pretrained,
+                         views=len(items.views), fusion=config.fusion).to(device)
+    weights = None
+    if config.class_weights and not items.multi_label:
+        weights = torch.as_tensor(class_weights(fit_items.targets, n_outputs), dtype=torch.float32)
+    pos_weight = None
+    if items.multi_label:
+        pos_weight = torch.as_tensor(positive_weights(np.asarray(fit_items.targets)), dtype=torch.float32)
+    loss = make_loss(config.loss_name, n_classes=n_outputs, multi_label=items.multi_label,
+                     class_weights=weights, pos_weight=pos_weight, label_smoothing=config.label_smoothing)
+    learn = make_learner(dls, model, loss.to(device), metrics=fastai_metrics(n_outputs, items.multi_label),
+                         path=Path(config.out))
+    run_settings(learn, bars, device)
+    return learn
 
 
 def _interactive(stream) -> bool:
@@ -442,8 +457,9 @@ def _tracked_settings(config: TrainConfig, data: dict[str, Any]) -> dict[str, An
 
 
 def _fit_and_save(config: TrainConfig, learn, semi, semi_info, start_epoch: int, tracking, data, items, pipeline,
-                  device, started: float) -> tuple[TrainResult, np.ndarray | None]:
-    """The two phases, the validation metrics and the bundle: the part of :func:`train` that the trackers log.
+                  device, started: float, refit_learner) -> tuple[TrainResult, np.ndarray | None]:
+    """The two phases, the validation metrics, the refit (``config.refit``) and the bundle: the part of
+    :func:`train` that the trackers log.
 
     Returns the result and the validation probabilities (None on the other ranks of a multi-process run).
     """
@@ -464,7 +480,7 @@ def _fit_and_save(config: TrainConfig, learn, semi, semi_info, start_epoch: int,
             fit_head(learn, head, config.head_lr, cbs=tracking.callbacks("head") if tracking is not None else ())
         if config.epochs:
             resumed = f", resumed after epoch {start_epoch}" if start_epoch else ""
-            frozen = config.freeze_bn_stats and config.pretrained is not None  # random weights: nothing to keep
+            frozen = _frozen_bn_stats(config)
             logger.info("phase %d/%d: %s (%d epochs, lr %g, backbone %g%s%s)", phases.index("fine_tune") + 1,
                         len(phases), PHASES["fine_tune"], config.epochs, config.peak_lr,
                         config.peak_lr / config.lr_mult, ", batch-norm statistics fixed" if frozen else "", resumed)
@@ -488,6 +504,13 @@ def _fit_and_save(config: TrainConfig, learn, semi, semi_info, start_epoch: int,
     metrics = _score(out, targets, probs, items, thresholds)
     if tracking is not None:
         tracking.log_final(metrics)
+    kept_epoch = getattr(learn, "kept_epoch", None)
+    refit = None
+    if config.refit:
+        learn = _refit(config, refit_learner(), kept_epoch, tracking)
+        model = learn.model
+        refit = {"images": data["train"]["samples"] + data["valid"]["samples"], "head_epochs": config.head_epochs,
+                 "epochs": kept_epoch or 0}
 
     labels = {"classes": list(items.classes), "multi_label": bool(items.multi_label),
               "thresholds": None if thresholds is None else [float(t) for t in thresholds],
@@ -504,13 +527,38 @@ def _fit_and_save(config: TrainConfig, learn, semi, semi_info, start_epoch: int,
         "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
         "seconds": round(time.time() - started, 1),
         # The fine-tuning epoch the bundle holds (1-based; None: no fine-tuning).
-        "kept_epoch": getattr(learn, "kept_epoch", None),
+        "kept_epoch": kept_epoch,
+        # With refit: the bundle's model trained on every training image for the epochs chosen above; the
+        # validation metrics are those of the model that chose them (the refit has no held-out images).
+        "refit": refit,
     }
     model.eval()
     logger.info("exporting the bundle to %s (weights, torch.export, ONNX, preprocessing)", out)
     bundle = save_bundle(out, model.cpu(), pipeline, labels, info, size=config.size)
     logger.info("done in %.0f s", time.time() - started)
     return TrainResult(bundle=Path(bundle), metrics=metrics, learner=learn), probs
+
+
+def _frozen_bn_stats(config: TrainConfig) -> bool:
+    """Whether fine-tuning keeps the batch-norm statistics fixed: random weights have none worth keeping."""
+    return config.freeze_bn_stats and config.pretrained is not None
+
+
+def _refit(config: TrainConfig, learn, kept_epoch: int | None, tracking):
+    """Train ``learn`` (a new model on every training image) for the head epochs and the fine-tuning epochs
+    the validated run kept, choosing nothing on validation images; returns it."""
+    logger.info("refit on all %d training images: %s (%d epochs), then %s (%d of the %d epochs of the schedule)",
+                len(learn.dls.train.dataset), PHASES["refit_head"], config.head_epochs, PHASES["refit"],
+                kept_epoch or 0, config.epochs)
+    learn.logged_phases = ("head", "fine_tune")  # the validated run's rows stay in history.csv
+    tracked = (lambda phase: tracking.callbacks(phase)) if tracking is not None else (lambda phase: [])
+    fit_head(learn, config.head_epochs, config.head_lr, cbs=[TrainOnly(), *tracked("refit_head")],
+             phase="refit_head")
+    if kept_epoch:
+        extra = [FrozenBatchNormStats()] if _frozen_bn_stats(config) else []
+        fine_tune(learn, config.epochs, config.peak_lr, lr_mult=config.lr_mult, stop_after=kept_epoch,
+                  phase="refit", cbs=[*extra, *tracked("refit")])
+    return learn
 
 
 def _score(out: Path, targets: np.ndarray, probs: np.ndarray, items, thresholds) -> dict[str, Any]:
