@@ -7,6 +7,7 @@ the epochs before its ``start_epoch``.
 - :class:`SaveBest`: the best epoch as ``checkpoints/best.pth`` (atomic, stamped), reloaded as data at the end.
 - :class:`SaveLast`: model + optimizer after every epoch as ``checkpoints/last.pth``, for resuming.
 - :class:`StopEarly`: fastai's early stopping, counting from the resumed epoch.
+- :class:`TrainOnly`: no validation pass, and an optional stop after some epochs of the schedule (a refit).
 - :class:`History`: fastai's CSV log of both phases (a ``phase`` column); a resumed run appends its epochs.
 - :class:`EpochLog`: one plain log line per epoch, for output that is not a terminal.
 - :class:`FrozenBatchNormStats`: batch-norm layers keep the running statistics they came with while fine-tuning.
@@ -265,7 +266,8 @@ class History(CSVLogger):
         epochs (and of the other phases) and the new epochs are appended; 0 starts the phase
         afresh.
     phase : str
-        Name of the phase in the ``phase`` column (``head`` or ``fine_tune``).
+        Name of the phase in the ``phase`` column (:data:`~radiology.train.learner.PHASES`: ``head``,
+        ``fine_tune``, ``refit_head``, ``refit``).
     keep : sequence of str
         Phases of this run logged before this one, whose rows a fresh start (``start_epoch``
         0) keeps; all other rows are dropped.

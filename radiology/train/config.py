@@ -105,10 +105,10 @@ class TrainConfig:
         After the run above has chosen its epoch on the validation split, train a new model on
         every training image (validation images included) for the same head epochs and the
         fine-tuning epochs kept, on the same schedule, and save that one (``train.json``:
-        ``refit``; its validation metrics stay those of the model that chose the epoch, the refit
-        having no held-out image left). About twice the training time. One model only (not with
-        ``folds`` of 2 or more, nor ``semi``), in one process; ``resume`` continues the validated
-        run, and the refit then starts afresh.
+        ``refit``; its validation metrics, and a multi-label task's decision thresholds, stay
+        those of the model that chose the epoch, the refit having no held-out image left). About
+        twice the training time. One model only (not with ``folds`` of 2 or more, nor ``semi``),
+        in one process; ``resume`` continues the validated run, and the refit then starts afresh.
     loss : {"auto", "ce", "focal", "nce_rce", "bce"}
         ``auto`` = class-weighted cross-entropy (single-label) or BCE with per-label positive
         weights (multi-label).

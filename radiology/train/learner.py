@@ -43,7 +43,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["make_learner", "fit_head", "fine_tune", "run_settings", "check_model_settings", "PHASES"]
 
-#: The two phases of the recipe, by the name they have in ``history.csv``, the log and the trackers.
+#: The phases of the recipe, by the name they have in ``history.csv``, the log and the trackers: the two of
+#: every run, then the two of a refit on all training images (``TrainConfig.refit``).
 PHASES = {"head": "head on frozen features", "fine_tune": "fine-tuning of the whole network",
           "refit_head": "head on frozen features of all training images",
           "refit": "refit of the whole network on all training images"}
@@ -247,12 +248,15 @@ def fine_tune(learn, epochs: int, lr: float = 1e-3, *, lr_mult: float = 10.0, pa
     ------
     ValueError
         ``start_epoch`` > 0 and ``checkpoints/last.pth`` is damaged or belongs to other settings,
-        or ``stop_after`` is not within ``0 .. epochs`` or is given with ``start_epoch``.
+        or ``stop_after`` is not within ``0 .. epochs``, or is given with ``start_epoch`` or in a
+        run of several processes.
     """
     if not 0 <= stop_after <= epochs:
         raise ValueError(f"stop_after must be from 0 to epochs ({epochs}), got {stop_after}")
     if stop_after and start_epoch:
         raise ValueError("a refit (stop_after) starts afresh: it cannot resume (start_epoch)")
+    if stop_after and num_distrib() > 1:
+        raise ValueError("a refit (stop_after) runs in one process")
     if epochs < 1:
         return
     # fastai's unfreeze clears the optimizer state: keep the one a resumed run has just loaded.

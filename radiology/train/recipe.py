@@ -52,7 +52,8 @@ class TrainResult:
     bundle : pathlib.Path
         The bundle directory (load it with :func:`radiology.models.load_bundle`).
     metrics : dict
-        Validation metrics of the final model (also in ``train.json``).
+        Validation metrics of the model that chose the epoch (also in ``train.json``); with
+        ``refit`` the bundle holds a model trained on the validation images too, which has none.
     learner : fastai.learner.Learner
         The fastai Learner, for further work in Python.
     """
@@ -507,10 +508,14 @@ def _fit_and_save(config: TrainConfig, learn, semi, semi_info, start_epoch: int,
     kept_epoch = getattr(learn, "kept_epoch", None)
     refit = None
     if config.refit:
+        learn.opt = None  # the validated model's optimizer state is not needed any more: free its memory
+        model.cpu()
         learn = _refit(config, refit_learner(), kept_epoch, tracking)
         model = learn.model
         refit = {"images": data["train"]["samples"] + data["valid"]["samples"], "head_epochs": config.head_epochs,
-                 "epochs": kept_epoch or 0}
+                 "epochs": kept_epoch or 0,
+                 # tuned on the validated model's validation scores: the refit has no held-out images to tune on
+                 "thresholds": None if thresholds is None else "of the validated model"}
 
     labels = {"classes": list(items.classes), "multi_label": bool(items.multi_label),
               "thresholds": None if thresholds is None else [float(t) for t in thresholds],

@@ -4,7 +4,8 @@
 the run to each named tracker; :class:`Tracking` holds them for one run:
 
 - ``tensorboard``: fastai's :class:`~fastai.callback.tensorboard.TensorBoardCallback`, one
-  event folder per phase, ``LOG_DIR/runs/RUN/head`` and ``LOG_DIR/runs/RUN/fine_tune``
+  event folder per phase, ``LOG_DIR/runs/RUN/head`` and ``LOG_DIR/runs/RUN/fine_tune`` (and
+  ``refit_head``, ``refit`` with ``refit``)
   (smoothed ``train_loss`` and the learning rate per batch, ``valid_loss`` and the metrics
   per epoch). Needs ``pip install tensorboard``.
 - ``mlflow``: :class:`MLflowCallback` (fastai ships none): one MLflow run in the local file
@@ -115,7 +116,7 @@ def check_trackers(names: Iterable[str]) -> tuple[str, ...]:
 
 
 def _phase(learn) -> str:
-    """The training phase a Learner is in (``head`` / ``fine_tune``), as :mod:`radiology.train.learner` sets it."""
+    """The training phase a Learner is in (a name of :data:`~radiology.train.learner.PHASES`), as set there."""
     return getattr(learn, "phase", None) or "fit"
 
 
@@ -360,8 +361,8 @@ class Tracking:
         Parameters
         ----------
         phase : str
-            ``head`` or ``fine_tune``: TensorBoard's event folder of the phase
-            (``runs/RUN/PHASE``), and MLflow's metric prefix.
+            A name of :data:`~radiology.train.learner.PHASES` (``head``, ``fine_tune``, ...):
+            TensorBoard's event folder of the phase (``runs/RUN/PHASE``), and MLflow's metric prefix.
 
         Returns
         -------
