@@ -478,7 +478,7 @@ def _fit_and_save(config: TrainConfig, learn, semi, semi_info, start_epoch: int,
         if head:
             logger.info("phase %d/%d: %s (%d epochs, lr %g)", phases.index("head") + 1, len(phases), PHASES["head"],
                         head, config.head_lr)
-            fit_head(learn, head, config.head_lr, cbs=tracking.callbacks("head") if tracking is not None else ())
+            fit_head(learn, head, config.head_lr, cbs=_phase_callbacks(tracking, "head"))
         if config.epochs:
             resumed = f", resumed after epoch {start_epoch}" if start_epoch else ""
             frozen = _frozen_bn_stats(config)
@@ -488,8 +488,7 @@ def _fit_and_save(config: TrainConfig, learn, semi, semi_info, start_epoch: int,
             extra = [semi] if semi is not None else []
             if frozen:
                 extra.append(FrozenBatchNormStats())
-            if tracking is not None:
-                extra += tracking.callbacks("fine_tune")
+            extra += _phase_callbacks(tracking, "fine_tune")
             fine_tune(learn, config.epochs, config.peak_lr, lr_mult=config.lr_mult, patience=config.patience,
                       start_epoch=start_epoch, cbs=extra)
     if rank_distrib():
@@ -544,6 +543,11 @@ def _fit_and_save(config: TrainConfig, learn, semi, semi_info, start_epoch: int,
     return TrainResult(bundle=Path(bundle), metrics=metrics, learner=learn), probs
 
 
+def _phase_callbacks(tracking, phase: str) -> list:
+    """The trackers' callbacks of one phase (:meth:`Tracking.callbacks`), none when the run is not tracked."""
+    return tracking.callbacks(phase) if tracking is not None else []
+
+
 def _frozen_bn_stats(config: TrainConfig) -> bool:
     """Whether fine-tuning keeps the batch-norm statistics fixed: random weights have none worth keeping."""
     return config.freeze_bn_stats and config.pretrained is not None
@@ -556,13 +560,12 @@ def _refit(config: TrainConfig, learn, kept_epoch: int | None, tracking):
                 len(learn.dls.train.dataset), PHASES["refit_head"], config.head_epochs, PHASES["refit"],
                 kept_epoch or 0, config.epochs)
     learn.logged_phases = ("head", "fine_tune")  # the validated run's rows stay in history.csv
-    tracked = (lambda phase: tracking.callbacks(phase)) if tracking is not None else (lambda phase: [])
-    fit_head(learn, config.head_epochs, config.head_lr, cbs=[TrainOnly(), *tracked("refit_head")],
+    fit_head(learn, config.head_epochs, config.head_lr, cbs=[TrainOnly(), *_phase_callbacks(tracking, "refit_head")],
              phase="refit_head")
     if kept_epoch:
         extra = [FrozenBatchNormStats()] if _frozen_bn_stats(config) else []
         fine_tune(learn, config.epochs, config.peak_lr, lr_mult=config.lr_mult, stop_after=kept_epoch,
-                  phase="refit", cbs=[*extra, *tracked("refit")])
+                  phase="refit", cbs=[*extra, *_phase_callbacks(tracking, "refit")])
     return learn
 
 
