@@ -23,6 +23,10 @@ Methods (``--methods``), all with the library's defaults and only the data argum
 - a semi-supervised method with settings in brackets, ``;``-separated, e.g.
   ``fixmatch[teacher=ema;ema_decay=0.9]`` (``--semi-param`` of ``radiology train``).
 
+The defaults refit a supervised model on all its labeled images once validation has chosen the
+epoch, and never a semi-supervised one: ``--set refit=false`` compares the validated models
+alike (the few-labels guide's tables were measured before the refit was the default).
+
 Each run's model predicts TEST with the training pipeline (no test-time augmentation). The table
 gives each method's TEST metrics (``bench/quality.py``'s per task: AUC, balanced accuracy and
 sensitivity at 90 % specificity for two classes; accuracy and balanced accuracy for body part)

@@ -10,10 +10,10 @@ only and is scored once on TEST:
   members' mean), as a user would.
 * ``probe``: scikit-learn logistic regression on the frozen, pooled ImageNet features of the
   same backbone and offline weights (same pipeline; colour kept for 3-channel tasks), fitted
-  on the same inner-train images ours trains on; ``C`` chosen on the inner validation split
-  (the one ``train`` carves: same function, fraction and seed). ``--probe-refit`` refits it
-  on all training patients instead (a stronger anchor than ours gets: train() never trains
-  on its validation split).
+  on the inner-train images; ``C`` chosen on the inner validation split (the one ``train``
+  carves: same function, fraction and seed). ``--probe-refit`` refits it on all training
+  patients with that ``C``, as ours refits by default (``--set refit=false``: ours on the
+  inner-train images alone, as the default probe).
 * ``fastai``: fastai out of the box: ``vision_learner`` with the same timm backbone and offline
   weights, ``Resize(224)`` + ``aug_transforms()``, ImageNet normalization, ``fine_tune(5)``;
   validation = the same inner split. DICOMs are rendered once to 8-bit PNG (percentile window)
@@ -21,12 +21,16 @@ only and is scored once on TEST:
 
 ``--tune`` never touches TEST: it trains ``ours`` variants on the training patients and
 prints each one's metric on the inner validation split (``train``'s own), for choosing defaults.
+``--nested`` scores on a patient-grouped part of the training patients instead of TEST (the same
+rule once more; TEST is not read): for a lever that ``train``'s own split cannot judge, such as
+the refit, which trains on it.
 
 ``--epoch-rules`` also scores, for ``ours``, every model a training run passes through (the
 head-only model, then each fine-tuning epoch) on TEST, and prints what each rule for keeping one
-would have kept: the lowest validation loss (what ``train`` does), the last epoch, the best
+would have kept: the lowest validation loss (what ``train`` does before its refit), the last epoch, the best
 validation AUC / balanced accuracy / ODIR score, with or without the head-only model among the
 candidates. Every rule chooses on the inner validation split (``history.csv``); TEST only scores.
+The runs it scores are validated models (``refit=False``): a refit's epochs are not candidates.
 
 The table shows ours vs anchors, the issue's reference numbers (probe / fastai) beside them.
 
@@ -287,6 +291,8 @@ def run_ours(task: Task, root: Path, train_table: pd.DataFrame, test_items, work
                          label_cols=task.label_cols, multi_label=task.multi_label, group_col=task.group_col,
                          channels=task.channels, cache=cache, overwrite=True, **overrides)
     recorder = EachEpochOnTest(test_items, task.multi_label) if each_epoch and test_items is not None else None
+    if recorder is not None:  # the candidates are the validated run's models: a refit would overwrite them
+        overrides = {**overrides, "refit": False}
     plain_fine_tune = recipe.fine_tune
     if recorder is not None:
         recipe.fine_tune = lambda *a, cbs=(), **k: plain_fine_tune(*a, cbs=[*cbs, recorder], **k)
@@ -364,7 +370,7 @@ def run_probe(task: Task, train_items, test_items, size: int, cache, device: str
         probs = _probe_probs(model, x_train[inner_valid], n)
         scores[c] = score(task, y_train[inner_valid], probs)[task.metrics[0]]
     best = max(scores, key=lambda c: (scores[c], -c))
-    # Same images as ours by default (train() never trains on its validation split); --probe-refit uses all.
+    # The inner-train images by default; --probe-refit uses all training patients, as ours' default refit does.
     fit_on = np.arange(len(y_train)) if refit else inner_train
     model = _fit_probe(task, x_train[fit_on], y_train[fit_on], best)
     if test_items is None:
@@ -483,10 +489,14 @@ def main() -> None:
                         help="with --tune: then score on TEST (with --methods) the one variant whose mean "
                              "inner-validation gain over the tasks is largest (chosen without TEST)")
     parser.add_argument("--probe-refit", action="store_true",
-                        help="refit the probe on all training patients (default: the inner-train part, as ours)")
+                        help="refit the probe on all training patients, as ours refits by default (default: the "
+                             "inner-train part)")
     parser.add_argument("--epoch-rules", action="store_true",
                         help="ours: score every epoch's model on TEST and print what each rule for keeping "
                              "one (chosen on inner validation) would have scored")
+    parser.add_argument("--nested", action="store_true",
+                        help="score on a patient-grouped part of the training patients instead of TEST (TEST is "
+                             "not read): to choose a lever that train's own validation cannot judge, e.g. refit")
     parser.add_argument("--quick", action="store_true", help="smoke run: few patients, tiny settings")
     parser.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
     parser.add_argument("--cache", type=Path, default=None, help="image cache (default: <work>/cache)")
@@ -525,7 +535,8 @@ def main() -> None:
             for variant in variants:
                 for seed in seeds:
                     started = time.time()
-                    settings = {**overrides, **VARIANTS[variant], "seed": seed}
+                    # The inner-validation metrics are the validated model's: a refit would only cost time.
+                    settings = {"refit": False, **overrides, **VARIANTS[variant], "seed": seed}
                     _, inner = run_ours(task, root, split["train_table"], None,
                                         work / name / f"tune-{variant}-{seed}", settings, cache.root, device)
                     value = inner.get(INNER_KEYS.get(task.metrics[0], task.metrics[0]))
@@ -602,6 +613,13 @@ def _split(name: str, args, limit):
     """The task's data and its fixed outer split (seed 0): TEST patients are never trained on."""
     task, root, table, items = load_task(name, args.data, limit)
     train_idx, test_idx = train_valid_split(items.targets, items.groups, valid_fraction=args.test_fraction, seed=0)
+    if args.nested:
+        # The same rule once more inside the training patients; the outer TEST patients are dropped unread.
+        inner_train, inner_test = train_valid_split(items.targets[train_idx], items.groups[train_idx],
+                                                    valid_fraction=args.test_fraction, seed=0)
+        train_idx, test_idx = train_idx[inner_train], train_idx[inner_test]
+        print(f"\n-- {name}: --nested, the outer TEST is left out; scoring on part of the training patients",
+              flush=True)
     n_patients = len(set(items.groups[test_idx]))
     print(f"\n== {name}: {len(items)} samples; TEST {len(test_idx)} samples / {n_patients} patients "
           f"(seed 0), train {len(train_idx)}", flush=True)

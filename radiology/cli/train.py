@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import contextlib
 import logging
 import sys
@@ -47,10 +48,12 @@ def add_train_parsers(commands) -> None:
                      help="train K models on K patient-grouped folds (each validated on the fold it did not train "
                           "on) and save them as one ensemble bundle that predicts with their mean; train.json holds "
                           "the out-of-fold metrics; K times the time (default 1: one model, --valid-fraction)")
-    fit.add_argument("--refit", action="store_true", default=None,
+    fit.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
                      help="once the epoch is chosen on the validation split, train again on every training image "
                           "(validation included) for those epochs and save that model; train.json keeps the "
-                          "validation metrics of the first model; about twice the time (modeling guide)")
+                          "validation metrics of the first model; about 1.5 times the time (default: on for one "
+                          "supervised model in one process, off with --folds or --semi; measured in the "
+                          "modeling guide); --no-refit saves the validated model")
     fit.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
     fit.add_argument("--cache", help="preprocessed-image cache folder, or 'none'")
     fit.add_argument("--lr-find", action="store_true", default=None, help="save fastai's lr_find plot in the bundle")
@@ -122,8 +125,6 @@ _TRAIN_FLAGS = (
 
 def _key_values(items: list[str], flag: str) -> dict:
     """``KEY=VALUE`` strings as a dict; values read as JSON (numbers, true/false), else kept as text."""
-    import json
-
     values = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -152,6 +153,9 @@ def run_train(args: argparse.Namespace) -> int:
     if not result.metrics:  # another process of a multi-GPU run; rank 0 reports
         return 0
     print(f"{'out-of-fold validation' if config.folds > 1 else 'validation'}: {headline(result.metrics)}")
+    refit = json.loads((result.bundle / "train.json").read_text()).get("refit")
+    if refit:  # the line above scored the model that chose the epoch; the bundle's has no held-out images
+        print(f"refit: the bundle's model trained on all {refit['images']} training images for those epochs")
     print(f"bundle: {result.bundle}")
     return 0
 

@@ -101,14 +101,16 @@ class TrainConfig:
         ``train.json`` holds the out-of-fold metrics (every image scored by the model that did
         not train on it). ``K`` times the training time; fold 1 is the split of the one-model
         run with ``valid_fraction = 1 / K``.
-    refit : bool
+    refit : bool or None
         After the run above has chosen its epoch on the validation split, train a new model on
         every training image (validation images included) for the same head epochs and the
         fine-tuning epochs kept, on the same schedule, and save that one (``train.json``:
         ``refit``; its validation metrics, and a multi-label task's decision thresholds, stay
         those of the model that chose the epoch, the refit having no held-out image left). About
-        twice the training time. One model only (not with ``folds`` of 2 or more, nor ``semi``),
-        in one process; ``resume`` continues the validated run, and the refit then starts afresh.
+        1.5 times the training time. ``None`` (the default): refit wherever it applies — one
+        model (``folds`` 1), no ``semi``, one process — and not otherwise; ``True`` asks for it
+        and refuses the others; ``False`` saves the validated model. ``resume`` continues the
+        validated run, and the refit then starts afresh.
     loss : {"auto", "ce", "focal", "nce_rce", "bce"}
         ``auto`` = class-weighted cross-entropy (single-label) or BCE with per-label positive
         weights (multi-label).
@@ -205,7 +207,7 @@ class TrainConfig:
     seed: int = 0
     valid_fraction: float = 0.2
     folds: int = 1
-    refit: bool = False
+    refit: bool | None = None
     loss: str = "auto"
     label_smoothing: float = 0.0
     sampler: str = "shuffle"
@@ -267,6 +269,8 @@ class TrainConfig:
             raise ValueError(f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
         if isinstance(self.folds, bool) or not isinstance(self.folds, int) or not 1 <= self.folds <= MAX_FOLDS:
             raise ValueError(f"folds must be an integer from 1 (one model) to {MAX_FOLDS}, got {self.folds!r}")
+        if self.refit is not None and not isinstance(self.refit, bool):
+            raise ValueError(f"refit must be True, False or None (refit wherever it applies), got {self.refit!r}")
         if self.refit and self.folds > 1:
             raise ValueError(f"refit trains one model on every training image: it cannot be combined with folds "
                              f"({self.folds}), whose models each leave their fold out")

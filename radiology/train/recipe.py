@@ -5,7 +5,8 @@ labeled rows, readable images, enough patients for the split), splits by patient
 the model, fits the head then fine-tunes (:mod:`radiology.train.learner`), optionally with
 a semi-supervised callback over unlabeled images (:mod:`radiology.semisup`), resumes an
 interrupted run from its checkpoint (:mod:`radiology.train.checkpoints`), evaluates on the
-validation split and writes the bundle (:func:`radiology.models.save_bundle`) — or, with
+validation split, refits on every training image for the epochs chosen (by default) and writes
+the bundle (:func:`radiology.models.save_bundle`) — or, with
 ``folds``, does so once per patient-grouped fold and writes the K bundles as one ensemble
 with out-of-fold metrics (:func:`radiology.models.save_ensemble`).
 """
@@ -52,8 +53,9 @@ class TrainResult:
     bundle : pathlib.Path
         The bundle directory (load it with :func:`radiology.models.load_bundle`).
     metrics : dict
-        Validation metrics of the model that chose the epoch (also in ``train.json``); with
-        ``refit`` the bundle holds a model trained on the validation images too, which has none.
+        Validation metrics of the model that chose the epoch (also in ``train.json``); after a
+        refit (the default) the bundle holds a model trained on the validation images too, which
+        has none.
     learner : fastai.learner.Learner
         The fastai Learner, for further work in Python.
     """
@@ -250,10 +252,11 @@ def train(config: TrainConfig, *, progress: bool = True):
     ``train.json`` holds the out-of-fold metrics, which the result's ``metrics`` are too (its
     ``learner`` is the last fold's). ``resume`` keeps the folds that finished.
 
-    With ``config.refit``, once the run above has chosen its epoch on the validation split, a
-    new model (same seed) trains on every training image, validation images included, for the
-    same head epochs and the kept fine-tuning epochs of the same schedule, validating on
-    nothing (``refit_head`` and ``refit`` rows in ``history.csv``, training loss only); the
+    A one-model run then refits by default (``config.refit``: ``None`` refits one supervised
+    model in one process, ``True`` asks for it, ``False`` turns it off): once validation has
+    chosen the epoch, a new model (same seed) trains on every training image, validation images
+    included, for the same head epochs and the kept fine-tuning epochs of the same schedule,
+    validating on nothing (``refit_head`` and ``refit`` rows in ``history.csv``, training loss only); the
     bundle holds it, ``train.json`` its ``refit`` record and the validated model's metrics.
 
     Every problem with the inputs stops the run before any training work, with one line
@@ -451,6 +454,7 @@ def _tracked_settings(config: TrainConfig, data: dict[str, Any]) -> dict[str, An
     the free-form ``extra`` is left out.
     """
     settings = {key: value for key, value in config.to_record().items() if key not in ("extra", "log")}
+    settings["refit"] = _refits(config)  # what the run does, not the setting (None: wherever it applies)
     summary = {"classes": data["all"]["classes"], "train_images": data["train"]["samples"],
                "valid_images": data["valid"]["samples"], "views": data["all"]["views"],
                "grouped_by": data["grouped_by"]}
@@ -506,7 +510,7 @@ def _fit_and_save(config: TrainConfig, learn, semi, semi_info, start_epoch: int,
         tracking.log_final(metrics)
     kept_epoch = getattr(learn, "kept_epoch", None)
     refit = None
-    if config.refit:
+    if _refits(config):
         learn.opt = None  # the validated model's optimizer state is not needed any more: free its memory
         model.cpu()
         learn = _refit(config, refit_learner(), kept_epoch, tracking)
@@ -541,6 +545,19 @@ def _fit_and_save(config: TrainConfig, learn, semi, semi_info, start_epoch: int,
     bundle = save_bundle(out, model.cpu(), pipeline, labels, info, size=config.size)
     logger.info("done in %.0f s", time.time() - started)
     return TrainResult(bundle=Path(bundle), metrics=metrics, learner=learn), probs
+
+
+def _refits(config: TrainConfig) -> bool:
+    """Whether the run refits on every training image once its epoch is chosen (``TrainConfig.refit``).
+
+    ``refit=None``, the default, refits wherever it applies: one model (``folds`` 1), supervised
+    (no ``semi``), in one process. The validated model is what ``folds`` saves by design (each fold
+    model leaves its fold out); ``semi`` with a refit was not measured; the other processes of a
+    multi-process run would not stop with rank 0.
+    """
+    if config.refit is None:
+        return config.folds == 1 and config.semi is None and num_distrib() <= 1
+    return config.refit
 
 
 def _phase_callbacks(tracking, phase: str) -> list:
@@ -674,7 +691,8 @@ def _finished(fold_out: Path, config: TrainConfig) -> bool:
     if not isinstance(saved, dict):
         raise ValueError(f"{fold_out.name}/train.json: holds no settings; start over with overwrite")
     now = config.to_record()
-    differ = sorted(key for key in now if key not in ("resume", "overwrite") and saved.get(key) != now[key])
+    # A folds run never refits, whether refit says None (the default) or False: not a difference.
+    differ = sorted(key for key in now if key not in ("resume", "overwrite", "refit") and saved.get(key) != now[key])
     if differ:
         raise ValueError(f"{fold_out.name} was trained with other settings ({', '.join(differ[:5])}): resume with "
                          "the settings of the interrupted run, or start over with overwrite")

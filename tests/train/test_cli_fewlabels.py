@@ -60,6 +60,7 @@ def test_train_semi_supervised_from_a_pretrained_backbone_then_explain(folders, 
     assert info["semi_supervised"] == {"method": method, "params": params, "unlabeled": 24, "unreadable": 0,
                                        "validation_files_left_out": 0}
     assert info["settings"]["pretrained"] == backbone.name and info["settings"]["semi_params"] == params
+    assert info["refit"] is None  # the default refits one supervised model, never a semi-supervised one
     history = pd.read_csv(out / "history.csv")
     # The callback ran in the fine-tuning stage, with the given setting.
     assert "unsup_loss" in history.columns and history[column].dropna().tolist() == [value]

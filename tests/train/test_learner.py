@@ -58,7 +58,9 @@ def test_train_writes_a_complete_bundle(trained, phantoms):
     text = "".join((folder / name).read_text() for name in ("train.json", "labels.json", "report.txt"))
     assert not any(patient in text for patient in pd.read_csv(csv)["patient"])
     history = pd.read_csv(folder / "history.csv")
-    assert history["phase"].tolist() == ["head", "head", "fine_tune"] and "valid_loss" in history.columns
+    # The default refits: the validated run's rows, then the refit's on all 48 images (the epoch kept: 1 of 1).
+    assert history["phase"].tolist() == ["head", "head", "fine_tune", "refit_head", "refit_head", "refit"]
+    assert "valid_loss" in history.columns and info["refit"]["images"] == 48
     labels = json.loads((folder / "labels.json").read_text())
     assert labels["classes"] == ["normal", "nodule"] and labels["size"] == [SIZE, SIZE]
 
@@ -140,7 +142,7 @@ def test_training_is_reproducible_on_cpu(phantoms, tmp_path, trained):
 
 def test_the_bundle_holds_the_epoch_with_the_lowest_validation_loss(phantoms, tmp_path):
     # kept_epoch is 1-based; the earliest wins a tie.
-    result = train(_config(phantoms[0], tmp_path / "bundle", epochs=3, head_epochs=1), progress=False)
+    result = train(_config(phantoms[0], tmp_path / "bundle", epochs=3, head_epochs=1, refit=False), progress=False)
     tune = pd.read_csv(result.bundle / "history.csv").query("phase == 'fine_tune'")["valid_loss"].to_numpy()
     assert json.loads((result.bundle / "train.json").read_text())["kept_epoch"] == int(np.argmin(tune)) + 1
 
@@ -180,11 +182,15 @@ def test_resume_continues_an_interrupted_run(phantoms, tmp_path, monkeypatch):
     assert json.loads(marker.read_text())["epoch"] == 1
     result = train(TrainConfig(**{**config.to_dict(), "resume": True}), progress=False)
     history = pd.read_csv(result.bundle / "history.csv")
-    assert history["phase"].tolist() == ["head", "fine_tune", "fine_tune"]
-    assert history["epoch"].tolist() == [0, 0, 1]  # fine-tune epoch 0 from the first run, epoch 1 from the resumed one
+    validated = history[~history["phase"].str.startswith("refit")]
+    assert validated["phase"].tolist() == ["head", "fine_tune", "fine_tune"]
+    assert validated["epoch"].tolist() == [0, 0, 1]  # fine-tune epoch 0: first run; 1: resumed
     # The epoch kept is the best of both runs' epochs: the first run's is remembered in last.pth.
     tune = history[history["phase"] == "fine_tune"]["valid_loss"].to_numpy()
-    assert json.loads((result.bundle / "train.json").read_text())["kept_epoch"] == int(np.argmin(tune)) + 1
+    kept = json.loads((result.bundle / "train.json").read_text())["kept_epoch"]
+    assert kept == int(np.argmin(tune)) + 1
+    # Then the default refit, afresh, for the epochs kept.
+    assert history["phase"].tolist()[3:] == ["refit_head"] + ["refit"] * kept
     assert json.loads(marker.read_text())["epoch"] == 2
 
 

@@ -15,7 +15,7 @@ pytest.importorskip("timm")
 from radiology.train import TrainConfig, patient_column_of, train  # noqa: E402
 
 TINY = dict(image_cols="file", label_cols="label", arch="resnet18", pretrained=None, size=32, epochs=1,
-            head_epochs=0, batch_size=4)
+            head_epochs=0, batch_size=4, refit=False)  # the split is the subject; the refit is tested in test_refit
 
 
 @pytest.mark.parametrize("columns, found", [

@@ -159,3 +159,37 @@ def test_the_command_line_refits_and_refuses_it_with_folds(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     record = json.loads((tmp_path / "run" / "train.json").read_text())
     assert record["settings"]["refit"] is True and record["refit"]["images"] == 16
+    from radiology.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert [parse(["train", "--out", "b", *flag]).refit for flag in ([], ["--refit"], ["--no-refit"])] == [
+        None, True, False]  # None: the library's default (or the --config file's value) stands
+
+
+def test_by_default_one_model_refits_and_folds_keep_their_validated_models(tmp_path):
+    csv = write_findings_dataset(tmp_path / "data", 16, size=(48, 40), seed=3)
+    quick = dict(refit=None, epochs=1, head_epochs=1, batch_size=4)
+    one = train(_config(csv, tmp_path / "one", **quick), progress=False)
+    record = json.loads((one.bundle / "train.json").read_text())
+    assert record["settings"]["refit"] is None and record["refit"]["images"] == 16
+    assert pd.read_csv(one.bundle / "history.csv")["phase"].str.startswith("refit").any()
+    folds = train(_config(csv, tmp_path / "folds", folds=2, **quick), progress=False)  # not refused: not refitted
+    for member in ("fold-1", "fold-2"):
+        fold = json.loads((folds.bundle / member / "train.json").read_text())
+        assert fold["refit"] is None
+        assert not pd.read_csv(folds.bundle / member / "history.csv")["phase"].str.startswith("refit").any()
+
+
+def test_refit_false_saves_the_validated_model(tmp_path):
+    csv = write_findings_dataset(tmp_path / "data", 16, size=(48, 40), seed=3)
+    result = train(_config(csv, tmp_path / "run", refit=False, epochs=1, head_epochs=1, batch_size=4), progress=False)
+    record = json.loads((result.bundle / "train.json").read_text())
+    assert record["refit"] is None and record["settings"]["refit"] is False
+    assert set(pd.read_csv(result.bundle / "history.csv")["phase"]) == {"head", "fine_tune"}
+    best = torch.load(result.bundle / "checkpoints" / "best.pth", weights_only=True)
+    validated, saved = best.get("model", best), load_file(result.bundle / "weights.safetensors")
+    shared = [name for name in saved if name in validated]
+    assert shared and all(torch.equal(saved[name], validated[name]) for name in shared)
+    for wrong in ("yes", 1):
+        with pytest.raises(ValueError, match="refit must be True, False or None"):
+            _config(csv, tmp_path / "other", refit=wrong)

@@ -23,7 +23,7 @@ from radiology.train.callbacks import SaveLast  # noqa: E402
 def _config(csv, out, **overrides):
     settings = dict(csv=csv, image_cols="file", label_cols="label", group_col="patient", out=out, size=32,
                     arch="test_resnet", pretrained=None, epochs=2, head_epochs=1, batch_size=8, augment=False,
-                    cache="none", seed=0)
+                    cache="none", seed=0, refit=False)  # the validated run's checkpoints (a refit starts afresh)
     settings.update(overrides)
     return TrainConfig(**settings)
 

@@ -41,8 +41,12 @@ def test_tensorboard_events_hold_the_losses_of_both_phases(run):
 
     _, out, _, trackers = run
     assert "tensorboard" in trackers
-    (folder,) = (out / "runs").iterdir()  # one run, one event folder per phase
-    assert sorted(path.name for path in folder.iterdir()) == ["fine_tune", "head"]
+    (folder,) = (out / "runs").iterdir()  # one run, one event folder per phase (the default refits)
+    assert sorted(path.name for path in folder.iterdir()) == ["fine_tune", "head", "refit", "refit_head"]
+    for phase in ("refit_head", "refit"):  # trained on the validation images too: nothing validated
+        events = EventAccumulator(str(folder / phase))
+        events.Reload()
+        assert "train_loss" in events.Tags()["scalars"] and "valid_loss" not in events.Tags()["scalars"]
     for phase, epochs in EPOCHS.items():
         events = EventAccumulator(str(folder / phase))
         events.Reload()

@@ -20,7 +20,7 @@ from radiology.train import TrainConfig, load_items, train  # noqa: E402
 from radiology.train.config import MAX_SIZE  # noqa: E402
 
 TINY = dict(image_cols="file", label_cols="label", group_col="patient", arch="resnet18", pretrained=None, size=32,
-            epochs=1, head_epochs=0, batch_size=4)
+            epochs=1, head_epochs=0, batch_size=4, refit=False)  # hostile inputs are the subject, not the refit
 
 
 def _dataset(folder):

@@ -94,7 +94,8 @@ def test_the_start_and_the_end_say_what_happens(run):
     _, out, printed, _ = run
     for said in ("loading torch, fastai and timm", "reading the labels of labels.csv",
                  "12 labeled image(s)", "split by patient", "model: test_resnet",
-                 f"exporting the bundle to {out}", "validation: accuracy", f"bundle: {out}"):
+                 f"exporting the bundle to {out}", "validation: accuracy",
+                 "refit: the bundle's model trained on all 12 training images", f"bundle: {out}"):
         assert said in printed, said
 
 
@@ -103,9 +104,13 @@ def test_history_holds_the_epochs_of_both_phases(run):
     history = pd.read_csv(out / "history.csv")
     assert list(history.columns[:4]) == ["phase", "epoch", "train_loss", "valid_loss"]
     assert history.columns[-1] == "time"
-    assert history["phase"].tolist() == ["head"] * EPOCHS["head"] + ["fine_tune"] * EPOCHS["fine_tune"]
-    assert history["epoch"].tolist() == [*range(EPOCHS["head"]), *range(EPOCHS["fine_tune"])]
-    assert history[["train_loss", "valid_loss"]].notna().all().all()
+    # The validated run's epochs, then the default refit's (training loss only; one fine-tuning epoch to keep).
+    assert history["phase"].tolist() == (["head"] * EPOCHS["head"] + ["fine_tune"] * EPOCHS["fine_tune"]
+                                         + ["refit_head"] * EPOCHS["head"] + ["refit"] * EPOCHS["fine_tune"])
+    assert history["epoch"].tolist() == [*range(EPOCHS["head"]), *range(EPOCHS["fine_tune"])] * 2
+    assert history["train_loss"].notna().all()
+    refit = history["phase"].str.startswith("refit")
+    assert history.loc[~refit, "valid_loss"].notna().all() and history.loc[refit, "valid_loss"].isna().all()
 
 
 # -- History on its own: a two-parameter model, no images --------------------------------------------------------
