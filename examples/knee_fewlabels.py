@@ -29,7 +29,9 @@ Steps:
    label, the rest of their images are unlabeled. Test patients are split off FIRST.
 4. ``radiology.ssl.pretrain`` (SimCLR) on the unlabeled pool → ``backbone.pt``.
 5. Fine-tune from that backbone on the few labels (weighted sampler), then the same with
-   FixMatch over the unlabeled images; both scored on the unseen test patients.
+   FixMatch over the unlabeled images; both scored on the unseen test patients. Each with the
+   defaults: the plain run refits on all its labeled images once its epoch is chosen, the
+   FixMatch run keeps its validated model (``train`` never refits a semi-supervised run).
 6. GradCAM overlays of the FixMatch model on test images (``OUT/gradcam``).
 
 The KL grade is hard and the labeled set tiny: the pipeline, not the grade, is the point;

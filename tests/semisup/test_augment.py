@@ -12,7 +12,7 @@ from radiology.semisup import (  # noqa: E402
     strong_augmentation,
     weak_augmentation,
 )
-from tests.semisup.conftest import NoHostReads  # noqa: E402
+from tests.semisup.conftest import HostReadError, NoHostReads  # noqa: E402
 
 
 def _shift(image, dx, dy):
@@ -164,6 +164,18 @@ def test_augmentations_read_nothing_back_to_the_host(chest_images):
         for _ in range(3):
             weak(x)
             strong(x)
+
+
+def test_the_guard_catches_host_reads_but_not_kornias_range_check():
+    from kornia.enhance import equalize
+
+    x = torch.rand(2, 1, 8, 8)
+    with NoHostReads():
+        equalize(x)  # kornia >= 0.9.2 checks the range on the host only for CPU tensors (on a GPU, on the device)
+        with pytest.raises(HostReadError):
+            bool((x > 0).all())
+        with pytest.raises(HostReadError):
+            x.sum().item()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
