@@ -43,6 +43,9 @@ def add_train_parsers(commands) -> None:
     fit.add_argument("--freeze-bn-stats", action=argparse.BooleanOptionalAction, default=None,
                      help="fine-tune with the pretrained batch-norm statistics fixed (default: on; "
                           "measured in the modeling guide)")
+    fit.add_argument("--mix", choices=("mixup", "cutmix"),
+                     help="mix pairs of training images while fine-tuning (fastai's MixUp or CutMix; default: "
+                          "none; measured in the modeling guide)")
     fit.add_argument("--valid-fraction", type=float, help="validation share, grouped by patient (default 0.2)")
     fit.add_argument("--folds", type=positive, metavar="K",
                      help="train K models on K patient-grouped folds (each validated on the fold it did not train "
@@ -118,7 +121,7 @@ def add_train_parsers(commands) -> None:
 _TRAIN_FLAGS = (
     "csv", "root", "folder", "image_cols", "label_cols", "multi_label", "group_col", "arch", "pretrained", "size",
     "channels", "epochs", "head_epochs", "lr", "batch_size", "seed", "loss", "sampler", "freeze_bn_stats",
-    "valid_fraction", "folds", "refit", "workers", "cache", "lr_find", "resume", "overwrite", "pipeline", "out",
+    "valid_fraction", "folds", "refit", "mix", "workers", "cache", "lr_find", "resume", "overwrite", "pipeline", "out",
     "unlabeled", "semi", "skip_unreadable", "allow_outside_root", "log_dir",
 )
 

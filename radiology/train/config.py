@@ -15,6 +15,7 @@ __all__ = ["TrainConfig", "MAX_SIZE", "MAX_FOLDS"]
 _LOSSES = ("auto", "ce", "focal", "nce_rce", "bce")
 _SAMPLERS = ("shuffle", "weighted", "min_per_class")
 _SEMI = ("fixmatch", "mixmatch")
+_MIXES = ("mixup", "cutmix")
 #: Experiment trackers ``log`` may name (:mod:`radiology.train.tracking`).
 _TRACKERS = ("tensorboard", "mlflow", "wandb")
 #: Largest model input side: 2048 px keeps full-resolution chest films; beyond it a batch no longer fits memory.
@@ -116,6 +117,12 @@ class TrainConfig:
         weights (multi-label).
     label_smoothing : float
         Label smoothing of the loss, in [0, 1); 0 turns it off.
+    mix : {"mixup", "cutmix"}, optional
+        Mix pairs of training images while fine-tuning (and in the refit), with fastai's
+        ``MixUp`` (blends two images and their losses; alpha 0.4) or ``CutMix`` (pastes a
+        rectangle of one image into the other, losses weighted by area; alpha 1; one image
+        column only). Off by default: it did not win on the shared tasks' inner validation
+        (modeling guide). Not with ``semi`` (MixMatch mixes on its own).
     sampler : {"shuffle", "weighted", "min_per_class"}
         How training batches are drawn: shuffled, weighted so that every class is drawn
         equally often on average, or with at least one sample of every class per batch.
@@ -210,6 +217,7 @@ class TrainConfig:
     refit: bool | None = None
     loss: str = "auto"
     label_smoothing: float = 0.0
+    mix: str | None = None
     sampler: str = "shuffle"
     class_weights: bool = True
     augment: bool = True
@@ -278,6 +286,14 @@ class TrainConfig:
             raise ValueError(f"refit cannot be combined with semi ({self.semi!r}): not measured")
         if self.loss not in _LOSSES:
             raise ValueError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
+        if self.mix is not None and self.mix not in _MIXES:
+            raise ValueError(f"mix must be one of {_MIXES} or None, got {self.mix!r}")
+        if self.mix is not None and self.semi is not None:
+            raise ValueError(f"mix ({self.mix!r}) cannot be combined with semi ({self.semi!r}): not measured, and "
+                             "MixMatch mixes images on its own")
+        if self.mix == "cutmix" and len(self.image_cols) > 1:
+            raise ValueError("cutmix pastes a rectangle of one image into another: it takes one image column, "
+                             f"got {len(self.image_cols)} ({', '.join(self.image_cols)}); use mix='mixup'")
         if self.sampler not in _SAMPLERS:
             raise ValueError(f"sampler must be one of {_SAMPLERS}, got {self.sampler!r}")
         if self.fusion not in ("concat", "mean"):

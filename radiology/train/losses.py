@@ -70,6 +70,9 @@ def _reduce(losses: torch.Tensor, reduction: str, denominator: torch.Tensor | No
 class _SingleLabel(nn.Module):
     """Softmax activation and argmax decoding, as fastai's ``CrossEntropyLossFlat``."""
 
+    # Integer targets cannot be blended: fastai's MixUp/CutMix then mix the two losses instead.
+    y_int = True
+
     def activation(self, logits: torch.Tensor) -> torch.Tensor:
         return F.softmax(logits, dim=-1)
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from fastai.callback.mixup import CutMix, MixUp
 from fastai.distributed import num_distrib, rank_distrib
 
 from radiology.manifest import ENSEMBLE, MANIFEST, verified_bytes
@@ -486,13 +487,13 @@ def _fit_and_save(config: TrainConfig, learn, semi, semi_info, start_epoch: int,
         if config.epochs:
             resumed = f", resumed after epoch {start_epoch}" if start_epoch else ""
             frozen = _frozen_bn_stats(config)
-            logger.info("phase %d/%d: %s (%d epochs, lr %g, backbone %g%s%s)", phases.index("fine_tune") + 1,
+            mixed = f", {config.mix}" if config.mix else ""
+            logger.info("phase %d/%d: %s (%d epochs, lr %g, backbone %g%s%s%s)", phases.index("fine_tune") + 1,
                         len(phases), PHASES["fine_tune"], config.epochs, config.peak_lr,
-                        config.peak_lr / config.lr_mult, ", batch-norm statistics fixed" if frozen else "", resumed)
+                        config.peak_lr / config.lr_mult, ", batch-norm statistics fixed" if frozen else "", mixed,
+                        resumed)
             extra = [semi] if semi is not None else []
-            if frozen:
-                extra.append(FrozenBatchNormStats())
-            extra += _phase_callbacks(tracking, "fine_tune")
+            extra += _fine_tune_callbacks(config) + _phase_callbacks(tracking, "fine_tune")
             fine_tune(learn, config.epochs, config.peak_lr, lr_mult=config.lr_mult, patience=config.patience,
                       start_epoch=start_epoch, cbs=extra)
     if rank_distrib():
@@ -570,6 +571,16 @@ def _frozen_bn_stats(config: TrainConfig) -> bool:
     return config.freeze_bn_stats and config.pretrained is not None
 
 
+def _fine_tune_callbacks(config: TrainConfig) -> list:
+    """What the fine-tuning phase and the refit's share: fixed batch-norm statistics and the ``mix`` of images."""
+    extra = [FrozenBatchNormStats()] if _frozen_bn_stats(config) else []
+    if config.mix == "mixup":
+        extra.append(MixUp())
+    elif config.mix == "cutmix":
+        extra.append(CutMix())
+    return extra
+
+
 def _refit(config: TrainConfig, learn, kept_epoch: int | None, tracking):
     """Train ``learn`` (a new model on every training image) for the head epochs and the fine-tuning epochs
     the validated run kept, choosing nothing on validation images; returns it."""
@@ -580,9 +591,8 @@ def _refit(config: TrainConfig, learn, kept_epoch: int | None, tracking):
     fit_head(learn, config.head_epochs, config.head_lr, cbs=[TrainOnly(), *_phase_callbacks(tracking, "refit_head")],
              phase="refit_head")
     if kept_epoch:
-        extra = [FrozenBatchNormStats()] if _frozen_bn_stats(config) else []
         fine_tune(learn, config.epochs, config.peak_lr, lr_mult=config.lr_mult, stop_after=kept_epoch,
-                  phase="refit", cbs=[*extra, *_phase_callbacks(tracking, "refit")])
+                  phase="refit", cbs=[*_fine_tune_callbacks(config), *_phase_callbacks(tracking, "refit")])
     return learn
 
 
