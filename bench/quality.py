@@ -120,6 +120,7 @@ VARIANTS = {
     "lite1@240": {"arch": "tf_efficientnet_lite1", "size": 240},
     "lite2@260": {"arch": "tf_efficientnet_lite2", "size": 260},
     "size=384": {"size": 384},
+    "head_epochs=40": {"head_epochs": 40},
     "mixup": {"mix": "mixup"},
     "cutmix": {"mix": "cutmix"},
 }

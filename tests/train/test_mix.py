@@ -1,6 +1,8 @@
 """``mix``: fastai's MixUp / CutMix while fine-tuning, with radiology's losses."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -137,3 +139,15 @@ def test_train_mixes_images_in_fine_tuning_and_the_refit(dataset, tmp_path, mix)
 def test_mix_refuses_what_it_cannot_do(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         _config(tmp_path / "labels.csv", tmp_path / "out", **overrides)
+
+
+def test_the_command_line_takes_mix(dataset, tmp_path):
+    command = [sys.executable, "-m", "radiology.cli", "train", "--csv", str(dataset), "--image-col", "file",
+               "--label-col", "label", "--arch", "test_resnet", "--pretrained", "none", "--size", "32",
+               "--epochs", "1", "--head-epochs", "1", "--batch-size", "8", "--cache", "none", "-q", "--no-refit",
+               "--out", str(tmp_path / "run")]
+    wrong = subprocess.run([*command, "--mix", "cutout"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "invalid choice: 'cutout'" in wrong.stderr
+    done = subprocess.run([*command, "--mix", "cutmix"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "run" / "train.json").read_text())["settings"]["mix"] == "cutmix"
