@@ -123,6 +123,7 @@ VARIANTS = {
     "head_epochs=40": {"head_epochs": 40},
     "mixup": {"mix": "mixup"},
     "cutmix": {"mix": "cutmix"},
+    "weight_average=0.9": {"weight_average": 0.9},
 }
 
 

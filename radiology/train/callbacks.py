@@ -11,6 +11,7 @@ the epochs before its ``start_epoch``.
 - :class:`History`: fastai's CSV log of both phases (a ``phase`` column); a resumed run appends its epochs.
 - :class:`EpochLog`: one plain log line per epoch, for output that is not a terminal.
 - :class:`FrozenBatchNormStats`: batch-norm layers keep the running statistics they came with while fine-tuning.
+- :class:`WeightAverage`: a moving average of the weights is what is validated, saved and kept.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from fastai.learner import Recorder
 from radiology.train.checkpoints import CHECKPOINT, checkpoint_settings, load_weights, read_checkpoint, write_checkpoint
 
 __all__ = ["SaveBest", "SaveLast", "StopEarly", "TrainOnly", "History", "EpochLog", "FrozenBatchNormStats",
-           "epoch_values"]
+           "WeightAverage", "epoch_values"]
 
 logger = logging.getLogger(__name__)
 
@@ -378,3 +379,84 @@ class FrozenBatchNormStats(Callback):
         for module in self.learn.model.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 module.eval()
+
+
+class WeightAverage(Callback):
+    """An exponential moving average of the weights while fine-tuning, validated, saved and kept in their place.
+
+    After every optimizer step each parameter's average moves towards it by ``1 - d``, with
+    ``d = min(decay, (1 + t) / (10 + t))`` after ``t`` steps (a short warm-up, so that the
+    first steps are not held near the starting weights). At each validation the averaged
+    weights replace the model's, so the validation loss, the best-epoch choice and the
+    checkpoints (:class:`SaveBest`, :class:`SaveLast`) are those of the average; the trained
+    weights come back before the next training epoch. When the fit ends — also without
+    validation, as in a refit (:class:`TrainOnly`) — the model holds the average. A resumed
+    run starts its average from the saved (averaged) weights. Batch-norm buffers are copied,
+    not averaged.
+
+    Parameters
+    ----------
+    decay : float
+        Share of the average kept at each step, in ``(0, 1)``: 0.9 averages over about the
+        last ten steps.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> model = torch.nn.Linear(1, 1, bias=False)
+    >>> _ = torch.nn.init.zeros_(model.weight)
+    >>> callback = WeightAverage(decay=0.5)
+    >>> callback.learn = SimpleNamespace(model=model)
+    >>> callback.before_fit()  # the average starts at 0
+    >>> with torch.no_grad():
+    ...     _ = model.weight.fill_(1.0)  # a step moved the weight to 1
+    >>> callback.after_step()  # warm-up: d = min(0.5, 2 / 11), so the average moves 9/11 of the way
+    >>> callback.before_validate()
+    >>> round(float(model.weight), 3)
+    0.818
+    >>> callback.before_train()  # the trained weight is back for the next epoch
+    >>> float(model.weight)
+    1.0
+    """
+
+    order = TrainOnly.order - 1  # swaps the average in before a refit's TrainOnly cancels the validation
+
+    def __init__(self, decay: float = 0.9):
+        if isinstance(decay, bool) or not 0.0 < float(decay) < 1.0:
+            raise ValueError(f"decay must be in (0, 1), got {decay!r}")
+        self.decay = float(decay)
+
+    def _model(self) -> torch.nn.Module:
+        return getattr(self.learn.model, "module", self.learn.model)  # unwrapped from DDP
+
+    def before_fit(self):
+        self.steps, self.trained = 0, None
+        self.average = [p.detach().clone() for p in self._model().parameters()]
+
+    @torch.no_grad()
+    def after_step(self):
+        self.steps += 1
+        weight = 1.0 - min(self.decay, (1.0 + self.steps) / (10.0 + self.steps))
+        for mean, now in zip(self.average, self._model().parameters()):
+            mean.lerp_(now.detach(), weight)
+
+    @torch.no_grad()
+    def _swap_in_average(self):
+        if self.trained is None:
+            self.trained = [p.detach().clone() for p in self._model().parameters()]
+            for now, mean in zip(self._model().parameters(), self.average):
+                now.copy_(mean)
+
+    def before_validate(self):
+        self._swap_in_average()
+
+    @torch.no_grad()
+    def before_train(self):
+        if self.trained is not None:
+            for now, kept in zip(self._model().parameters(), self.trained):
+                now.copy_(kept)
+            self.trained = None
+
+    def after_fit(self):
+        # After the last validation the average is in place already, and SaveBest reloads the best epoch's.
+        self._swap_in_average()

@@ -123,6 +123,11 @@ class TrainConfig:
         rectangle of one image into the other, losses weighted by area; alpha 1; one image
         column only). Off by default: it did not win on the shared tasks' inner validation
         (modeling guide). Not with ``semi`` (MixMatch mixes on its own).
+    weight_average : float
+        Decay of an exponential moving average of the weights while fine-tuning (and in the
+        refit), e.g. 0.9 (about the last ten steps); the average is what is validated, chosen,
+        saved and kept (:class:`~radiology.train.callbacks.WeightAverage`). 0 (the default)
+        turns it off.
     sampler : {"shuffle", "weighted", "min_per_class"}
         How training batches are drawn: shuffled, weighted so that every class is drawn
         equally often on average, or with at least one sample of every class per batch.
@@ -218,6 +223,7 @@ class TrainConfig:
     loss: str = "auto"
     label_smoothing: float = 0.0
     mix: str | None = None
+    weight_average: float = 0.0
     sampler: str = "shuffle"
     class_weights: bool = True
     augment: bool = True
@@ -294,6 +300,9 @@ class TrainConfig:
         if self.mix == "cutmix" and len(self.image_cols) > 1:
             raise ValueError("cutmix pastes a rectangle of one image into another: it takes one image column, "
                              f"got {len(self.image_cols)} ({', '.join(self.image_cols)}); use mix='mixup'")
+        if isinstance(self.weight_average, bool) or not isinstance(self.weight_average, (int, float)) or not (
+                0 <= self.weight_average < 1):
+            raise ValueError(f"weight_average must be in [0, 1) (0: off), got {self.weight_average!r}")
         if self.sampler not in _SAMPLERS:
             raise ValueError(f"sampler must be one of {_SAMPLERS}, got {self.sampler!r}")
         if self.fusion not in ("concat", "mean"):

@@ -30,7 +30,7 @@ from fastai.distributed import num_distrib, rank_distrib
 
 from radiology.manifest import ENSEMBLE, MANIFEST, verified_bytes
 from radiology.pipeline import Pipeline, default_pipeline
-from radiology.train.callbacks import FrozenBatchNormStats, TrainOnly
+from radiology.train.callbacks import FrozenBatchNormStats, TrainOnly, WeightAverage
 from radiology.train.checkpoints import BEST, CHECKPOINT, CHECKPOINT_DIR, resume_epoch
 from radiology.train.config import TrainConfig
 from radiology.train.distributed import distrib_ctx, process_group, single_process
@@ -572,12 +572,15 @@ def _frozen_bn_stats(config: TrainConfig) -> bool:
 
 
 def _fine_tune_callbacks(config: TrainConfig) -> list:
-    """What the fine-tuning phase and the refit's share: fixed batch-norm statistics and the ``mix`` of images."""
+    """What the fine-tuning phase and the refit's share: fixed batch-norm statistics, the ``mix`` of images and
+    the ``weight_average``."""
     extra = [FrozenBatchNormStats()] if _frozen_bn_stats(config) else []
     if config.mix == "mixup":
         extra.append(MixUp())
     elif config.mix == "cutmix":
         extra.append(CutMix())
+    if config.weight_average:
+        extra.append(WeightAverage(config.weight_average))
     return extra
 
 
