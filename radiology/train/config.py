@@ -121,13 +121,13 @@ class TrainConfig:
         Mix pairs of training images while fine-tuning (and in the refit), with fastai's
         ``MixUp`` (blends two images and their losses; alpha 0.4) or ``CutMix`` (pastes a
         rectangle of one image into the other, losses weighted by area; alpha 1; one image
-        column only). Off by default: it did not win on the shared tasks' inner validation
-        (modeling guide). Not with ``semi`` (MixMatch mixes on its own).
+        column only). Off by default; what each did on the shared tasks is in the modeling
+        guide. Not with ``semi`` (MixMatch mixes on its own).
     weight_average : float
         Decay of an exponential moving average of the weights while fine-tuning (and in the
         refit), e.g. 0.9 (about the last ten steps); the average is what is validated, chosen,
         saved and kept (:class:`~radiology.train.callbacks.WeightAverage`). 0 (the default)
-        turns it off.
+        turns it off; measured in the modeling guide.
     sampler : {"shuffle", "weighted", "min_per_class"}
         How training batches are drawn: shuffled, weighted so that every class is drawn
         equally often on average, or with at least one sample of every class per batch.
