@@ -487,11 +487,12 @@ def _fit_and_save(config: TrainConfig, learn, semi, semi_info, start_epoch: int,
         if config.epochs:
             resumed = f", resumed after epoch {start_epoch}" if start_epoch else ""
             frozen = _frozen_bn_stats(config)
-            mixed = f", {config.mix}" if config.mix else ""
-            logger.info("phase %d/%d: %s (%d epochs, lr %g, backbone %g%s%s%s)", phases.index("fine_tune") + 1,
+            averaged = f", weights averaged (decay {config.weight_average:g})" if config.weight_average else ""
+            options = "".join([", batch-norm statistics fixed" if frozen else "",
+                               f", {config.mix}" if config.mix else "", averaged])
+            logger.info("phase %d/%d: %s (%d epochs, lr %g, backbone %g%s%s)", phases.index("fine_tune") + 1,
                         len(phases), PHASES["fine_tune"], config.epochs, config.peak_lr,
-                        config.peak_lr / config.lr_mult, ", batch-norm statistics fixed" if frozen else "", mixed,
-                        resumed)
+                        config.peak_lr / config.lr_mult, options, resumed)
             extra = [semi] if semi is not None else []
             extra += _fine_tune_callbacks(config) + _phase_callbacks(tracking, "fine_tune")
             fine_tune(learn, config.epochs, config.peak_lr, lr_mult=config.lr_mult, patience=config.patience,

@@ -102,13 +102,15 @@ def test_a_refit_without_validation_ends_with_the_average(tmp_path):
     assert learn.kept_epoch == 2 and not any(isinstance(cb, TrainOnly) for cb in learn.cbs)
 
 
-def test_train_saves_the_averaged_model(tmp_path):
+def test_train_saves_the_averaged_model(tmp_path, caplog):
     csv = write_findings_dataset(tmp_path / "data", 24, size=(48, 40), seed=4)
     settings = dict(csv=csv, image_cols="file", label_cols="label", group_col="patient", size=32,
                     arch="test_resnet", pretrained=None, epochs=2, head_epochs=1, batch_size=8, augment=False,
                     cache="none", seed=0, refit=False)
     plain = train(TrainConfig(out=tmp_path / "plain", **settings), progress=False)
-    averaged = train(TrainConfig(out=tmp_path / "averaged", weight_average=0.9, **settings), progress=False)
+    with caplog.at_level("INFO", logger="radiology.train"):
+        averaged = train(TrainConfig(out=tmp_path / "averaged", weight_average=0.9, **settings), progress=False)
+    assert "weights averaged (decay 0.9)" in caplog.text  # the log says what fine-tuning does
     record = json.loads((averaged.bundle / "train.json").read_text())
     assert record["settings"]["weight_average"] == 0.9
     first = load_file(plain.bundle / "weights.safetensors")
