@@ -113,9 +113,14 @@ def _config(csv, out, **overrides):
     return TrainConfig(**settings)
 
 
+@pytest.fixture(scope="module")
+def plain(dataset, tmp_path_factory):
+    """The run without mixing that the mixed runs are compared with."""
+    return train(_config(dataset, tmp_path_factory.mktemp("plain") / "run"), progress=False)
+
+
 @pytest.mark.parametrize("mix", ["mixup", "cutmix"])
-def test_train_mixes_images_in_fine_tuning_and_the_refit(dataset, tmp_path, mix):
-    plain = train(_config(dataset, tmp_path / "plain"), progress=False)
+def test_train_mixes_images_in_fine_tuning_and_the_refit(dataset, plain, tmp_path, mix):
     mixed = train(_config(dataset, tmp_path / mix, mix=mix), progress=False)
     record = json.loads((mixed.bundle / "train.json").read_text())
     assert record["settings"]["mix"] == mix and record["refit"]
