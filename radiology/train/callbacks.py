@@ -391,8 +391,8 @@ class WeightAverage(Callback):
     checkpoints (:class:`SaveBest`, :class:`SaveLast`) are those of the average; the trained
     weights come back before the next training epoch. When the fit ends — also without
     validation, as in a refit (:class:`TrainOnly`) — the model holds the average. A resumed
-    run starts its average from the saved (averaged) weights. Batch-norm buffers are copied,
-    not averaged.
+    run starts its average from the saved (averaged) weights. Buffers (batch-norm statistics)
+    are not averaged: the model keeps its own.
 
     Parameters
     ----------

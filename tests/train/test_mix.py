@@ -15,12 +15,11 @@ pytest.importorskip("timm")
 import torch.nn.functional as F  # noqa: E402
 from fastai.callback.core import Callback  # noqa: E402
 from fastai.callback.mixup import CutMix, MixUp  # noqa: E402
-from fastai.data.core import DataLoaders  # noqa: E402
-from fastai.data.load import DataLoader  # noqa: E402
 
 from radiology.synthetic import write_findings_dataset  # noqa: E402
-from radiology.train import TrainConfig, make_learner, train  # noqa: E402
+from radiology.train import TrainConfig, train  # noqa: E402
 from radiology.train.losses import WeightedBCEWithLogits, WeightedCrossEntropy  # noqa: E402
+from tests.train.tiny import tiny_learner  # noqa: E402
 
 
 class _Spy(Callback):
@@ -39,26 +38,8 @@ class _Spy(Callback):
                               "pred": self.pred.detach().clone(), "loss": self.loss.detach().clone()})
 
 
-def _learner(tmp_path, loss, targets, n=16):
-    rng = np.random.default_rng(0)
-    x = torch.as_tensor(rng.normal(size=(n, 1, 8, 8)), dtype=torch.float32)
-
-    class Tiny(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
-            self.head = torch.nn.Linear(4, targets.shape[1] if targets.ndim == 2 else 2)
-
-        def forward(self, xb):
-            return self.head(self.backbone(xb))
-
-    pairs = list(zip(x, targets))
-    dls = DataLoaders(DataLoader(pairs, bs=8, shuffle=False), DataLoader(pairs[:8], bs=8))
-    torch.manual_seed(0)
-    learn = make_learner(dls, Tiny(), loss, path=tmp_path)
-    learn.remove_cb(learn.progress)
-    learn.logger = lambda *args: None
-    return learn
+def _learner(tmp_path, loss, targets):
+    return tiny_learner(tmp_path, loss, targets)
 
 
 def test_mixup_mixes_the_losses_of_class_indices(tmp_path):

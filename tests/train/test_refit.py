@@ -12,15 +12,14 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("fastai")
 pytest.importorskip("timm")
 
-from fastai.data.core import DataLoaders  # noqa: E402
-from fastai.data.load import DataLoader  # noqa: E402
 from fastai.metrics import accuracy  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from radiology.models import load_bundle  # noqa: E402
 from radiology.synthetic import write_findings_dataset  # noqa: E402
-from radiology.train import TrainConfig, fine_tune, make_learner, train  # noqa: E402
+from radiology.train import TrainConfig, fine_tune, train  # noqa: E402
 from radiology.train.callbacks import TrainOnly  # noqa: E402
+from tests.train.tiny import tiny_learner  # noqa: E402
 
 EPOCHS, HEAD_EPOCHS = 3, 2
 
@@ -84,20 +83,7 @@ def test_a_refit_of_the_same_seed_is_the_same_model(refitted, tmp_path):
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
-def _tiny_learner(tmp_path, n=32):
-    rng = np.random.default_rng(0)
-    x = torch.as_tensor(rng.normal(size=(n, 1, 8, 8)), dtype=torch.float32)
-    y = torch.as_tensor(rng.integers(0, 2, size=n))
-
-    class Tiny(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
-            self.head = torch.nn.Linear(4, 2)
-
-        def forward(self, xb):
-            return self.head(self.backbone(xb))
-
+def _tiny_learner(tmp_path):
     seen = {"valid": 0}
 
     class Counted(list):
@@ -105,13 +91,7 @@ def _tiny_learner(tmp_path, n=32):
             seen["valid"] += 1
             return super().__getitem__(i)
 
-    pairs = list(zip(x, y))
-    dls = DataLoaders(DataLoader(pairs, bs=8, shuffle=False), DataLoader(Counted(pairs[:8]), bs=8))
-    torch.manual_seed(0)
-    learn = make_learner(dls, Tiny(), torch.nn.CrossEntropyLoss(), metrics=[accuracy], path=tmp_path)
-    learn.remove_cb(learn.progress)
-    learn.logger = lambda *args: None
-    return learn, seen
+    return tiny_learner(tmp_path, metrics=[accuracy], valid=Counted), seen
 
 
 def test_stop_after_follows_the_full_schedule_and_never_validates(tmp_path):

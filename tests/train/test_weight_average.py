@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -10,13 +9,12 @@ pytest.importorskip("fastai")
 pytest.importorskip("timm")
 
 from fastai.callback.core import Callback  # noqa: E402
-from fastai.data.core import DataLoaders  # noqa: E402
-from fastai.data.load import DataLoader  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from radiology.synthetic import write_findings_dataset  # noqa: E402
-from radiology.train import TrainConfig, fine_tune, make_learner, train  # noqa: E402
+from radiology.train import TrainConfig, fine_tune, train  # noqa: E402
 from radiology.train.callbacks import TrainOnly, WeightAverage  # noqa: E402
+from tests.train.tiny import tiny_learner  # noqa: E402
 
 DECAY = 0.6
 
@@ -49,27 +47,8 @@ def _expected_average(start, steps):
     return average
 
 
-def _learner(tmp_path, n=32):
-    rng = np.random.default_rng(0)
-    x = torch.as_tensor(rng.normal(size=(n, 1, 8, 8)), dtype=torch.float32)
-    y = torch.as_tensor(rng.integers(0, 2, size=n))
-
-    class Tiny(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
-            self.head = torch.nn.Linear(4, 2)
-
-        def forward(self, xb):
-            return self.head(self.backbone(xb))
-
-    pairs = list(zip(x, y))
-    dls = DataLoaders(DataLoader(pairs, bs=8, shuffle=False), DataLoader(pairs[:8], bs=8))
-    torch.manual_seed(0)
-    learn = make_learner(dls, Tiny(), torch.nn.CrossEntropyLoss(), path=tmp_path)
-    learn.remove_cb(learn.progress)
-    learn.logger = lambda *args: None
-    return learn
+def _learner(tmp_path):
+    return tiny_learner(tmp_path)
 
 
 def _weights(model):
